@@ -1,0 +1,608 @@
+//! JWS compact-serialization verification: parse strictly, pin the algorithm, verify the
+//! signature with `jsonwebtoken`, then check the claims.
+//!
+//! The order is deliberate. The header is parsed first (it selects the key), the signature is
+//! verified before the payload is parsed (so the claims parser only ever sees data the issuer
+//! signed), and claim checks come last.
+//!
+//! Parsing rules, all fail-closed:
+//! - exactly three segments, each strict base64url without padding (RFC 7515 section 2);
+//! - header and payload are JSON objects; a member name that appears twice is rejected
+//!   (RFC 7515 section 5.2 allows either rejecting or taking the last; taking one silently
+//!   lets two parsers disagree about what was signed);
+//! - header parameters `jwk`, `jku`, `x5u`, `x5c` (keys the token brings itself), `crit` (no
+//!   extension is understood), `b64` (RFC 7797), `enc`/`zip` (JWE parameters) are rejected;
+//! - `exp`, `nbf`, `iat` must be non-negative integers (NumericDate without fractions);
+//! - `sub` and the user claim must be strings; `iss` a string; `aud` a string or strings.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::HeaderValue;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
+
+use super::keys::{parse_alg, KeySet};
+use super::AuthError;
+
+/// Most members accepted in a header or payload object.
+const MAX_MEMBERS: usize = 64;
+
+/// A 128-bit digest used as the revocation key of a `jti`, a subject, or a whole token.
+pub type Digest128 = [u8; 16];
+
+/// First 16 bytes of SHA-256: stable across restarts and instances, and the same size
+/// whatever a client puts in a `jti`.
+pub fn digest128(data: &[u8]) -> Digest128 {
+    let full = Sha256::digest(data);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// The claim checks that apply to every token.
+#[derive(Debug)]
+pub struct Validator {
+    pub keys: KeySet,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub leeway: u64,
+    pub require_exp: bool,
+    pub max_token_bytes: usize,
+    pub user_claim: String,
+    /// Claims copied to headers, by position in `identity.claims`.
+    pub extra_claims: Vec<String>,
+}
+
+/// What a verified token says about its bearer.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The user id, ready to be a header value.
+    pub user: HeaderValue,
+    /// `(index into Validator::extra_claims, value)` for each mapped claim present.
+    pub extra: SmallVec<[(usize, HeaderValue); 4]>,
+    /// Revocation key: digest of `jti`, or of the whole token when it has none.
+    pub token_key: Digest128,
+    /// Whether `token_key` came from a `jti`.
+    pub has_jti: bool,
+    pub sub_key: Option<Digest128>,
+    pub sub: Option<String>,
+    pub iat: Option<u64>,
+    pub exp: Option<u64>,
+}
+
+impl Validator {
+    /// Verify a compact JWS and check its claims at time `now` (unix seconds).
+    pub fn verify(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge);
+        }
+        let (signing_input, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
+        let (header_b64, payload_b64) =
+            signing_input.split_once('.').ok_or(AuthError::Malformed)?;
+        if payload_b64.contains('.') {
+            // Four or more segments: not a JWS (a JWE has five and is handled elsewhere).
+            return Err(AuthError::Malformed);
+        }
+        for seg in [header_b64, payload_b64, signature] {
+            if seg.is_empty() || !is_base64url(seg) {
+                return Err(AuthError::Malformed);
+            }
+        }
+
+        let header_json = b64(header_b64)?;
+        let header = JsonObject::parse(&header_json)?;
+        let alg = header.get("alg").ok_or(AuthError::Malformed)?;
+        let alg: Cow<'_, str> =
+            serde_json::from_str(alg.get()).map_err(|_| AuthError::Malformed)?;
+        let alg = parse_alg(&alg).ok_or(AuthError::Algorithm)?;
+        for forbidden in ["jwk", "jku", "x5u", "x5c", "crit", "b64", "enc", "zip"] {
+            if header.get(forbidden).is_some() {
+                return Err(AuthError::ForbiddenHeader);
+            }
+        }
+        let kid: Option<Cow<'_, str>> = match header.get("kid") {
+            None => None,
+            Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|_| AuthError::Malformed)?),
+        };
+
+        let mut tried = false;
+        let mut ok = false;
+        for key in self.keys.candidates(kid.as_deref(), alg) {
+            tried = true;
+            if jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.decoding, alg)
+                .unwrap_or(false)
+            {
+                ok = true;
+                break;
+            }
+        }
+        if !tried {
+            // A kid we know under another alg is an algorithm mismatch; otherwise unknown.
+            return Err(match kid.as_deref() {
+                Some(k) if self.keys.has_kid(k) => AuthError::Algorithm,
+                Some(_) => AuthError::UnknownKey,
+                None => AuthError::Algorithm,
+            });
+        }
+        if !ok {
+            return Err(AuthError::Signature);
+        }
+
+        let payload_json = b64(payload_b64)?;
+        let claims = JsonObject::parse(&payload_json)?;
+        self.check_claims(&claims, token, now)
+    }
+
+    fn check_claims(
+        &self,
+        c: &JsonObject<'_>,
+        token: &str,
+        now: u64,
+    ) -> Result<Verified, AuthError> {
+        let exp = numeric_date(c, "exp")?;
+        let nbf = numeric_date(c, "nbf")?;
+        let iat = numeric_date(c, "iat")?;
+        match exp {
+            Some(exp) if now >= exp.saturating_add(self.leeway) => return Err(AuthError::Expired),
+            None if self.require_exp => return Err(AuthError::MissingExp),
+            _ => {}
+        }
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err(AuthError::NotYetValid);
+        }
+        if iat.is_some_and(|iat| iat > now.saturating_add(self.leeway)) {
+            return Err(AuthError::IssuedInFuture);
+        }
+        if let Some(want) = &self.issuer {
+            let iss = string_claim(c, "iss")?.ok_or(AuthError::Issuer)?;
+            if iss != want.as_str() {
+                return Err(AuthError::Issuer);
+            }
+        }
+        if !self.audience.is_empty() {
+            let raw = c.get("aud").ok_or(AuthError::Audience)?;
+            let auds: OneOrMany<'_> =
+                serde_json::from_str(raw.get()).map_err(|_| AuthError::Claims)?;
+            let hit = match &auds {
+                OneOrMany::One(a) => self.audience.iter().any(|w| w == a),
+                OneOrMany::Many(v) => v.iter().any(|a| self.audience.iter().any(|w| w == a)),
+            };
+            if !hit {
+                return Err(AuthError::Audience);
+            }
+        }
+        let sub = string_claim(c, "sub")?;
+        let user = if self.user_claim == "sub" {
+            sub.clone()
+        } else {
+            string_claim(c, &self.user_claim)?
+        };
+        let user = user.filter(|u| !u.is_empty()).ok_or(AuthError::Claims)?;
+        let user = HeaderValue::from_str(&user).map_err(|_| AuthError::Claims)?;
+
+        let mut extra = SmallVec::new();
+        for (i, name) in self.extra_claims.iter().enumerate() {
+            if let Some(raw) = c.get(name) {
+                if let Some(v) = claim_header_value(raw)? {
+                    extra.push((i, v));
+                }
+            }
+        }
+
+        let (token_key, has_jti) = match string_claim(c, "jti")? {
+            Some(jti) => (digest128(jti.as_bytes()), true),
+            None => (digest128(token.as_bytes()), false),
+        };
+        Ok(Verified {
+            user,
+            extra,
+            token_key,
+            has_jti,
+            sub_key: sub.as_ref().map(|s| digest128(s.as_bytes())),
+            sub: sub.map(Cow::into_owned),
+            iat,
+            exp,
+        })
+    }
+}
+
+fn is_base64url(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn b64(s: &str) -> Result<Vec<u8>, AuthError> {
+    URL_SAFE_NO_PAD.decode(s).map_err(|_| AuthError::Malformed)
+}
+
+/// A NumericDate claim: absent, or a non-negative integer number of seconds.
+fn numeric_date(c: &JsonObject<'_>, name: &str) -> Result<Option<u64>, AuthError> {
+    match c.get(name) {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str::<u64>(raw.get())
+            .map(Some)
+            .map_err(|_| AuthError::Claims),
+    }
+}
+
+fn string_claim<'a>(c: &JsonObject<'a>, name: &str) -> Result<Option<Cow<'a, str>>, AuthError> {
+    match c.get(name) {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str::<Cow<'a, str>>(raw.get())
+            .map(Some)
+            .map_err(|_| AuthError::Claims),
+    }
+}
+
+/// A claim as a header value: strings as-is, numbers and booleans as JSON text, arrays of
+/// those joined by commas; `null` means no header. Objects cannot be expressed and reject the
+/// token rather than be silently dropped.
+fn claim_header_value(raw: &RawValue) -> Result<Option<HeaderValue>, AuthError> {
+    let v: serde_json::Value = serde_json::from_str(raw.get()).map_err(|_| AuthError::Claims)?;
+    fn scalar(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    let text = match &v {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::Array(items) => {
+            let mut parts = Vec::with_capacity(items.len());
+            for item in items {
+                parts.push(scalar(item).ok_or(AuthError::Claims)?);
+            }
+            parts.join(",")
+        }
+        other => scalar(other).ok_or(AuthError::Claims)?,
+    };
+    HeaderValue::from_str(&text)
+        .map(Some)
+        .map_err(|_| AuthError::Claims)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<'a> {
+    #[serde(borrow)]
+    One(Cow<'a, str>),
+    #[serde(borrow)]
+    Many(Vec<Cow<'a, str>>),
+}
+
+/// A JSON object kept as raw member values, refusing duplicate member names.
+pub struct JsonObject<'a> {
+    members: SmallVec<[(Cow<'a, str>, &'a RawValue); 12]>,
+}
+
+impl<'a> JsonObject<'a> {
+    /// Parse `bytes` as one JSON object; anything else (array, string, trailing data,
+    /// duplicate names, more than `MAX_MEMBERS` members) is malformed.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, AuthError> {
+        serde_json::from_slice(bytes).map_err(|_| AuthError::Malformed)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.members
+            .iter()
+            .find(|(k, _)| k.as_ref() == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = JsonObject<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members: SmallVec<[(Cow<'de, str>, &'de RawValue); 12]> = SmallVec::new();
+                while let Some(MemberName(name)) = map.next_key()? {
+                    if members.len() == MAX_MEMBERS {
+                        return Err(de::Error::custom("too many members"));
+                    }
+                    if members.iter().any(|(k, _)| *k == name) {
+                        return Err(de::Error::custom("duplicate member name"));
+                    }
+                    let value: &'de RawValue = map.next_value()?;
+                    members.push((name, value));
+                }
+                Ok(JsonObject { members })
+            }
+        }
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A member name borrowed from the input when it has no escapes.
+struct MemberName<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = MemberName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MemberName(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(NameVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::KeyMaterial;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const NOW: u64 = 1_800_000_000;
+
+    fn validator() -> Validator {
+        let keys = KeySet::build(
+            vec![KeyMaterial {
+                label: "k".into(),
+                kid: Some("hs1".into()),
+                alg: "HS256".into(),
+                secret: Some(SECRET.to_vec()),
+                secret_base64: false,
+                public_pem: None,
+                private_pem: None,
+            }],
+            None,
+        )
+        .unwrap();
+        Validator {
+            keys,
+            issuer: Some("https://issuer.example".into()),
+            audience: vec!["api".into()],
+            leeway: 30,
+            require_exp: true,
+            max_token_bytes: 8192,
+            user_claim: "sub".into(),
+            extra_claims: vec!["roles".into()],
+        }
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some("hs1".into());
+        encode(&h, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    fn good() -> serde_json::Value {
+        json!({"sub": "alice", "exp": NOW + 60, "iat": NOW, "iss": "https://issuer.example", "aud": "api", "jti": "j1", "roles": ["a", "b"]})
+    }
+
+    /// Re-sign arbitrary header and payload JSON text with the configured secret.
+    fn raw(header: &str, payload: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let sig = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &EncodingKey::from_secret(SECRET),
+            jsonwebtoken::Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{input}.{sig}")
+    }
+
+    #[test]
+    fn accepts_good_token() {
+        let v = validator().verify(&sign(good()), NOW).unwrap();
+        assert_eq!(v.user, "alice");
+        assert_eq!(v.extra[0].1, "a,b");
+        assert!(v.has_jti);
+        assert_eq!(v.iat, Some(NOW));
+    }
+
+    #[test]
+    fn claim_checks() {
+        let val = validator();
+        let cases: Vec<(serde_json::Value, AuthError)> = vec![
+            (json!({"exp": NOW - 31}), AuthError::Expired),
+            (json!({"exp": serde_json::Value::Null}), AuthError::Claims),
+            (json!({"nbf": NOW + 31}), AuthError::NotYetValid),
+            (json!({"iat": NOW + 31}), AuthError::IssuedInFuture),
+            (json!({"iss": "https://evil.example"}), AuthError::Issuer),
+            (json!({"aud": "other"}), AuthError::Audience),
+            (json!({"aud": ["x", "y"]}), AuthError::Audience),
+            (json!({"sub": 42}), AuthError::Claims),
+            (json!({"sub": ""}), AuthError::Claims),
+            (json!({"exp": 1.8e9}), AuthError::Claims),
+            (json!({"exp": "1800000060"}), AuthError::Claims),
+            (json!({"exp": -5}), AuthError::Claims),
+            (json!({"roles": {"nested": true}}), AuthError::Claims),
+        ];
+        for (patch, want) in cases {
+            let mut c = good();
+            for (k, v) in patch.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            assert_eq!(val.verify(&sign(c.clone()), NOW).unwrap_err(), want, "{c}");
+        }
+        let mut c = good();
+        c.as_object_mut().unwrap().remove("exp");
+        assert_eq!(
+            val.verify(&sign(c), NOW).unwrap_err(),
+            AuthError::MissingExp
+        );
+        // Within leeway is fine.
+        let mut c = good();
+        c["exp"] = json!(NOW - 10);
+        assert!(val.verify(&sign(c), NOW).is_ok());
+        // Audience as array with one match.
+        let mut c = good();
+        c["aud"] = json!(["x", "api"]);
+        assert!(val.verify(&sign(c), NOW).is_ok());
+    }
+
+    #[test]
+    fn huge_exp_is_rejected() {
+        let tok = raw(
+            r#"{"alg":"HS256","kid":"hs1"}"#,
+            r#"{"sub":"alice","exp":99999999999999999999999,"iss":"https://issuer.example","aud":"api"}"#,
+        );
+        assert_eq!(
+            validator().verify(&tok, NOW).unwrap_err(),
+            AuthError::Claims
+        );
+    }
+
+    #[test]
+    fn alg_none_in_every_casing_is_refused() {
+        let val = validator();
+        for alg in ["none", "None", "NONE", "nOnE"] {
+            let h = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","kid":"hs1"}}"#));
+            let p = URL_SAFE_NO_PAD.encode(good().to_string());
+            for tok in [format!("{h}.{p}."), format!("{h}.{p}.AAAA")] {
+                let e = val.verify(&tok, NOW).unwrap_err();
+                assert!(
+                    matches!(e, AuthError::Malformed | AuthError::Algorithm),
+                    "{alg}: {e:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn forbidden_headers() {
+        for extra in [
+            r#""jwk":{"kty":"oct","k":"AAAA"}"#,
+            r#""jku":"https://evil.example/jwks""#,
+            r#""x5u":"https://evil.example/cert""#,
+            r#""x5c":["MIIB"]"#,
+            r#""crit":["exp"]"#,
+            r#""b64":false"#,
+            r#""enc":"A256GCM""#,
+        ] {
+            let tok = raw(
+                &format!(r#"{{"alg":"HS256","kid":"hs1",{extra}}}"#),
+                &good().to_string(),
+            );
+            assert_eq!(
+                validator().verify(&tok, NOW).unwrap_err(),
+                AuthError::ForbiddenHeader,
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_members_are_malformed() {
+        let tok = raw(
+            r#"{"alg":"HS256","alg":"HS256","kid":"hs1"}"#,
+            &good().to_string(),
+        );
+        assert_eq!(
+            validator().verify(&tok, NOW).unwrap_err(),
+            AuthError::Malformed
+        );
+        let tok = raw(
+            r#"{"alg":"HS256","kid":"hs1"}"#,
+            &format!(
+                r#"{{"sub":"alice","sub":"admin","exp":{},"iss":"https://issuer.example","aud":"api"}}"#,
+                NOW + 60
+            ),
+        );
+        assert_eq!(
+            validator().verify(&tok, NOW).unwrap_err(),
+            AuthError::Malformed
+        );
+    }
+
+    #[test]
+    fn shape_attacks() {
+        let val = validator();
+        let good = sign(good());
+        let parts: Vec<&str> = good.split('.').collect();
+        let cases = [
+            format!("{}.{}", parts[0], parts[1]),
+            format!("{good}.x"),
+            format!("{good}.x.y"),
+            format!("{}.{}.", parts[0], parts[1]),
+            format!("{}.{}.{}=", parts[0], parts[1], parts[2]),
+            format!("{}.{}+.{}", parts[0], parts[1], parts[2]),
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                &parts[2][..parts[2].len() - 4]
+            ),
+            format!("{}é.{}.{}", parts[0], parts[1], parts[2]),
+            String::new(),
+        ];
+        for tok in cases {
+            assert!(val.verify(&tok, NOW).is_err(), "{tok}");
+        }
+        let not_object = raw(r#"{"alg":"HS256","kid":"hs1"}"#, r#"["sub","alice"]"#);
+        assert_eq!(
+            val.verify(&not_object, NOW).unwrap_err(),
+            AuthError::Malformed
+        );
+        let big = format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2]);
+        assert_eq!(val.verify(&big, NOW).unwrap_err(), AuthError::TooLarge);
+    }
+
+    #[test]
+    fn unknown_kid_and_wrong_key() {
+        let tok = raw(
+            r#"{"alg":"HS256","kid":"../../etc/passwd"}"#,
+            &good().to_string(),
+        );
+        assert_eq!(
+            validator().verify(&tok, NOW).unwrap_err(),
+            AuthError::UnknownKey
+        );
+        let other = encode(
+            &Header {
+                kid: Some("hs1".into()),
+                ..Header::new(jsonwebtoken::Algorithm::HS256)
+            },
+            &good(),
+            &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
+        )
+        .unwrap();
+        assert_eq!(
+            validator().verify(&other, NOW).unwrap_err(),
+            AuthError::Signature
+        );
+        let hs384 = raw(r#"{"alg":"HS384","kid":"hs1"}"#, &good().to_string());
+        assert_eq!(
+            validator().verify(&hs384, NOW).unwrap_err(),
+            AuthError::Algorithm
+        );
+    }
+
+    #[test]
+    fn jti_less_token_is_keyed_by_token_digest() {
+        let mut c = good();
+        c.as_object_mut().unwrap().remove("jti");
+        let tok = sign(c);
+        let v = validator().verify(&tok, NOW).unwrap();
+        assert!(!v.has_jti);
+        assert_eq!(v.token_key, digest128(tok.as_bytes()));
+    }
+}

@@ -1,0 +1,176 @@
+//! The serde mirror of `config.toml`: exactly what the file may say, nothing typed yet.
+//!
+//! Every struct denies unknown fields, so a typo is an error that names the key instead of a
+//! setting silently ignored. Durations and sizes stay strings here; `config::validate` turns
+//! them into typed values and says what would be valid when one is wrong.
+//!
+//! The shape of `[listen]`, `[jwt]`, `[[jwt.keys]]`, `[identity]`, `[[routes]]`, `[admin]` and
+//! `[revocation]` is public interface: extend it, never rename.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub listen: Listen,
+    #[serde(default)]
+    pub jwt: Jwt,
+    #[serde(default)]
+    pub identity: Identity,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub revocation: Option<Revocation>,
+    #[serde(default)]
+    pub log: Log,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub upstream: UpstreamDefaults,
+    #[serde(default)]
+    pub dev: Dev,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub addr: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Time allowed for a TLS handshake, e.g. "10s".
+    pub handshake_timeout: Option<String>,
+    /// Time allowed for a client to send a complete request head, e.g. "10s".
+    pub header_read_timeout: Option<String>,
+    /// Number of tokio worker threads; 0 or absent picks one per core.
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    pub issuer: Option<String>,
+    pub audience: Option<OneOrMany>,
+    pub leeway: Option<String>,
+    /// Tokens without `exp` are rejected unless this is false.
+    pub require_exp: Option<bool>,
+    /// Longest lifetime the gateway assumes for a token it cannot read `exp` from.
+    pub max_lifetime: Option<String>,
+    /// Largest bearer token accepted, in bytes.
+    pub max_token_bytes: Option<usize>,
+    /// A local JWKS file whose keys are added to `keys`.
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub keys: Vec<Key>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Key {
+    pub kid: Option<String>,
+    pub alg: String,
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// The secret is base64url (or standard base64) encoded rather than raw bytes.
+    pub secret_base64: Option<bool>,
+    pub public_key: Option<PathBuf>,
+    /// PEM private key, for `portcullis token` and sign-in with asymmetric algorithms.
+    pub private_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub user_header: Option<String>,
+    pub user_claim: Option<String>,
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub prefix: String,
+    pub upstream: String,
+    pub auth: String,
+    pub host: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub addr: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Permit a non-loopback admin bind without TLS (the token then crosses the network in
+    /// clear text; only for a network you trust).
+    pub allow_insecure_remote: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    pub store: Option<String>,
+    /// How often expired entries are swept from memory, e.g. "60s".
+    pub sweep_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// "pretty" (default) or "json".
+    pub format: Option<String>,
+    /// A tracing filter such as "info" or "portcullis=debug"; `RUST_LOG` wins when set.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_connections: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub h2_max_concurrent_streams: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDefaults {
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+    pub pool_idle_timeout: Option<String>,
+    pub pool_max_idle_per_host: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dev {
+    /// Create missing development material on start: a self-signed certificate for
+    /// `[listen] tls_cert`/`tls_key`, random secrets for `secret_file` keys and the admin
+    /// `token_file`. Never enable in production.
+    pub generate_missing: Option<bool>,
+}

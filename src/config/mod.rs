@@ -1,0 +1,989 @@
+//! Configuration: read `config.toml`, expand `${VAR}`, parse, and validate into a typed
+//! [`Config`] before any socket binds.
+//!
+//! Two layers, as in River: [`file`] mirrors the TOML exactly (with `deny_unknown_fields`);
+//! [`Config`] holds typed values (durations, socket addresses, decoded keys, loaded TLS
+//! material). Validation collects *every* problem, each naming the key or file it concerns,
+//! so `portcullis check` can print them all at once.
+
+pub mod file;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::Uri;
+
+use crate::auth::keys::{KeyMaterial, KeySet};
+use crate::pipeline::route::{normalise_prefix, AuthPolicy, Route, RouteTable};
+
+/// Time allowed for a TLS handshake before the connection is dropped.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a client to send a complete request head (slowloris guard).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+/// Lifetime assumed for a revoked token whose `exp` is unknown.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Largest bearer token accepted, in bytes (larger: 401 without parsing).
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Time to establish a TCP connection to an upstream.
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time from forwarding a request to receiving the upstream's response head.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle pooled upstream connection is kept.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle pooled connections kept per upstream host.
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 256;
+/// Concurrent client connections; further ones wait in the kernel backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Largest request head (request line + headers), in bytes; larger gets 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most request headers accepted on one request.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// HTTP/2 streams a client may have open at once on one connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default admin listener.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9443";
+/// Default embedded revocation store, relative to the config file's folder.
+pub const DEFAULT_REVOCATION_STORE: &str = "data/revocations.log";
+/// How often expired revocations are swept from memory.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug)]
+pub struct Config {
+    /// The config file's folder; relative paths in the file are resolved against it.
+    pub base_dir: PathBuf,
+    pub listen: Listen,
+    pub jwt: Jwt,
+    pub identity: Identity,
+    pub routes: RouteTable,
+    pub admin: Option<Admin>,
+    pub revocation: Revocation,
+    pub log: Log,
+    pub limits: Limits,
+    /// Files `run` must write before starting (dev material generated in memory).
+    pub pending_dev_files: Vec<DevFile>,
+}
+
+#[derive(Debug)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsMaterial>,
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub workers: Option<usize>,
+}
+
+/// PEM bytes of a certificate chain and its private key, already checked to parse.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    // The key stays out of every log line and panic message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+pub struct Jwt {
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub leeway_secs: u64,
+    pub require_exp: bool,
+    pub max_lifetime: Duration,
+    pub max_token_bytes: usize,
+    pub keys: KeySet,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_header: HeaderName,
+    pub user_claim: String,
+    /// Extra claim -> header mappings, in file order.
+    pub claims: Vec<(HeaderName, String)>,
+}
+
+#[derive(Debug)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    pub token: Option<Secret>,
+    pub tls: Option<TlsMaterial>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    /// The embedded append-only log at this path.
+    Log(PathBuf),
+    /// Keep revocations in memory only (lost on restart); `store = "memory"`.
+    Memory,
+    /// Cluster mode through Redis (`redis://` or `rediss://`).
+    Redis(String),
+}
+
+#[derive(Debug)]
+pub struct Revocation {
+    pub store: StoreKind,
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub upstream_pool_idle_timeout: Duration,
+    pub upstream_pool_max_idle_per_host: usize,
+}
+
+/// A secret string (admin token) that never prints.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// A development file generated in memory by validation, written by `run` before start.
+#[derive(Clone)]
+pub struct DevFile {
+    pub path: PathBuf,
+    pub contents: Vec<u8>,
+    pub what: &'static str,
+}
+
+impl fmt::Debug for DevFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DevFile({}, {})", self.what, self.path.display())
+    }
+}
+
+/// Every problem found in a config file, each naming the key or path concerned.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} problem(s)",
+            self.file.display(),
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Read, expand, parse and validate the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: path.to_path_buf(),
+            problems: vec![format!("cannot read config file: {e}")],
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::from_toml(&text, &base).map_err(|mut e| {
+            e.file = path.to_path_buf();
+            e
+        })
+    }
+
+    /// Parse and validate config text; relative paths resolve against `base_dir`.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        let fail = |problems: Vec<String>| ConfigErrors {
+            file: PathBuf::from("<config>"),
+            problems,
+        };
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
+        let mut problems = Vec::new();
+        expand_env(&mut value, &mut String::new(), &mut problems);
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let file: file::File = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            fail(vec![format!("{path}: {}", e.into_inner())])
+        })?;
+        validate(file, base_dir).map_err(fail)
+    }
+
+    /// Write the development material generated during validation (certificate, secrets),
+    /// logging each file so the operator knows it happened.
+    pub fn write_dev_files(&mut self) -> anyhow::Result<()> {
+        for f in self.pending_dev_files.drain(..) {
+            if let Some(dir) = f.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            write_private_file(&f.path, &f.contents)?;
+            tracing::warn!(path = %f.path.display(), "generated development {} ([dev] generate_missing = true; do not use in production)", f.what);
+        }
+        Ok(())
+    }
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// Replace `${VAR}` in every string value with the environment variable's value; `$$`
+/// stands for a literal `$`. An unset variable is a problem naming the key.
+fn expand_env(value: &mut toml::Value, key: &mut String, problems: &mut Vec<String>) {
+    match value {
+        toml::Value::String(s) if s.contains('$') => match expand_str(s) {
+            Ok(out) => *s = out,
+            Err(var) => problems.push(format!(
+                "{key}: environment variable `{var}` is not set (the value refers to ${{{var}}})"
+            )),
+        },
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = key.len();
+                key.push_str(&format!("[{i}]"));
+                expand_env(item, key, problems);
+                key.truncate(len);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, item) in table.iter_mut() {
+                let len = key.len();
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
+                expand_env(item, key, problems);
+                key.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn expand_str(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                return Err(format!("{body} (missing closing brace)"));
+            };
+            let var = &body[..end];
+            match std::env::var(var) {
+                Ok(v) => out.push_str(&v),
+                Err(_) => return Err(var.to_string()),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parse a duration such as "30s", "15m", "1h 30m"; a bare number means seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"15m\", \"1h\"")
+    })
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+struct Checker<'a> {
+    base: &'a Path,
+    problems: Vec<String>,
+    dev_generate: bool,
+    dev_files: Vec<DevFile>,
+}
+
+impl Checker<'_> {
+    fn duration(&mut self, key: &str, v: Option<&String>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => parse_duration(s).unwrap_or_else(|e| {
+                self.problems.push(format!("{key}: {e}"));
+                default
+            }),
+        }
+    }
+
+    fn addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                // Allow "localhost:PORT" as a convenience.
+                if let Some(port) = s.strip_prefix("localhost:").and_then(|p| p.parse().ok()) {
+                    return Some(SocketAddr::from(([127, 0, 0, 1], port)));
+                }
+                self.problems.push(format!(
+                    "{key}: `{s}` is not a socket address; write e.g. \"127.0.0.1:8443\" or \"[::]:8443\""
+                ));
+                None
+            }
+        }
+    }
+
+    fn read(&mut self, key: &str, path: &Path) -> Option<Vec<u8>> {
+        match std::fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                self.problems
+                    .push(format!("{key}: cannot read `{}`: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    /// Load a cert/key pair, generating a self-signed localhost pair in memory when both are
+    /// missing and `[dev] generate_missing` is on.
+    fn tls(&mut self, section: &str, cert: &Path, key: &Path) -> Option<TlsMaterial> {
+        let (cert_path, key_path) = (resolve(self.base, cert), resolve(self.base, key));
+        if self.dev_generate && !cert_path.exists() && !key_path.exists() {
+            match crate::server::tls::generate_dev_cert() {
+                Ok((cert_pem, key_pem)) => {
+                    self.dev_files.push(DevFile {
+                        path: cert_path.clone(),
+                        contents: cert_pem.clone(),
+                        what: "self-signed TLS certificate for localhost",
+                    });
+                    self.dev_files.push(DevFile {
+                        path: key_path.clone(),
+                        contents: key_pem.clone(),
+                        what: "TLS private key",
+                    });
+                    return Some(TlsMaterial {
+                        cert_path,
+                        key_path,
+                        cert_pem,
+                        key_pem,
+                    });
+                }
+                Err(e) => {
+                    self.problems
+                        .push(format!("{section}: cannot generate a dev certificate: {e}"));
+                    return None;
+                }
+            }
+        }
+        let cert_pem = self.read(&format!("{section}.tls_cert"), &cert_path)?;
+        let key_pem = self.read(&format!("{section}.tls_key"), &key_path)?;
+        let material = TlsMaterial {
+            cert_path,
+            key_path,
+            cert_pem,
+            key_pem,
+        };
+        if let Err(e) = crate::server::tls::server_config(&material) {
+            self.problems.push(format!("{section}: {e}"));
+            return None;
+        }
+        Some(material)
+    }
+
+    /// A secret read from a file, or generated in memory (dev) when the file is missing.
+    fn secret_file(&mut self, key: &str, path: &Path, what: &'static str) -> Option<Vec<u8>> {
+        let path = resolve(self.base, path);
+        if self.dev_generate && !path.exists() {
+            let secret = random_secret();
+            self.dev_files.push(DevFile {
+                path,
+                contents: format!("{secret}\n").into_bytes(),
+                what,
+            });
+            return Some(secret.into_bytes());
+        }
+        let mut bytes = self.read(key, &path)?;
+        // A trailing newline from `echo secret > file` is not part of the secret.
+        while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            bytes.pop();
+        }
+        if bytes.is_empty() {
+            self.problems
+                .push(format!("{key}: `{}` is empty", path.display()));
+            return None;
+        }
+        Some(bytes)
+    }
+}
+
+/// 256 bits from the OS CSPRNG, base64url without padding.
+pub fn random_secret() -> String {
+    use base64::Engine;
+    let mut b = [0u8; 32];
+    rand::fill(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn header_name(c: &mut Checker<'_>, key: &str, s: &str) -> Option<HeaderName> {
+    match HeaderName::from_bytes(s.trim().as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            c.problems
+                .push(format!("{key}: `{s}` is not a valid HTTP header name"));
+            None
+        }
+    }
+}
+
+fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
+    let mut c = Checker {
+        base,
+        problems: Vec::new(),
+        dev_generate: f.dev.generate_missing.unwrap_or(false),
+        dev_files: Vec::new(),
+    };
+
+    // [listen]
+    let addr = c.addr("listen.addr", &f.listen.addr);
+    let tls = match (&f.listen.tls_cert, &f.listen.tls_key) {
+        (Some(cert), Some(key)) => c.tls("listen", cert, key),
+        (None, None) => None,
+        _ => {
+            c.problems
+                .push("listen: set both tls_cert and tls_key (TLS) or neither (plain HTTP)".into());
+            None
+        }
+    };
+    let listen = Listen {
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        tls,
+        handshake_timeout: c.duration(
+            "listen.handshake_timeout",
+            f.listen.handshake_timeout.as_ref(),
+            DEFAULT_HANDSHAKE_TIMEOUT,
+        ),
+        header_read_timeout: c.duration(
+            "listen.header_read_timeout",
+            f.listen.header_read_timeout.as_ref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+        ),
+        workers: f.listen.workers.filter(|w| *w > 0),
+    };
+
+    // [jwt]
+    let leeway = c.duration(
+        "jwt.leeway",
+        f.jwt.leeway.as_ref(),
+        Duration::from_secs(DEFAULT_LEEWAY_SECS),
+    );
+    let mut materials = Vec::new();
+    for (i, k) in f.jwt.keys.iter().enumerate() {
+        let key = format!("jwt.keys[{i}]");
+        let secret = match (&k.secret, &k.secret_file) {
+            (Some(s), None) => Some(s.clone().into_bytes()),
+            (None, Some(p)) => {
+                c.secret_file(&format!("{key}.secret_file"), p, "JWT signing secret")
+            }
+            (Some(_), Some(_)) => {
+                c.problems
+                    .push(format!("{key}: set either secret or secret_file, not both"));
+                None
+            }
+            (None, None) => None,
+        };
+        let public_pem = k
+            .public_key
+            .as_ref()
+            .and_then(|p| c.read(&format!("{key}.public_key"), &resolve(base, p)));
+        let private_pem = k
+            .private_key
+            .as_ref()
+            .and_then(|p| c.read(&format!("{key}.private_key"), &resolve(base, p)));
+        materials.push(KeyMaterial {
+            label: key,
+            kid: k.kid.clone(),
+            alg: k.alg.clone(),
+            secret,
+            secret_base64: k.secret_base64.unwrap_or(false),
+            public_pem,
+            private_pem,
+        });
+    }
+    let jwks = f
+        .jwt
+        .jwks_file
+        .as_ref()
+        .and_then(|p| c.read("jwt.jwks_file", &resolve(base, p)));
+    let keys = match KeySet::build(materials, jwks.as_deref()) {
+        Ok(ks) => ks,
+        Err(errs) => {
+            c.problems.extend(errs);
+            KeySet::default()
+        }
+    };
+    let has_jwt_route = f.routes.iter().any(|r| r.auth == "jwt");
+    if has_jwt_route && keys.is_empty() {
+        c.problems.push(
+            "jwt.keys: a route uses auth = \"jwt\" but no key is configured; add a [[jwt.keys]] entry or jwt.jwks_file".into(),
+        );
+    }
+    let max_token_bytes = f.jwt.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
+    if max_token_bytes < 64 {
+        c.problems
+            .push("jwt.max_token_bytes: must be at least 64".into());
+    }
+    let jwt = Jwt {
+        issuer: f.jwt.issuer.clone(),
+        audience: f.jwt.audience.map(|a| a.into_vec()).unwrap_or_default(),
+        leeway_secs: leeway.as_secs(),
+        require_exp: f.jwt.require_exp.unwrap_or(true),
+        max_lifetime: c.duration(
+            "jwt.max_lifetime",
+            f.jwt.max_lifetime.as_ref(),
+            DEFAULT_MAX_LIFETIME,
+        ),
+        max_token_bytes,
+        keys,
+    };
+
+    // [identity]
+    let user_header = header_name(
+        &mut c,
+        "identity.user_header",
+        f.identity.user_header.as_deref().unwrap_or("x-user-id"),
+    );
+    let mut claims = Vec::new();
+    for (h, claim) in &f.identity.claims {
+        if let Some(name) = header_name(&mut c, &format!("identity.claims.{h}"), h) {
+            if claims.iter().any(|(n, _)| n == name) || Some(&name) == user_header.as_ref() {
+                c.problems
+                    .push(format!("identity.claims.{h}: header mapped twice"));
+            }
+            claims.push((name, claim.clone()));
+        }
+    }
+    let identity = Identity {
+        user_header: user_header.unwrap_or(HeaderName::from_static("x-user-id")),
+        user_claim: f.identity.user_claim.unwrap_or_else(|| "sub".into()),
+        claims,
+    };
+
+    // [upstream] defaults and [[routes]]
+    let up_connect = c.duration(
+        "upstream.connect_timeout",
+        f.upstream.connect_timeout.as_ref(),
+        DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
+    );
+    let up_timeout = c.duration(
+        "upstream.timeout",
+        f.upstream.timeout.as_ref(),
+        DEFAULT_UPSTREAM_TIMEOUT,
+    );
+    if f.routes.is_empty() {
+        c.problems.push(
+            "routes: no [[routes]] entry; add at least one with prefix, upstream and auth".into(),
+        );
+    }
+    let mut routes = Vec::new();
+    for (i, r) in f.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let prefix = match normalise_prefix(&r.prefix) {
+            Ok(p) => p,
+            Err(e) => {
+                c.problems.push(format!("{key}.prefix: {e}"));
+                continue;
+            }
+        };
+        let auth = match r.auth.as_str() {
+            "jwt" => AuthPolicy::Jwt,
+            "public" => AuthPolicy::Public,
+            other => {
+                c.problems.push(format!(
+                    "{key}.auth: `{other}` is not a policy; use \"jwt\" or \"public\""
+                ));
+                continue;
+            }
+        };
+        let upstream = match parse_upstream(&r.upstream) {
+            Ok(u) => u,
+            Err(e) => {
+                c.problems.push(format!("{key}.upstream: {e}"));
+                continue;
+            }
+        };
+        let connect_timeout = c.duration(
+            &format!("{key}.connect_timeout"),
+            r.connect_timeout.as_ref(),
+            up_connect,
+        );
+        let timeout = c.duration(&format!("{key}.timeout"), r.timeout.as_ref(), up_timeout);
+        let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
+        if routes
+            .iter()
+            .any(|x: &Route| x.prefix == prefix && x.host == host)
+        {
+            c.problems.push(format!(
+                "{key}: another route already has prefix `{prefix}`{}",
+                host.as_ref()
+                    .map(|h| format!(" for host {h}"))
+                    .unwrap_or_default()
+            ));
+        }
+        routes.push(Route {
+            name: prefix.clone(),
+            prefix,
+            host,
+            upstream,
+            auth,
+            connect_timeout,
+            timeout,
+        });
+    }
+
+    // [admin]
+    let admin = match f.admin {
+        None => None,
+        Some(a) => {
+            let addr = c.addr(
+                "admin.addr",
+                a.addr.as_deref().unwrap_or(DEFAULT_ADMIN_ADDR),
+            );
+            let token = match (a.token, &a.token_file) {
+                (Some(t), None) => Some(Secret(t)),
+                (None, Some(p)) => c
+                    .secret_file("admin.token_file", p, "admin token")
+                    .map(|b| Secret(String::from_utf8_lossy(&b).into_owned())),
+                (Some(_), Some(_)) => {
+                    c.problems
+                        .push("admin: set either token or token_file, not both".into());
+                    None
+                }
+                (None, None) => None,
+            };
+            if token.as_ref().is_some_and(|t| t.0.len() < 16) {
+                c.problems.push(
+                    "admin.token: must be at least 16 characters (use e.g. `openssl rand -base64 32`)".into(),
+                );
+            }
+            if token.is_none() {
+                c.problems.push(
+                    "admin: an admin token is required (token = \"${PORTCULLIS_ADMIN_TOKEN}\" or token_file)".into(),
+                );
+            }
+            let tls = match (&a.tls_cert, &a.tls_key) {
+                (Some(cert), Some(key)) => c.tls("admin", cert, key),
+                (None, None) => None,
+                _ => {
+                    c.problems
+                        .push("admin: set both tls_cert and tls_key or neither".into());
+                    None
+                }
+            };
+            if let Some(addr) = addr {
+                if !addr.ip().is_loopback()
+                    && tls.is_none()
+                    && !a.allow_insecure_remote.unwrap_or(false)
+                {
+                    c.problems.push(format!(
+                        "admin.addr: `{addr}` is not a loopback address and the admin listener has no TLS; \
+                         add admin.tls_cert/tls_key, bind 127.0.0.1, or set allow_insecure_remote = true"
+                    ));
+                }
+            }
+            addr.map(|addr| Admin { addr, token, tls })
+        }
+    };
+
+    // [revocation]
+    let store = match f.revocation.as_ref().and_then(|r| r.store.as_deref()) {
+        None => StoreKind::Log(resolve(base, Path::new(DEFAULT_REVOCATION_STORE))),
+        Some("memory") => StoreKind::Memory,
+        Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
+            StoreKind::Redis(s.to_string())
+        }
+        Some(s) => StoreKind::Log(resolve(base, Path::new(s))),
+    };
+    let revocation = Revocation {
+        store,
+        sweep_interval: c.duration(
+            "revocation.sweep_interval",
+            f.revocation
+                .as_ref()
+                .and_then(|r| r.sweep_interval.as_ref()),
+            DEFAULT_SWEEP_INTERVAL,
+        ),
+    };
+
+    // [log]
+    let format = match f.log.format.as_deref() {
+        None | Some("pretty") => LogFormat::Pretty,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            c.problems.push(format!(
+                "log.format: `{other}` is not a format; use \"pretty\" or \"json\""
+            ));
+            LogFormat::Pretty
+        }
+    };
+    let log = Log {
+        format,
+        level: f.log.level.unwrap_or_else(|| "info".into()),
+    };
+
+    let limits = Limits {
+        max_connections: f.limits.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        max_header_bytes: f
+            .limits
+            .max_header_bytes
+            .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+        max_headers: f.limits.max_headers.unwrap_or(DEFAULT_MAX_HEADERS),
+        h2_max_concurrent_streams: f
+            .limits
+            .h2_max_concurrent_streams
+            .unwrap_or(DEFAULT_H2_MAX_CONCURRENT_STREAMS),
+        upstream_pool_idle_timeout: c.duration(
+            "upstream.pool_idle_timeout",
+            f.upstream.pool_idle_timeout.as_ref(),
+            DEFAULT_POOL_IDLE_TIMEOUT,
+        ),
+        upstream_pool_max_idle_per_host: f
+            .upstream
+            .pool_max_idle_per_host
+            .unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_HOST),
+    };
+    if limits.max_header_bytes < 8192 {
+        c.problems
+            .push("limits.max_header_bytes: must be at least 8192".into());
+    }
+    if limits.max_connections == 0 {
+        c.problems
+            .push("limits.max_connections: must be at least 1".into());
+    }
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(Config {
+        base_dir: base.to_path_buf(),
+        listen,
+        jwt,
+        identity,
+        routes: RouteTable::new(routes),
+        admin,
+        revocation,
+        log,
+        limits,
+        pending_dev_files: c.dev_files,
+    })
+}
+
+/// An upstream base URL: `http://host:port[/base/path]`.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `scheme://authority`, e.g. `http://127.0.0.1:8080`.
+    pub origin: String,
+    pub authority: http::uri::Authority,
+    /// Base path prepended to the forwarded path, without trailing slash ("" for none).
+    pub base_path: String,
+}
+
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a URL ({e}); write e.g. \"http://127.0.0.1:8080\""))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "`{s}`: https upstreams are not supported yet; use http:// on a trusted network"
+            ))
+        }
+        _ => return Err(format!("`{s}` must start with http://")),
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("`{s}` has no host"))?;
+    if uri.query().is_some() {
+        return Err(format!("`{s}`: an upstream URL cannot have a query"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(Upstream {
+        origin: format!("http://{authority}"),
+        authority,
+        base_path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[listen]
+addr = "127.0.0.1:0"
+
+[[jwt.keys]]
+kid = "hs1"
+alg = "HS256"
+secret = "0123456789abcdef0123456789abcdef"
+
+[[routes]]
+prefix = "/"
+upstream = "http://127.0.0.1:8080"
+auth = "jwt"
+"#;
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let c = Config::from_toml(MINIMAL, Path::new(".")).unwrap();
+        assert!(c.listen.tls.is_none());
+        assert_eq!(c.identity.user_header.as_str(), "x-user-id");
+        assert_eq!(c.identity.user_claim, "sub");
+        assert_eq!(c.jwt.leeway_secs, DEFAULT_LEEWAY_SECS);
+        assert!(c.jwt.require_exp);
+        assert!(c.admin.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("[listen]", "[listen]\nadress = \"x\"");
+        let e = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("adress"), "{msg}");
+        assert!(msg.contains("listen"), "{msg}");
+    }
+
+    #[test]
+    fn missing_env_var_is_named() {
+        let text = MINIMAL.replace(
+            "secret = \"0123456789abcdef0123456789abcdef\"",
+            "secret = \"${PORTCULLIS_TEST_SURELY_UNSET}\"",
+        );
+        let msg = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("PORTCULLIS_TEST_SURELY_UNSET"), "{msg}");
+        assert!(msg.contains("jwt.keys[0].secret"), "{msg}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("PORTCULLIS_TEST_EXPANSION", "abc");
+        assert_eq!(
+            expand_str("x${PORTCULLIS_TEST_EXPANSION}y").unwrap(),
+            "xabcy"
+        );
+        assert_eq!(expand_str("cost $$5").unwrap(), "cost $5");
+        assert_eq!(expand_str("plain").unwrap(), "plain");
+        assert!(expand_str("${UNCLOSED").is_err());
+    }
+
+    #[test]
+    fn missing_key_file_names_path() {
+        let text = MINIMAL.replace(
+            "secret = \"0123456789abcdef0123456789abcdef\"",
+            "secret_file = \"nowhere/secret.txt\"",
+        );
+        let msg = Config::from_toml(&text, Path::new("/tmp"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("/tmp/nowhere/secret.txt"), "{msg}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = MINIMAL
+            .replace("auth = \"jwt\"", "auth = \"maybe\"")
+            .replace("leeway", "x")
+            .replace(
+                "[listen]\naddr = \"127.0.0.1:0\"",
+                "[listen]\naddr = \"nope\"",
+            );
+        let e = Config::from_toml(&text, Path::new(".")).unwrap_err();
+        assert_eq!(e.problems.len(), 2, "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn remote_admin_without_tls_is_refused() {
+        let text = format!(
+            "{MINIMAL}\n[admin]\naddr = \"0.0.0.0:9443\"\ntoken = \"0123456789abcdef0123\"\n"
+        );
+        let msg = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("admin.addr"), "{msg}");
+    }
+
+    #[test]
+    fn upstream_shapes() {
+        let u = parse_upstream("http://127.0.0.1:8080/api/").unwrap();
+        assert_eq!(u.origin, "http://127.0.0.1:8080");
+        assert_eq!(u.base_path, "/api");
+        assert!(parse_upstream("ftp://x").is_err());
+        assert!(parse_upstream("http://x/?a=b").is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! The `portcullis` command: a thin clap shell over the library.
+//!
+//! `run` serves, `check` validates a config and prints every problem, `token` mints a token
+//! with a configured key for trying things out.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portcullis::config::{self, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "A reverse-proxy authentication gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Path to the config file.
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 if valid, otherwise print every problem and exit 2.
+    Check {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Mint a token signed with a configured key (for trying things out).
+    Token {
+        #[arg(short, long, default_value = "config.toml")]
+        config: PathBuf,
+        /// The subject (user id).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. "15m", "1h".
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Sign with the key of this kid (default: the first key that can sign).
+        #[arg(long)]
+        kid: Option<String>,
+        /// Extra claim as key=value; the value is parsed as JSON when it is valid JSON.
+        #[arg(long = "claim", value_name = "KEY=VALUE")]
+        claims: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { config } => return check(config),
+        Command::Token {
+            config,
+            sub,
+            ttl,
+            kid,
+            claims,
+        } => token(config, sub, ttl, kid, claims),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration\n{e}"))
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    match Config::load(&path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} route(s), {} key(s), {})",
+                path.display(),
+                c.routes.len(),
+                c.jwt.keys.len(),
+                if c.listen.tls.is_some() {
+                    "TLS"
+                } else {
+                    "plain HTTP"
+                }
+            );
+            for f in &c.pending_dev_files {
+                println!(
+                    "  note: `run` will generate {} at {}",
+                    f.what,
+                    f.path.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: PathBuf) -> anyhow::Result<()> {
+    let mut config = load(&path)?;
+    portcullis::telemetry::init_logging(config.log.format, &config.log.level);
+    config.write_dev_files()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = config.listen.workers {
+        rt.worker_threads(n);
+    }
+    let rt = rt.build().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let gateway = portcullis::start(config).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        gateway.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn token(
+    path: PathBuf,
+    sub: String,
+    ttl: String,
+    kid: Option<String>,
+    extra: Vec<String>,
+) -> anyhow::Result<()> {
+    let mut config = load(&path)?;
+    portcullis::telemetry::init_logging(config.log.format, "warn");
+    // The token must verify against what `run` will use, so dev material is written now.
+    config.write_dev_files()?;
+    let ttl = config::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
+    let key = config
+        .jwt
+        .keys
+        .signing_key(kid.as_deref())
+        .with_context(|| match &kid {
+            Some(k) => format!("no key with kid `{k}` that can sign (HMAC secret or private_key)"),
+            None => "no configured key can sign: add an HMAC key or a private_key".into(),
+        })?;
+    let now = portcullis::pipeline::unix_now();
+    let mut claims = serde_json::Map::new();
+    claims.insert("sub".into(), sub.into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + ttl.as_secs().max(1)).into());
+    claims.insert("jti".into(), random_jti().into());
+    if let Some(iss) = &config.jwt.issuer {
+        claims.insert("iss".into(), iss.clone().into());
+    }
+    match config.jwt.audience.as_slice() {
+        [] => {}
+        [one] => {
+            claims.insert("aud".into(), one.clone().into());
+        }
+        many => {
+            claims.insert("aud".into(), many.to_vec().into());
+        }
+    }
+    for kv in extra {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--claim `{kv}` is not KEY=VALUE"))?;
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
+        claims.insert(k.to_string(), value);
+    }
+    let mut header = jsonwebtoken::Header::new(key.alg);
+    header.kid = key.kid.clone();
+    let Some(encoding) = &key.encoding else {
+        anyhow::bail!("the selected key cannot sign");
+    };
+    let token = jsonwebtoken::encode(&header, &claims, encoding)?;
+    println!("{token}");
+    Ok(())
+}
+
+/// 128 bits from the OS CSPRNG, hex.
+fn random_jti() -> String {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,178 @@
+//! One table from gateway error to status, headers and JSON body.
+//!
+//! Client-facing text stays generic (see `AuthError::description`); the precise reason goes
+//! to the log and the metrics label. 401s carry `WWW-Authenticate` as RFC 6750 section 3
+//! requires: a bare challenge when no token was sent, `error="invalid_token"` otherwise.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use super::route::PathError;
+use crate::auth::AuthError;
+
+/// Realm named in `WWW-Authenticate` challenges.
+pub const REALM: &str = "portcullis";
+
+/// Everything that can stop a request inside the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("bad request path: {0}")]
+    BadPath(#[from] PathError),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route matches")]
+    NoRoute,
+    #[error("authentication failed: {0}")]
+    Auth(#[from] AuthError),
+    #[error("upstream unreachable: {0}")]
+    UpstreamConnect(String),
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadPath(_) | GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Short stable label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GatewayError::BadPath(_) => "bad_path",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::NoRoute => "no_route",
+            GatewayError::Auth(a) => a.reason(),
+            GatewayError::UpstreamConnect(_) => "upstream_connect",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::Upstream(_) => "upstream_error",
+        }
+    }
+
+    /// The response the client sees.
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        let (code, description) = match self {
+            GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
+            GatewayError::BadRequest(what) => ("invalid_request", *what),
+            GatewayError::NoRoute => ("not_found", "no route for this path"),
+            GatewayError::Auth(AuthError::Missing) => {
+                ("unauthorized", AuthError::Missing.description())
+            }
+            GatewayError::Auth(a) => ("invalid_token", a.description()),
+            GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => {
+                ("bad_gateway", "the upstream service is unavailable")
+            }
+            GatewayError::UpstreamTimeout => (
+                "gateway_timeout",
+                "the upstream service did not answer in time",
+            ),
+        };
+        let body =
+            serde_json::json!({ "error": code, "error_description": description }).to_string();
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let GatewayError::Auth(a) = self {
+            h.insert(WWW_AUTHENTICATE, challenge(*a));
+        }
+        resp
+    }
+}
+
+fn challenge(a: AuthError) -> HeaderValue {
+    let text = match a {
+        AuthError::Missing => format!("Bearer realm=\"{REALM}\""),
+        other => format!(
+            "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+            other.description()
+        ),
+    };
+    // Built from constants without quotes or control characters, so always valid.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn body_json(e: &GatewayError) -> serde_json::Value {
+        let resp = e.to_response();
+        let bytes = block_on(resp.into_body().collect()).unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn each_error_maps_to_its_status() {
+        let cases = [
+            (
+                GatewayError::BadPath(PathError::AboveRoot),
+                400,
+                "invalid_request",
+            ),
+            (GatewayError::BadRequest("x"), 400, "invalid_request"),
+            (GatewayError::NoRoute, 404, "not_found"),
+            (GatewayError::Auth(AuthError::Missing), 401, "unauthorized"),
+            (
+                GatewayError::Auth(AuthError::Signature),
+                401,
+                "invalid_token",
+            ),
+            (GatewayError::Auth(AuthError::Revoked), 401, "invalid_token"),
+            (
+                GatewayError::UpstreamConnect("refused".into()),
+                502,
+                "bad_gateway",
+            ),
+            (GatewayError::Upstream("reset".into()), 502, "bad_gateway"),
+            (GatewayError::UpstreamTimeout, 504, "gateway_timeout"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(body_json(&e)["error"], code, "{e}");
+        }
+    }
+
+    #[test]
+    fn missing_token_gets_bare_challenge() {
+        let r = GatewayError::Auth(AuthError::Missing).to_response();
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer realm=\"portcullis\"");
+    }
+
+    #[test]
+    fn bad_token_gets_invalid_token_challenge() {
+        let r = GatewayError::Auth(AuthError::Expired).to_response();
+        let v = r.headers()[WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            v.starts_with("Bearer realm=\"portcullis\", error=\"invalid_token\""),
+            "{v}"
+        );
+        assert!(v.contains("error_description=\"token expired\""), "{v}");
+    }
+
+    #[test]
+    fn revoked_says_revoked() {
+        assert_eq!(
+            body_json(&GatewayError::Auth(AuthError::Revoked))["error_description"],
+            "token revoked"
+        );
+    }
+}

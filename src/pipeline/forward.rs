@@ -1,0 +1,299 @@
+//! Forwarding to the upstream: pooled HTTP/1.1 client, hop-by-hop headers removed,
+//! `X-Forwarded-*` set, timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnelled.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use smallvec::SmallVec;
+
+use super::error::GatewayError;
+use super::route::Route;
+use crate::config::Limits;
+
+pub type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// A pooled client for one route (its connect timeout lives in the connector).
+pub fn client(connect_timeout: Duration, limits: &Limits) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(limits.upstream_pool_idle_timeout)
+        .pool_max_idle_per_host(limits.upstream_pool_max_idle_per_host)
+        .build(http)
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Remove hop-by-hop headers (RFC 9110 section 7.6.1): `Connection`, every header it names,
+/// and the fixed list. Returns the `Upgrade` value when the message asks for one, which the
+/// caller may re-add for a tunnel.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut named: SmallVec<[HeaderName; 4]> = SmallVec::new();
+    let mut wants_upgrade = false;
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(s) = v.to_str() else { continue };
+        for token in s.split(',') {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("upgrade") {
+                wants_upgrade = true;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    let upgrade = if wants_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+        &header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    upgrade
+}
+
+/// Forward `req` (already authenticated, identity injected) to the route's upstream at the
+/// normalised `path`.
+pub async fn forward(
+    client: &UpstreamClient,
+    route: &Route,
+    mut req: Request<Incoming>,
+    path: &str,
+    conn: ConnInfo,
+) -> Result<Response<Incoming>, GatewayError> {
+    let upgrade = strip_hop_by_hop(req.headers_mut());
+    // An h1 `Upgrade` with a body-less request is tunnelled; h2 has no Upgrade (RFC 9113 8.6).
+    let upgrade = upgrade.filter(|_| req.version() == Version::HTTP_11);
+
+    let host = original_host(&req);
+    let uri = upstream_uri(route, path, req.uri())?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    if let Some(host) = &host {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
+        }
+    }
+    set_forwarded(headers, conn, host.as_ref());
+    if let Some(up) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up.clone());
+    }
+
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let resp = match tokio::time::timeout(route.timeout, client.request(req)).await {
+        Err(_) => return Err(GatewayError::UpstreamTimeout),
+        Ok(Err(e)) if e.is_connect() => return Err(GatewayError::UpstreamConnect(error_chain(&e))),
+        Ok(Err(e)) => return Err(GatewayError::Upstream(error_chain(&e))),
+        Ok(Ok(resp)) => resp,
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            return Ok(tunnel(resp, client_upgrade));
+        }
+        return Err(GatewayError::Upstream(
+            "unexpected 101 from upstream".into(),
+        ));
+    }
+    let mut resp = resp;
+    strip_hop_by_hop(resp.headers_mut());
+    Ok(resp)
+}
+
+/// Answer the client's upgrade with the upstream's 101 and splice the two upgraded streams.
+fn tunnel(
+    mut resp: Response<Incoming>,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+) -> Response<Incoming> {
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let proto = resp.headers().get(header::UPGRADE).cloned();
+    strip_hop_by_hop(resp.headers_mut());
+    if let Some(proto) = proto {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        resp.headers_mut().insert(header::UPGRADE, proto);
+    }
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %e, "tunnel closed with error");
+        }
+    });
+    resp
+}
+
+fn original_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(h) = req.headers().get(header::HOST) {
+        return Some(h.clone());
+    }
+    req.uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+fn upstream_uri(route: &Route, path: &str, original: &Uri) -> Result<Uri, GatewayError> {
+    let base = &route.upstream.base_path;
+    let mut pq =
+        String::with_capacity(base.len() + path.len() + 1 + original.query().map_or(0, str::len));
+    pq.push_str(base);
+    if base.is_empty() || path != "/" {
+        pq.push_str(path);
+    }
+    if let Some(q) = original.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let pq = PathAndQuery::try_from(pq)
+        .map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(route.upstream.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| GatewayError::BadRequest("invalid request target"))
+}
+
+/// The gateway is the edge: it replaces whatever forwarding headers a client sent with what
+/// it observed itself, so an upstream that trusts them cannot be lied to.
+fn set_forwarded(headers: &mut HeaderMap, conn: ConnInfo, host: Option<&HeaderValue>) {
+    headers.remove(&FORWARDED);
+    headers.remove(&X_REAL_IP);
+    if let Ok(v) = HeaderValue::from_str(&client_ip(conn.peer)) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    match host {
+        Some(h) => {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+fn client_ip(peer: SocketAddr) -> String {
+    match peer {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => a.ip().to_string(),
+        },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic x"),
+        );
+        h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+        assert!(strip_hop_by_hop(&mut h).is_none());
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn upgrade_is_reported() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn forwarded_headers_replace_client_values() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        let conn = ConnInfo {
+            peer: "127.0.0.9:5000".parse().unwrap(),
+            tls: true,
+        };
+        set_forwarded(&mut h, conn, Some(&HeaderValue::from_static("api.example")));
+        assert_eq!(h["x-forwarded-for"], "127.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.example");
+        assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
+    }
+}

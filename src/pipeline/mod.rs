@@ -1,0 +1,211 @@
+//! The request path, in order:
+//!
+//! ```text
+//! route -> strip spoofable headers -> authenticate -> check revocation -> inject identity -> forward
+//! ```
+//!
+//! [`handle`] is the outer layer: it runs [`handle_inner`], logs a failure once and turns it
+//! into a response. Each step below is one function that says what it may reject.
+
+pub mod error;
+pub mod forward;
+pub mod identity;
+pub mod route;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::auth::jws::{Validator, Verified};
+use crate::auth::{bearer, AuthError};
+use crate::config::{Config, Identity};
+use crate::revocation::Revocations;
+use crate::telemetry::metrics::Metrics;
+use error::GatewayError;
+use forward::{ConnInfo, UpstreamClient};
+use identity::Protected;
+use route::{AuthPolicy, Route, RouteTable};
+
+/// The body of every response the gateway sends: the upstream's, streamed, or its own.
+pub type ResBody = Either<Incoming, Full<Bytes>>;
+
+/// Everything the request path needs, built once from a validated config.
+pub struct State {
+    pub routes: RouteTable,
+    /// One pooled client per route, same order as `routes`.
+    clients: Vec<UpstreamClient>,
+    pub validator: Validator,
+    pub identity: Identity,
+    protected: Protected,
+    pub revocations: Arc<Revocations>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl State {
+    /// Build the request-path state; `config.jwt.keys` moves into the validator.
+    pub fn new(config: &mut Config, revocations: Arc<Revocations>, metrics: Arc<Metrics>) -> Self {
+        let keys = std::mem::take(&mut config.jwt.keys);
+        let validator = Validator {
+            keys,
+            issuer: config.jwt.issuer.clone(),
+            audience: config.jwt.audience.clone(),
+            leeway: config.jwt.leeway_secs,
+            require_exp: config.jwt.require_exp,
+            max_token_bytes: config.jwt.max_token_bytes,
+            user_claim: config.identity.user_claim.clone(),
+            extra_claims: config
+                .identity
+                .claims
+                .iter()
+                .map(|(_, c)| c.clone())
+                .collect(),
+        };
+        let clients = config
+            .routes
+            .iter()
+            .map(|r| forward::client(r.connect_timeout, &config.limits))
+            .collect();
+        State {
+            routes: config.routes.clone(),
+            clients,
+            protected: Protected::new(&config.identity, &[]),
+            identity: config.identity.clone(),
+            validator,
+            revocations,
+            metrics,
+        }
+    }
+}
+
+/// Serve one request: never fails, every error becomes a response.
+pub async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<ResBody>, Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let (route_label, result) = handle_inner(&state, req, conn).await;
+    let resp = match result {
+        Ok(resp) => resp.map(Either::Left),
+        Err(e) => {
+            match &e {
+                GatewayError::UpstreamConnect(_)
+                | GatewayError::Upstream(_)
+                | GatewayError::UpstreamTimeout => {
+                    tracing::warn!(route = route_label, %method, reason = e.reason(), error = %e, "upstream failure")
+                }
+                GatewayError::Auth(a) => {
+                    state.metrics.auth_failure(a.reason());
+                    tracing::debug!(route = route_label, %method, reason = e.reason(), "request refused")
+                }
+                _ => {
+                    tracing::debug!(route = route_label, %method, reason = e.reason(), "request refused")
+                }
+            }
+            e.to_response().map(Either::Right)
+        }
+    };
+    state
+        .metrics
+        .request(route_label, resp.status().as_u16(), start.elapsed());
+    Ok(resp)
+}
+
+/// The checklist. Returns the route label (for metrics) with the outcome.
+async fn handle_inner(
+    state: &State,
+    mut req: Request<Incoming>,
+    conn: ConnInfo,
+) -> (&'static str, Result<Response<Incoming>, GatewayError>) {
+    let (idx, route, path) = match route(state, &req) {
+        Ok(found) => found,
+        Err(e) => return ("-", Err(e)),
+    };
+    let label = state.metrics.route_label(idx);
+    strip_spoofable(state, &mut req);
+    if route.auth == AuthPolicy::Jwt {
+        let verified = match authenticate(state, &req).and_then(|v| check_revocation(state, v)) {
+            Ok(v) => v,
+            Err(e) => return (label, Err(e.into())),
+        };
+        inject_identity(state, &mut req, &verified);
+    }
+    (
+        label,
+        forward::forward(&state.clients[idx], route, req, &path, conn).await,
+    )
+}
+
+/// Normalise the path and find its route. Rejects: 400 for a path that cannot be
+/// normalised safely, 404 when no route matches.
+fn route<'s>(
+    state: &'s State,
+    req: &Request<Incoming>,
+) -> Result<(usize, &'s Route, String), GatewayError> {
+    let path = route::normalise_path(req.uri().path())?;
+    let host = request_host(req);
+    let (idx, route) = state
+        .routes
+        .find(host.as_deref(), &path)
+        .ok_or(GatewayError::NoRoute)?;
+    Ok((idx, route, path))
+}
+
+/// Remove every client-supplied identity header. Runs on every route, public ones too.
+/// Never rejects.
+fn strip_spoofable(state: &State, req: &mut Request<Incoming>) {
+    state.protected.strip(req.headers_mut());
+}
+
+/// Find and verify the bearer token. Rejects with 401: no token (bare challenge), or a token
+/// that fails any check (`invalid_token`).
+fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Verified, AuthError> {
+    let token = bearer::from_headers(req.headers(), state.validator.max_token_bytes)?;
+    state.validator.verify(token, unix_now())
+}
+
+/// Consult the revocation dictionary (O(1), lock-free reads). Rejects with 401
+/// `token revoked`.
+fn check_revocation(state: &State, v: Verified) -> Result<Verified, AuthError> {
+    if state.revocations.is_revoked(&v) {
+        return Err(AuthError::Revoked);
+    }
+    Ok(v)
+}
+
+/// Set the user and claim headers from the verified token. Never rejects.
+fn inject_identity(state: &State, req: &mut Request<Incoming>, v: &Verified) {
+    identity::inject(req.headers_mut(), &state.identity, v);
+}
+
+/// The request's host, lower-cased and without port: `Host` for HTTP/1.1, the URI authority
+/// (`:authority`) for HTTP/2.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = match req.headers().get(http::header::HOST) {
+        Some(h) => h.to_str().ok()?,
+        None => req.uri().authority()?.as_str(),
+    };
+    let host = match raw.strip_prefix('[') {
+        // IPv6 literal: `[::1]:8443`.
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => raw,
+        },
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before 1970, which fails every `exp`).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

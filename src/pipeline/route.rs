@@ -1,0 +1,341 @@
+//! Routing: normalise the request path, then pick the route with the longest matching prefix.
+//!
+//! The gateway routes on the normalised path *and forwards that same path*, so what the
+//! policy check saw is exactly what the upstream receives. Normalisation follows RFC 3986
+//! section 6.2.2: percent-encoded unreserved characters are decoded, dot segments removed
+//! (section 5.2.4), empty segments collapsed. What cannot be normalised safely is refused:
+//! an encoded `/` or `\` (`%2F`, `%5C`), a raw `\`, NUL or control bytes, a `..` that climbs
+//! above the root, and dot segments hidden behind a `;` parameter (`..;/`, the Tomcat
+//! path-parameter trick). That closes the classic path-prefix bypass where
+//! `/public/..%2fadmin` passes a `public` route and lands on a protected upstream path.
+
+use std::time::Duration;
+
+use crate::config::Upstream;
+
+/// What a route requires of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// A valid bearer token is required.
+    Jwt,
+    /// Forwarded without authentication (identity headers are still stripped).
+    Public,
+}
+
+impl AuthPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthPolicy::Jwt => "jwt",
+            AuthPolicy::Public => "public",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Label for logs and metrics (the prefix).
+    pub name: String,
+    /// Normalised prefix: starts with `/`, no trailing `/` unless it is the root.
+    pub prefix: String,
+    /// Lower-case host (without port) this route is limited to.
+    pub host: Option<String>,
+    pub upstream: Upstream,
+    pub auth: AuthPolicy,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+/// Routes ordered for matching: longest prefix first, host-specific before host-less.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then_with(|| b.host.is_some().cmp(&a.host.is_some()))
+        });
+        RouteTable { routes }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The route for a normalised `path` on `host` (lower-case, port stripped), if any.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
+        self.routes.iter().enumerate().find(|(_, r)| {
+            prefix_matches(&r.prefix, path)
+                && match (&r.host, host) {
+                    (None, _) => true,
+                    (Some(want), Some(h)) => want == h,
+                    (Some(_), None) => false,
+                }
+        })
+    }
+}
+
+/// Does `prefix` match `path` on whole segments? `/public` matches `/public` and
+/// `/public/x`, never `/publicity`.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Normalise a configured prefix the same way request paths are normalised.
+pub fn normalise_prefix(prefix: &str) -> Result<String, String> {
+    if !prefix.starts_with('/') {
+        return Err(format!("`{prefix}` must start with /"));
+    }
+    let mut p =
+        normalise_path(prefix).map_err(|e| format!("`{prefix}` cannot be normalised: {e}"))?;
+    while p.len() > 1 && p.ends_with('/') {
+        p.pop();
+    }
+    Ok(p)
+}
+
+/// Why a path was refused (always a 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must start with /")]
+    NotAbsolute,
+    #[error("encoded slash or backslash in path")]
+    EncodedSeparator,
+    #[error("control character or invalid percent-encoding in path")]
+    BadByte,
+    #[error("dot segment climbs above the root")]
+    AboveRoot,
+    #[error("dot segment with path parameter")]
+    DotParameter,
+}
+
+/// Normalise an origin-form path (without query). Returns the path to route on and forward.
+pub fn normalise_path(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // Fast path: nothing to decode, no dot or empty segments.
+    if is_plain(bytes) {
+        return Ok(raw.to_owned());
+    }
+    let mut segments: Vec<String> = Vec::new();
+    let trailing_slash = raw.len() > 1 && raw.ends_with('/');
+    for seg in raw[1..].split('/') {
+        let decoded = decode_segment(seg)?;
+        let bare = decoded.split(';').next().unwrap_or("");
+        match decoded.as_str() {
+            "" | "." => continue,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if bare == "." || bare == ".." {
+            return Err(PathError::DotParameter);
+        }
+        segments.push(decoded);
+    }
+    let mut out = String::with_capacity(raw.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn is_plain(bytes: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'%' | b'\\' => return false,
+            b'.' if prev == b'/' => {
+                // `/.` starts a possible dot segment: let the slow path judge it.
+                let next = bytes.get(i + 1).copied().unwrap_or(b'/');
+                if next == b'/' || next == b'.' || next == b';' {
+                    return false;
+                }
+            }
+            b'/' if prev == b'/' => return false,
+            0..=0x20 | 0x7f => return false,
+            _ => {}
+        }
+        prev = b;
+    }
+    true
+}
+
+/// Decode the percent-encoded unreserved characters of one segment; keep every other escape
+/// (upper-cased) so the upstream decodes exactly what we routed on.
+fn decode_segment(seg: &str) -> Result<String, PathError> {
+    let b = seg.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                let (Some(h), Some(l)) = (
+                    b.get(i + 1).copied().and_then(hex),
+                    b.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadByte);
+                };
+                let c = (h * 16 + l) as u8;
+                match c {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0..=0x1f | 0x7f => return Err(PathError::BadByte),
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        out.push(c as char)
+                    }
+                    _ => {
+                        out.push('%');
+                        out.push_str(&format!("{c:02X}"));
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::EncodedSeparator),
+            0..=0x20 | 0x7f => return Err(PathError::BadByte),
+            c if c >= 0x80 => return Err(PathError::BadByte),
+            c => {
+                out.push(c as char);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_are_unchanged() {
+        for p in ["/", "/api", "/api/v1/users", "/a.b/c..d/.well-known", "/x/"] {
+            assert_eq!(normalise_path(p).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_slashes_are_resolved() {
+        let cases = [
+            ("/public/../admin", "/admin"),
+            ("/public/./x", "/public/x"),
+            ("//admin", "/admin"),
+            ("/public//x///y", "/public/x/y"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2e/admin/", "/admin/"),
+            ("/public/.%2e/admin", "/admin"),
+            ("/%61dmin", "/admin"),
+            ("/a/%7euser", "/a/~user"),
+            ("/a/b%20c", "/a/b%20c"),
+            ("/a/b%3fc", "/a/b%3Fc"),
+            ("/public/..", "/"),
+            ("/a/.", "/a"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalise_path(raw).unwrap(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        let cases = [
+            ("/public/..%2fadmin", PathError::EncodedSeparator),
+            ("/public%2F..%2Fadmin", PathError::EncodedSeparator),
+            ("/public/..%5cadmin", PathError::EncodedSeparator),
+            ("/public\\..\\admin", PathError::EncodedSeparator),
+            ("/..", PathError::AboveRoot),
+            ("/public/../../admin", PathError::AboveRoot),
+            ("/public/..;/admin", PathError::DotParameter),
+            ("/public/.;x/admin", PathError::DotParameter),
+            ("/a%00b", PathError::BadByte),
+            ("/a%zz", PathError::BadByte),
+            ("/a%2", PathError::BadByte),
+            ("*", PathError::NotAbsolute),
+            ("", PathError::NotAbsolute),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(normalise_path(raw), Err(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn prefix_matches_whole_segments() {
+        assert!(prefix_matches("/public", "/public"));
+        assert!(prefix_matches("/public", "/public/x"));
+        assert!(!prefix_matches("/public", "/publicity"));
+        assert!(!prefix_matches("/public", "/"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+
+    fn route(prefix: &str, host: Option<&str>) -> Route {
+        Route {
+            name: prefix.into(),
+            prefix: prefix.into(),
+            host: host.map(Into::into),
+            upstream: Upstream {
+                origin: "http://127.0.0.1:1".into(),
+                authority: "127.0.0.1:1".parse().unwrap(),
+                base_path: String::new(),
+            },
+            auth: AuthPolicy::Jwt,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn longest_prefix_and_host_win() {
+        let t = RouteTable::new(vec![
+            route("/", None),
+            route("/api", None),
+            route("/api/v2", None),
+            route("/api", Some("a.example")),
+        ]);
+        assert_eq!(t.find(None, "/api/v2/x").unwrap().1.prefix, "/api/v2");
+        assert_eq!(t.find(None, "/api/v1").unwrap().1.prefix, "/api");
+        assert_eq!(
+            t.find(Some("a.example"), "/api/v1")
+                .unwrap()
+                .1
+                .host
+                .as_deref(),
+            Some("a.example")
+        );
+        assert_eq!(t.find(None, "/apix").unwrap().1.prefix, "/");
+    }
+
+    #[test]
+    fn prefixes_are_normalised() {
+        assert_eq!(normalise_prefix("/api/").unwrap(), "/api");
+        assert_eq!(normalise_prefix("/").unwrap(), "/");
+        assert!(normalise_prefix("api").is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! The accept loop and per-connection tasks: connection cap, TLS handshake under a timeout,
+//! HTTP/1.1 and HTTP/2 (`hyper_util::server::conn::auto`) with upgrades, graceful drain.
+//!
+//! The accept loop never awaits anything a client controls: the handshake and every read
+//! happen in the connection's own task, so a slow or broken client holds one permit, not the
+//! listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Limits;
+use crate::pipeline::forward::ConnInfo;
+use crate::telemetry::metrics::Metrics;
+
+/// Connection-level settings shared by every connection of one listener.
+pub struct ConnOptions {
+    pub handshake_timeout: Duration,
+    pub builder: auto::Builder<TokioExecutor>,
+}
+
+impl ConnOptions {
+    pub fn new(
+        handshake_timeout: Duration,
+        header_read_timeout: Duration,
+        limits: &Limits,
+    ) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // Cuts slowloris: the whole request head must arrive within this time, and an
+            // idle keep-alive connection is closed after it.
+            .header_read_timeout(header_read_timeout)
+            // A request head larger than this is answered 431.
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(limits.max_header_bytes as u32)
+            // Bound the work a client can cause with reset streams (CVE-2023-44487).
+            .max_pending_accept_reset_streams(Some(50))
+            .max_local_error_reset_streams(Some(256))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        ConnOptions {
+            handshake_timeout,
+            builder,
+        }
+    }
+}
+
+/// Accept connections until `shutdown` flips, then return; connections drain on their own
+/// (each watches `shutdown` too) while holding a permit of `conns`.
+#[allow(clippy::too_many_arguments)]
+pub async fn accept_loop<S, F, B>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    opts: Arc<ConnOptions>,
+    conns: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+    handler: S,
+) where
+    S: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut stop = shutdown.clone();
+    loop {
+        let permit = tokio::select! {
+            p = conns.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let tls = tls.clone();
+        let opts = opts.clone();
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            metrics.open_connections.inc();
+            serve_tcp(stream, peer, tls, &opts, &metrics, shutdown, handler).await;
+            metrics.open_connections.dec();
+        });
+    }
+}
+
+async fn serve_tcp<S, F, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    opts: &ConnOptions,
+    metrics: &Metrics,
+    shutdown: watch::Receiver<bool>,
+    handler: S,
+) where
+    S: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _ = stream.set_nodelay(true);
+    let info = ConnInfo {
+        peer,
+        tls: tls.is_some(),
+    };
+    match tls {
+        None => serve_io(stream, info, opts, shutdown, handler).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(opts.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => serve_io(tls_stream, info, opts, shutdown, handler).await,
+                Ok(Err(e)) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+}
+
+async fn serve_io<I, S, F, B>(
+    io: I,
+    info: ConnInfo,
+    opts: &ConnOptions,
+    mut shutdown: watch::Receiver<bool>,
+    handler: S,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, std::convert::Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if *shutdown.borrow() {
+        return;
+    }
+    let svc = service_fn(move |req| handler(req, info));
+    let conn = opts
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %info.peer, error = %e, "connection ended with error");
+            }
+        }
+        _ = shutdown.changed() => {
+            // Finish in-flight requests, refuse new ones (HTTP/2 GOAWAY, HTTP/1.1 close).
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

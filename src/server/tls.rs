@@ -1,0 +1,91 @@
+//! TLS: the rustls server configuration (TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`) and the
+//! development certificate generated for the shipped config.
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+use crate::config::TlsMaterial;
+
+/// Build a rustls server config from PEM material; the error says what is wrong with it.
+pub fn server_config(m: &TlsMaterial) -> Result<ServerConfig, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&m.cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("tls_cert `{}` is not PEM: {e}", m.cert_path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls_cert `{}` holds no certificate",
+            m.cert_path.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&m.key_pem).map_err(|e| {
+        format!(
+            "tls_key `{}` holds no usable private key: {e}",
+            m.key_path.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!(
+                "tls_cert `{}` and tls_key `{}` do not form a usable pair: {e}",
+                m.cert_path.display(),
+                m.key_path.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless resumption tickets spare returning clients a full handshake.
+    if let Ok(ticketer) = rustls::crypto::aws_lc_rs::Ticketer::new() {
+        config.ticketer = ticketer;
+    }
+    Ok(config)
+}
+
+/// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, as (cert PEM, key PEM).
+pub fn generate_dev_cert() -> Result<(Vec<u8>, Vec<u8>), String> {
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let cert = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    Ok((
+        cert.cert.pem().into_bytes(),
+        cert.signing_key.serialize_pem().into_bytes(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_cert_builds_a_server_config() {
+        let (cert_pem, key_pem) = generate_dev_cert().unwrap();
+        let m = TlsMaterial {
+            cert_path: "c.pem".into(),
+            key_path: "k.pem".into(),
+            cert_pem,
+            key_pem,
+        };
+        let cfg = server_config(&m).unwrap();
+        assert_eq!(cfg.alpn_protocols[0], b"h2");
+    }
+
+    #[test]
+    fn garbage_is_refused_with_the_path() {
+        let m = TlsMaterial {
+            cert_path: "c.pem".into(),
+            key_path: "k.pem".into(),
+            cert_pem: b"nope".to_vec(),
+            key_pem: b"nope".to_vec(),
+        };
+        assert!(server_config(&m).unwrap_err().contains("c.pem"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Prometheus metrics: one registry, the series the gateway exports, and cheap recording
+//! functions for the request path.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// Latency buckets in seconds: 100 us to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    route_labels: Vec<&'static str>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabel, Histogram>,
+    auth_failures: Family<ReasonLabel, Counter>,
+    pub revocation_entries: Gauge<i64, AtomicI64>,
+    pub open_connections: Gauge<i64, AtomicI64>,
+    pub tls_handshake_failures: Counter<u64, AtomicU64>,
+    pub revocations_total: Counter<u64, AtomicU64>,
+    pub store_degraded: Gauge<i64, AtomicI64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// `routes` are the route labels in route-table order.
+    pub fn new(routes: impl IntoIterator<Item = String>) -> Self {
+        // Route labels live for the process: interned once at start (and on reload).
+        let route_labels: Vec<&'static str> = routes
+            .into_iter()
+            .map(|r| &*Box::leak(r.into_boxed_str()))
+            .collect();
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests served, by route and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(LATENCY_BUCKETS.iter().copied())
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head, by route",
+            latency.clone(),
+        );
+        let auth_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused by authentication, by reason",
+            auth_failures.clone(),
+        );
+        let revocation_entries = Gauge::default();
+        registry.register(
+            "revocation_entries",
+            "Entries in the revocation dictionary",
+            revocation_entries.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
+        let revocations_total = Counter::default();
+        registry.register(
+            "revocations_applied",
+            "Revocations applied to this instance",
+            revocations_total.clone(),
+        );
+        let store_degraded = Gauge::default();
+        registry.register(
+            "revocation_store_degraded",
+            "1 while the revocation store is unreachable",
+            store_degraded.clone(),
+        );
+        Metrics {
+            registry,
+            route_labels,
+            requests,
+            latency,
+            auth_failures,
+            revocation_entries,
+            open_connections,
+            tls_handshake_failures,
+            revocations_total,
+            store_degraded,
+        }
+    }
+
+    pub fn route_label(&self, idx: usize) -> &'static str {
+        self.route_labels.get(idx).copied().unwrap_or("-")
+    }
+
+    pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabel { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
