@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use http::Method;
+use portcullis::admin::client::AdminClient;
 use portcullis::config::{self, Config};
 
 #[derive(Parser)]
@@ -51,6 +53,92 @@ enum Command {
         #[arg(long = "claim", value_name = "KEY=VALUE")]
         claims: Vec<String>,
     },
+    /// Revoke a token (by jti or the token itself) or every token of a subject, through the
+    /// admin API of a running gateway.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Revoke the token with this jti.
+        #[arg(long, group = "what")]
+        jti: Option<String>,
+        /// With --jti: the token's exp (unix seconds), so the entry can be forgotten then.
+        #[arg(long, requires = "jti")]
+        exp: Option<u64>,
+        /// Revoke every token of this subject issued before now ("log out everywhere").
+        #[arg(long, group = "what")]
+        sub: Option<String>,
+        /// Revoke this token (the gateway verifies it and takes jti and exp from it).
+        #[arg(long, group = "what")]
+        token: Option<String>,
+    },
+    /// Inspect revocations through the admin API.
+    Revocations {
+        #[command(subcommand)]
+        command: RevocationsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RevocationsCommand {
+    /// List revocations, one page at a time.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// "jti" or "sub".
+        #[arg(long, default_value = "jti")]
+        kind: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// The next_cursor of a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Count revocations in force.
+    Count {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin API's base URL.
+    #[arg(long = "admin", default_value = "http://127.0.0.1:9443")]
+    url: String,
+    /// The admin token (or set PORTCULLIS_ADMIN_TOKEN).
+    #[arg(
+        id = "admin_token",
+        long = "admin-token",
+        env = "PORTCULLIS_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Read the admin token from this file instead.
+    #[arg(long = "admin-token-file", conflicts_with = "admin_token")]
+    token_file: Option<PathBuf>,
+    /// CA or self-signed certificate (PEM) to trust for an https:// admin URL.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn client(self) -> anyhow::Result<AdminClient> {
+        let token = match (self.token, self.token_file) {
+            (Some(t), _) => t,
+            (None, Some(p)) => std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .trim()
+                .to_string(),
+            (None, None) => {
+                anyhow::bail!("give --admin-token, --admin-token-file or PORTCULLIS_ADMIN_TOKEN")
+            }
+        };
+        Ok(AdminClient {
+            base: self.url.parse().context("--admin is not a URL")?,
+            token,
+            cacert: self.cacert,
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -65,6 +153,44 @@ fn main() -> ExitCode {
             kid,
             claims,
         } => token(config, sub, ttl, kid, claims),
+        Command::Revoke {
+            admin,
+            jti,
+            exp,
+            sub,
+            token,
+        } => {
+            let body = match (jti, sub, token) {
+                (Some(jti), None, None) => match exp {
+                    Some(exp) => serde_json::json!({ "jti": jti, "exp": exp }),
+                    None => serde_json::json!({ "jti": jti }),
+                },
+                (None, Some(sub), None) => serde_json::json!({ "sub": sub }),
+                (None, None, Some(token)) => serde_json::json!({ "token": token }),
+                _ => {
+                    eprintln!("portcullis: give exactly one of --jti, --sub, --token");
+                    return ExitCode::from(2);
+                }
+            };
+            admin_call(admin, Method::POST, "/revocations".into(), Some(body))
+        }
+        Command::Revocations { command } => match command {
+            RevocationsCommand::List {
+                admin,
+                kind,
+                limit,
+                cursor,
+            } => {
+                let mut path = format!("/revocations?kind={kind}&limit={limit}");
+                if let Some(c) = cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                admin_call(admin, Method::GET, path, None)
+            }
+            RevocationsCommand::Count { admin } => {
+                admin_call(admin, Method::GET, "/revocations/count".into(), None)
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -211,4 +337,34 @@ fn random_jti() -> String {
     let mut b = [0u8; 16];
     rand::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One admin API call; prints the response body, fails on a non-2xx status.
+fn admin_call(
+    args: AdminArgs,
+    method: Method,
+    path: String,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let client = args.client()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, text) = rt.block_on(client.call(method, &path, body))?;
+    println!("{}", text.trim_end());
+    if !(200..300).contains(&status) {
+        anyhow::bail!("admin API answered {status}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -79,6 +79,16 @@ pub struct Verified {
 impl Validator {
     /// Verify a compact JWS and check its claims at time `now` (unix seconds).
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
+        self.verify_at(token, Some(now))
+    }
+
+    /// Verify signature and claim types but not `exp`/`nbf`/`iat` against the clock: for
+    /// revoking a token, where an expired one is fine.
+    pub fn verify_ignoring_time(&self, token: &str) -> Result<Verified, AuthError> {
+        self.verify_at(token, None)
+    }
+
+    fn verify_at(&self, token: &str, now: Option<u64>) -> Result<Verified, AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge);
         }
@@ -139,15 +149,13 @@ impl Validator {
         self.check_claims(&claims, token, now)
     }
 
-    fn check_claims(
+    fn check_times(
         &self,
-        c: &JsonObject<'_>,
-        token: &str,
         now: u64,
-    ) -> Result<Verified, AuthError> {
-        let exp = numeric_date(c, "exp")?;
-        let nbf = numeric_date(c, "nbf")?;
-        let iat = numeric_date(c, "iat")?;
+        exp: Option<u64>,
+        nbf: Option<u64>,
+        iat: Option<u64>,
+    ) -> Result<(), AuthError> {
         match exp {
             Some(exp) if now >= exp.saturating_add(self.leeway) => return Err(AuthError::Expired),
             None if self.require_exp => return Err(AuthError::MissingExp),
@@ -158,6 +166,21 @@ impl Validator {
         }
         if iat.is_some_and(|iat| iat > now.saturating_add(self.leeway)) {
             return Err(AuthError::IssuedInFuture);
+        }
+        Ok(())
+    }
+
+    fn check_claims(
+        &self,
+        c: &JsonObject<'_>,
+        token: &str,
+        now: Option<u64>,
+    ) -> Result<Verified, AuthError> {
+        let exp = numeric_date(c, "exp")?;
+        let nbf = numeric_date(c, "nbf")?;
+        let iat = numeric_date(c, "iat")?;
+        if let Some(now) = now {
+            self.check_times(now, exp, nbf, iat)?;
         }
         if let Some(want) = &self.issuer {
             let iss = string_claim(c, "iss")?.ok_or(AuthError::Issuer)?;

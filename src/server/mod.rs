@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::{self, AdminAuth, AdminState};
 use crate::config::Config;
 use crate::pipeline::{self, State};
 use crate::revocation::Revocations;
@@ -71,8 +72,20 @@ impl Gateway {
 /// (validation happened in `Config::load`).
 pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let metrics = Arc::new(Metrics::new(config.routes.iter().map(|r| r.name.clone())));
-    let revocations = Arc::new(Revocations::in_memory());
-    let state = Arc::new(State::new(&mut config, revocations, metrics.clone()));
+    let store = config.revocation.store.clone();
+    let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
+    let revocations =
+        tokio::task::spawn_blocking(move || Revocations::open(&store, leeway, max_lifetime))
+            .await??;
+    let revocations = Arc::new(revocations);
+    metrics
+        .revocation_entries
+        .set((revocations.dict().len_tokens() + revocations.dict().len_subjects()) as i64);
+    let state = Arc::new(State::new(
+        &mut config,
+        revocations.clone(),
+        metrics.clone(),
+    ));
 
     let tls = match &config.listen.tls {
         Some(m) => {
@@ -85,6 +98,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         .await
         .with_context(|| format!("cannot bind listen.addr {}", config.listen.addr))?;
     let addr = listener.local_addr()?;
+    let admin_listener = match &config.admin {
+        Some(a) => Some(
+            TcpListener::bind(a.addr)
+                .await
+                .with_context(|| format!("cannot bind admin.addr {}", a.addr))?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let max_connections = config.limits.max_connections;
     let conns = Arc::new(Semaphore::new(max_connections));
@@ -95,25 +121,60 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     ));
     let handler_state = state.clone();
     let handler = move |req, info| pipeline::handle(handler_state.clone(), req, info);
-    let tasks = vec![tokio::spawn(listener::accept_loop(
+    let mut tasks = vec![tokio::spawn(listener::accept_loop(
         listener,
         tls.clone(),
-        opts,
+        opts.clone(),
         conns.clone(),
         metrics.clone(),
-        shutdown_rx,
+        shutdown_rx.clone(),
         handler,
     ))];
+
+    if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
+        let token = a.token.as_ref().map(|t| t.0.as_str()).unwrap_or_default();
+        let admin_state = Arc::new(AdminState {
+            auth: AdminAuth::new(token),
+            gateway: state.clone(),
+            revocations: revocations.clone(),
+            metrics: metrics.clone(),
+        });
+        let admin_tls = match &a.tls {
+            Some(m) => Some(TlsAcceptor::from(Arc::new(
+                tls::server_config(m).map_err(anyhow::Error::msg)?,
+            ))),
+            None => None,
+        };
+        let handler = move |req, info| admin::handle(admin_state.clone(), req, info);
+        // The admin listener has its own small connection budget so a flood of proxy
+        // connections can never lock the operator out.
+        tasks.push(tokio::spawn(listener::accept_loop(
+            listener,
+            admin_tls,
+            opts,
+            Arc::new(Semaphore::new(64)),
+            metrics.clone(),
+            shutdown_rx.clone(),
+            handler,
+        )));
+    }
+    revocations.clone().spawn_maintenance(
+        config.revocation.sweep_interval,
+        metrics.clone(),
+        shutdown_rx,
+    );
+
     tracing::info!(
         %addr,
         tls = tls.is_some(),
+        admin = ?admin_addr,
         routes = state.routes.len(),
         keys = state.validator.keys.len(),
         "portcullis listening"
     );
     Ok(Gateway {
         addr,
-        admin_addr: None,
+        admin_addr,
         shutdown: shutdown_tx,
         conns,
         max_connections,
