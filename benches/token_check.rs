@@ -1,1 +1,124 @@
-fn main() {}
+//! The per-request token check (split, strict base64url, header parse, key selection,
+//! signature verification, claims parse and checks), per algorithm.
+//!
+//! `cargo bench --bench token_check`
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::auth::jws::Validator;
+use portcullis::auth::keys::{KeyMaterial, KeySet};
+use rcgen::{KeyPair, SignatureAlgorithm};
+
+const SECRET: &[u8] = b"bench-secret-0123456789abcdef0123456789abcdef0123456789abcdef012345";
+
+fn claims(now: u64) -> serde_json::Value {
+    serde_json::json!({
+        "sub": "user-12345", "iat": now, "exp": now + 3600,
+        "jti": "0f8fad5b-d9cb-469f-a165-70867728950e", "iss": "https://issuer.example", "aud": "api"
+    })
+}
+
+fn keypair(alg: Algorithm) -> Option<KeyPair> {
+    let a: &SignatureAlgorithm = match alg {
+        Algorithm::RS256 | Algorithm::PS256 => &rcgen::PKCS_RSA_SHA256,
+        Algorithm::RS384 | Algorithm::PS384 => &rcgen::PKCS_RSA_SHA384,
+        Algorithm::RS512 | Algorithm::PS512 => &rcgen::PKCS_RSA_SHA512,
+        Algorithm::ES256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        Algorithm::ES384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        Algorithm::EdDSA => &rcgen::PKCS_ED25519,
+        _ => return None,
+    };
+    Some(KeyPair::generate_for(a).expect("key generation"))
+}
+
+fn setup(alg: Algorithm, now: u64) -> (Validator, String) {
+    let name = format!("{alg:?}");
+    let (material, encoding) = match keypair(alg) {
+        None => (
+            KeyMaterial {
+                label: "bench".into(),
+                kid: Some("k".into()),
+                alg: name,
+                secret: Some(SECRET.to_vec()),
+                secret_base64: false,
+                public_pem: None,
+                private_pem: None,
+            },
+            EncodingKey::from_secret(SECRET),
+        ),
+        Some(kp) => {
+            let private = kp.serialize_pem();
+            let encoding = match alg {
+                Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(private.as_bytes()),
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(private.as_bytes()),
+                _ => EncodingKey::from_rsa_pem(private.as_bytes()),
+            }
+            .expect("encoding key");
+            (
+                KeyMaterial {
+                    label: "bench".into(),
+                    kid: Some("k".into()),
+                    alg: name,
+                    secret: None,
+                    secret_base64: false,
+                    public_pem: Some(kp.public_key_pem().into_bytes()),
+                    private_pem: None,
+                },
+                encoding,
+            )
+        }
+    };
+    let keys = KeySet::build(vec![material], None).expect("key set");
+    let validator = Validator {
+        keys,
+        issuer: Some("https://issuer.example".into()),
+        audience: vec!["api".into()],
+        leeway: 30,
+        require_exp: true,
+        max_token_bytes: 8192,
+        user_claim: "sub".into(),
+        extra_claims: Vec::new(),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some("k".into());
+    let token = jsonwebtoken::encode(&header, &claims(now), &encoding).expect("sign");
+    (validator, token)
+}
+
+fn token_check(c: &mut Criterion) {
+    let now = portcullis::pipeline::unix_now();
+    let mut group = c.benchmark_group("token_check");
+    for alg in [
+        Algorithm::HS256,
+        Algorithm::HS384,
+        Algorithm::HS512,
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ] {
+        let (validator, token) = setup(alg, now);
+        assert!(
+            validator.verify(&token, now).is_ok(),
+            "{alg:?} token must verify"
+        );
+        group.bench_function(format!("{alg:?}"), |b| {
+            b.iter(|| validator.verify(std::hint::black_box(&token), now))
+        });
+    }
+    // A forged HS256 token: the cost an attacker imposes per request.
+    let (validator, token) = setup(Algorithm::HS256, now);
+    let forged = format!("{}AAAA", &token[..token.len() - 4]);
+    group.bench_function("HS256-forged", |b| {
+        b.iter(|| validator.verify(std::hint::black_box(&forged), now))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, token_check);
+criterion_main!(benches);

@@ -24,7 +24,6 @@ use http::HeaderValue;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 
 use super::keys::{parse_alg, KeySet};
@@ -34,16 +33,7 @@ use super::AuthError;
 const MAX_MEMBERS: usize = 64;
 
 /// A 128-bit digest used as the revocation key of a `jti`, a subject, or a whole token.
-pub type Digest128 = [u8; 16];
-
-/// First 16 bytes of SHA-256: stable across restarts and instances, and the same size
-/// whatever a client puts in a `jti`.
-pub fn digest128(data: &[u8]) -> Digest128 {
-    let full = Sha256::digest(data);
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
-}
+pub use crate::revocation::dict::{digest as digest128, Key as Digest128};
 
 /// The claim checks that apply to every token.
 #[derive(Debug)]
@@ -74,6 +64,8 @@ pub struct Verified {
     pub sub: Option<String>,
     pub iat: Option<u64>,
     pub exp: Option<u64>,
+    /// Verified with public-key or decryption work worth caching (not HMAC).
+    pub cacheable: bool,
 }
 
 impl Validator {
@@ -146,7 +138,9 @@ impl Validator {
 
         let payload_json = b64(payload_b64)?;
         let claims = JsonObject::parse(&payload_json)?;
-        self.check_claims(&claims, token, now)
+        let mut v = self.check_claims(&claims, token, now)?;
+        v.cacheable = !matches!(alg.family(), jsonwebtoken::AlgorithmFamily::Hmac);
+        Ok(v)
     }
 
     fn check_times(
@@ -231,6 +225,7 @@ impl Validator {
             sub: sub.map(Cow::into_owned),
             iat,
             exp,
+            cacheable: false,
         })
     }
 }

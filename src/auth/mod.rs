@@ -2,6 +2,7 @@
 //! ([`keys`]), and how it is verified ([`jws`]).
 
 pub mod bearer;
+pub mod cache;
 pub mod jws;
 pub mod keys;
 

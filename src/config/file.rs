@@ -62,6 +62,8 @@ pub struct Jwt {
     pub max_lifetime: Option<String>,
     /// Largest bearer token accepted, in bytes.
     pub max_token_bytes: Option<usize>,
+    /// Verified-token cache size in entries for RS/PS/ES/EdDSA/JWE tokens; 0 disables it.
+    pub cache_size: Option<usize>,
     /// A local JWKS file whose keys are added to `keys`.
     pub jwks_file: Option<PathBuf>,
     #[serde(default)]

@@ -105,6 +105,7 @@ pub struct Jwt {
     pub require_exp: bool,
     pub max_lifetime: Duration,
     pub max_token_bytes: usize,
+    pub cache_size: usize,
     pub keys: KeySet,
 }
 
@@ -598,6 +599,10 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             DEFAULT_MAX_LIFETIME,
         ),
         max_token_bytes,
+        cache_size: f
+            .jwt
+            .cache_size
+            .unwrap_or(crate::auth::cache::DEFAULT_CACHE_ENTRIES),
         keys,
     };
 

@@ -21,6 +21,7 @@ use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::auth::cache::TokenCache;
 use crate::auth::jws::{Validator, Verified};
 use crate::auth::{bearer, AuthError};
 use crate::config::{Config, Identity};
@@ -40,6 +41,8 @@ pub struct State {
     /// One pooled client per route, same order as `routes`.
     clients: Vec<UpstreamClient>,
     pub validator: Validator,
+    /// Present when some key is asymmetric (HMAC is cheaper to verify than to cache).
+    cache: Option<TokenCache>,
     pub identity: Identity,
     protected: Protected,
     pub revocations: Arc<Revocations>,
@@ -65,6 +68,12 @@ impl State {
                 .map(|(_, c)| c.clone())
                 .collect(),
         };
+        let cache = (config.jwt.cache_size > 0
+            && validator
+                .keys
+                .iter()
+                .any(|k| !matches!(k.alg.family(), jsonwebtoken::AlgorithmFamily::Hmac)))
+        .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
         let clients = config
             .routes
             .iter()
@@ -76,6 +85,7 @@ impl State {
             protected: Protected::new(&config.identity, &[]),
             identity: config.identity.clone(),
             validator,
+            cache,
             revocations,
             metrics,
         }
@@ -163,16 +173,49 @@ fn strip_spoofable(state: &State, req: &mut Request<Incoming>) {
     state.protected.strip(req.headers_mut());
 }
 
-/// Find and verify the bearer token. Rejects with 401: no token (bare challenge), or a token
-/// that fails any check (`invalid_token`).
-fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Verified, AuthError> {
+/// A verified token, fresh from verification or shared from the cache.
+// Lives on the stack for one request; boxing `Fresh` would add an allocation to the HMAC path.
+#[allow(clippy::large_enum_variant)]
+enum Authenticated {
+    Fresh(Verified),
+    Cached(Arc<Verified>),
+}
+
+impl std::ops::Deref for Authenticated {
+    type Target = Verified;
+    fn deref(&self) -> &Verified {
+        match self {
+            Authenticated::Fresh(v) => v,
+            Authenticated::Cached(v) => v,
+        }
+    }
+}
+
+/// Find and verify the bearer token (or find it in the verified-token cache, where `exp` is
+/// checked again). Rejects with 401: no token (bare challenge), or a token that fails any
+/// check (`invalid_token`).
+fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Authenticated, AuthError> {
     let token = bearer::from_headers(req.headers(), state.validator.max_token_bytes)?;
-    state.validator.verify(token, unix_now())
+    let now = unix_now();
+    let Some(cache) = &state.cache else {
+        return state.validator.verify(token, now).map(Authenticated::Fresh);
+    };
+    let key = TokenCache::key(token);
+    if let Some(hit) = cache.get(&key, now) {
+        return hit.map(Authenticated::Cached);
+    }
+    let v = state.validator.verify(token, now)?;
+    if !v.cacheable {
+        return Ok(Authenticated::Fresh(v));
+    }
+    let v = Arc::new(v);
+    cache.insert(key, v.clone());
+    Ok(Authenticated::Cached(v))
 }
 
 /// Consult the revocation dictionary (O(1), lock-free reads). Rejects with 401
 /// `token revoked`.
-fn check_revocation(state: &State, v: Verified) -> Result<Verified, AuthError> {
+fn check_revocation(state: &State, v: Authenticated) -> Result<Authenticated, AuthError> {
     if state.revocations.is_revoked(&v) {
         return Err(AuthError::Revoked);
     }
