@@ -54,6 +54,7 @@ fn verified() -> Verified {
         sub: Some("user".into()),
         iat: Some(portcullis::revocation::now_unix()),
         exp: None,
+        cacheable: false,
     }
 }
 
