@@ -239,7 +239,11 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     let mut config = load(&path)?;
     portcullis::telemetry::init_logging(config.log.format, &config.log.level);
     config.write_dev_files()?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let mut rt = if std::env::var_os("PORTCULLIS_EXPERIMENT_CT").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     rt.enable_all();
     if let Some(n) = config.listen.workers {
         rt.worker_threads(n);

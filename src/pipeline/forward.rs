@@ -48,9 +48,14 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Remove hop-by-hop headers (RFC 9110 section 7.6.1): `Connection`, every header it names,
-/// and the fixed list. Returns the `Upgrade` value when the message asks for one, which the
-/// caller may re-add for a tunnel.
+/// Remove hop-by-hop headers (RFC 9110 section 7.6.1): `Connection`, every header it names
+/// (except `Host`, which is never hop-by-hop), and the fixed list.
+///
+/// Returns the `Upgrade` value when the message asks for a WebSocket upgrade, which the caller
+/// re-adds for the tunnel. Only `websocket` is ever tunnelled: after any other upgrade
+/// (`h2c` above all) the client would speak a protocol the gateway never inspects directly to
+/// the upstream, and could send it unauthenticated requests for any path ("h2c smuggling").
+/// Such a request is forwarded as a plain request with its upgrade headers removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut named: SmallVec<[HeaderName; 4]> = SmallVec::new();
     let mut wants_upgrade = false;
@@ -62,15 +67,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
                 wants_upgrade = true;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
+                if name != header::HOST {
+                    named.push(name);
+                }
             }
         }
     }
-    let upgrade = if wants_upgrade {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .filter(|v| wants_upgrade && v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .cloned();
     for name in named {
         headers.remove(name);
     }
@@ -90,17 +96,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
-/// Forward `req` (already authenticated, identity injected) to the route's upstream at the
-/// normalised `path`.
+/// Forward `req` (already authenticated, identity injected, hop-by-hop headers removed by
+/// [`strip_hop_by_hop`], which returned `upgrade`) to the route's upstream at the normalised
+/// `path`.
 pub async fn forward(
     client: &UpstreamClient,
     route: &Route,
     mut req: Request<Incoming>,
     path: &str,
     conn: ConnInfo,
+    upgrade: Option<HeaderValue>,
 ) -> Result<Response<Incoming>, GatewayError> {
-    let upgrade = strip_hop_by_hop(req.headers_mut());
-    // An h1 `Upgrade` with a body-less request is tunnelled; h2 has no Upgrade (RFC 9113 8.6).
+    // HTTP/1.1 only: HTTP/2 has no Upgrade (RFC 9113 section 8.6).
     let upgrade = upgrade.filter(|_| req.version() == Version::HTTP_11);
 
     let host = original_host(&req);
@@ -272,12 +279,35 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_is_reported() {
+    fn only_websocket_upgrades_are_reported() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "websocket");
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert_eq!(strip_hop_by_hop(&mut h).unwrap(), "WebSocket");
         assert!(h.is_empty());
+        for proto in ["h2c", "websocket, h2c", "tls/1.2"] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONNECTION,
+                HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+            );
+            h.insert(header::UPGRADE, HeaderValue::from_static(proto));
+            h.insert(
+                "http2-settings",
+                HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"),
+            );
+            assert!(strip_hop_by_hop(&mut h).is_none(), "{proto}");
+            assert!(h.is_empty(), "{proto}: {h:?}");
+        }
+    }
+
+    #[test]
+    fn connection_cannot_name_host() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("host"));
+        h.insert(header::HOST, HeaderValue::from_static("api.example"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h[header::HOST], "api.example");
     }
 
     #[test]

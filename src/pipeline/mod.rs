@@ -138,6 +138,9 @@ async fn handle_inner(
         Err(e) => return ("-", Err(e)),
     };
     let label = state.metrics.route_label(idx);
+    // Hop-by-hop headers go first: a client naming `x-user-id` in `Connection` must not be
+    // able to delete the identity the gateway is about to inject.
+    let upgrade = forward::strip_hop_by_hop(req.headers_mut());
     strip_spoofable(state, &mut req);
     if route.auth == AuthPolicy::Jwt {
         let verified = match authenticate(state, &req).and_then(|v| check_revocation(state, v)) {
@@ -148,17 +151,27 @@ async fn handle_inner(
     }
     (
         label,
-        forward::forward(&state.clients[idx], route, req, &path, conn).await,
+        forward::forward(&state.clients[idx], route, req, &path, conn, upgrade).await,
     )
 }
 
 /// Normalise the path and find its route. Rejects: 400 for a path that cannot be
-/// normalised safely, 404 when no route matches.
+/// normalised safely, for an HTTP/1.1 request without exactly one `Host` (RFC 9112 section
+/// 3.2: a second copy could steer an upstream to another virtual host than the one routed on),
+/// 404 when no route matches.
 fn route<'s>(
     state: &'s State,
     req: &Request<Incoming>,
 ) -> Result<(usize, &'s Route, String), GatewayError> {
     let path = route::normalise_path(req.uri().path())?;
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(GatewayError::BadRequest("more than one Host header")),
+        (None, _) if req.version() == http::Version::HTTP_11 => {
+            return Err(GatewayError::BadRequest("Host header required"))
+        }
+        _ => {}
+    }
     let host = request_host(req);
     let (idx, route) = state
         .routes

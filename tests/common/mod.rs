@@ -1,0 +1,397 @@
+//! The one shared helper of the integration tests: a temp dir with TLS material, the real
+//! gateway started in-process on an ephemeral port ([`Setup::start`]), a real upstream
+//! ([`upstream::Upstream`]), keys and tokens ([`tokens`]), and clients that speak HTTP/1.1,
+//! HTTP/2 and raw bytes over TLS.
+//!
+//! Each test binary uses a subset of this module, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod tokens;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis::{Config, Gateway};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+pub use upstream::{Echo, Upstream};
+
+/// Upper bound for any single client exchange; a hung gateway fails the test instead of
+/// hanging it.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A second name the test certificate covers and clients resolve to the gateway, for
+/// host-specific routes.
+pub const OTHER_HOST: &str = "internal.example";
+
+/// Config files for one test: a temp dir holding a self-signed `localhost` certificate
+/// (`tls/cert.pem`, `tls/key.pem`) and whatever else the test writes there.
+///
+/// Config templates may use `{listen}` (a `[listen]` section on 127.0.0.1:0 with that
+/// certificate), `{dir}` (the temp dir) and any name given to [`Setup::var`].
+pub struct Setup {
+    pub dir: TempDir,
+    pub cert_pem: String,
+    vars: Vec<(String, String)>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), OTHER_HOST.to_owned()])
+                .expect("self-signed cert");
+        let cert_pem = cert.cert.pem();
+        let setup = Setup {
+            dir,
+            cert_pem: cert_pem.clone(),
+            vars: Vec::new(),
+        };
+        setup.write("tls/cert.pem", &cert_pem);
+        setup.write("tls/key.pem", cert.signing_key.serialize_pem());
+        setup
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Write `contents` at `rel` (creating folders) and return the full path.
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create dir");
+        }
+        std::fs::write(&path, contents).expect("write file");
+        path
+    }
+
+    /// Define `{name}` for templates.
+    pub fn var(mut self, name: &str, value: impl Into<String>) -> Setup {
+        self.vars.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// The template with every known placeholder replaced.
+    pub fn render(&self, template: &str) -> String {
+        let listen = "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\n";
+        let mut text = template
+            .replace("{listen}", listen)
+            .replace("{dir}", &self.dir.path().display().to_string());
+        for (name, value) in &self.vars {
+            text = text.replace(&format!("{{{name}}}"), value);
+        }
+        text
+    }
+
+    /// Render the template to `config.toml` in the temp dir and return its path.
+    pub fn write_config(&self, template: &str) -> PathBuf {
+        self.write("config.toml", self.render(template))
+    }
+
+    /// Validate the rendered template and start the gateway on an ephemeral port.
+    pub async fn start(self, template: &str) -> TestGateway {
+        let text = self.render(template);
+        let config = Config::from_toml(&text, self.dir.path())
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}\n---\n{text}"));
+        self.start_with(config).await
+    }
+
+    /// Start the gateway with an already loaded config (e.g. `Config::load`).
+    pub async fn start_with(self, config: Config) -> TestGateway {
+        assert!(
+            config.listen.tls.is_some(),
+            "the test helper speaks TLS only"
+        );
+        let gateway = portcullis::start(config).await.expect("gateway starts");
+        TestGateway {
+            addr: gateway.addr(),
+            gateway: Some(gateway),
+            cert_pem: self.cert_pem,
+            dir: self.dir,
+        }
+    }
+}
+
+/// A running gateway and the temp dir its config came from.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    gateway: Option<Gateway>,
+    pub cert_pem: String,
+    pub dir: TempDir,
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub version: http::Version,
+    /// Every header, names lower-case, duplicates kept.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The value of `name`, panicking when it came more than once.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let all: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert!(all.len() <= 1, "{name} came {} times: {all:?}", all.len());
+        all.first().copied()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The upstream's echo of the forwarded request (panics on any other body).
+    pub fn echo(&self) -> Echo {
+        assert_eq!(self.status, 200, "expected the upstream echo: {self:?}");
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not an echo ({e}): {}", self.text()))
+    }
+}
+
+impl TestGateway {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `https://localhost:PORT{path}`; clients resolve `localhost` to the gateway.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port())
+    }
+
+    /// `https://{OTHER_HOST}:PORT{path}`, also resolved to the gateway.
+    pub fn other_host_url(&self, path: &str) -> String {
+        format!("https://{OTHER_HOST}:{}{path}", self.port())
+    }
+
+    fn client_builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).expect("cert"),
+            )
+            .resolve("localhost", self.addr)
+            .resolve(OTHER_HOST, self.addr)
+            .no_proxy()
+            .timeout(CLIENT_TIMEOUT)
+    }
+
+    /// A client that speaks HTTP/1.1 only (ALPN `http/1.1`).
+    pub fn h1(&self) -> reqwest::Client {
+        self.client_builder().http1_only().build().expect("client")
+    }
+
+    /// A client that speaks HTTP/2 only (ALPN `h2`).
+    pub fn h2(&self) -> reqwest::Client {
+        self.client_builder()
+            .http2_prior_knowledge()
+            .build()
+            .expect("client")
+    }
+
+    /// Collect a reqwest response.
+    pub async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status().as_u16();
+        let version = resp.version();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp.bytes().await.expect("response body").to_vec();
+        Reply {
+            status,
+            version,
+            headers,
+            body,
+        }
+    }
+
+    /// GET `path` over HTTP/1.1, with `Authorization: Bearer <token>` when given.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.h1().get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Self::reply(req.send().await.expect("request")).await
+    }
+
+    /// A TLS connection to the gateway offering exactly `alpn`.
+    pub async fn tls_stream(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
+            roots.add(cert.expect("cert pem")).expect("root");
+        }
+        // Two providers are compiled in (reqwest brings ring), so name one explicitly.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let tcp = TcpStream::connect(self.addr).await.expect("connect");
+        TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("TLS handshake")
+    }
+
+    /// Send `request` byte for byte over TLS (ALPN `http/1.1`), so header casing, duplicates
+    /// and unnormalised paths really go on the wire. The request should carry
+    /// `Connection: close`; the reply is read to end of stream.
+    pub async fn raw(&self, request: &str) -> Reply {
+        let mut tls = self.tls_stream(&[b"http/1.1"]).await;
+        let exchange = async {
+            tls.write_all(request.as_bytes()).await.expect("write");
+            tls.flush().await.expect("flush");
+            let mut buf = Vec::new();
+            // A peer that closes without close_notify is fine here: keep what arrived.
+            let _ = tls.read_to_end(&mut buf).await;
+            buf
+        };
+        let buf = tokio::time::timeout(CLIENT_TIMEOUT, exchange)
+            .await
+            .expect("raw exchange timed out");
+        parse_http1(&buf)
+    }
+
+    /// A raw `GET path` with `Host: localhost`, the optional token and extra header lines.
+    pub async fn raw_get(&self, path: &str, token: Option<&str>, extra: &[&str]) -> Reply {
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for line in extra {
+            req.push_str(line);
+            req.push_str("\r\n");
+        }
+        req.push_str("Connection: close\r\n\r\n");
+        self.raw(&req).await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown_with_grace(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// Parse one HTTP/1.1 response (Content-Length, chunked, or read-to-close body).
+pub fn parse_http1(buf: &[u8]) -> Reply {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(buf)));
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let rest = &buf[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        decode_chunked(rest)
+    } else {
+        match headers.iter().find(|(n, _)| n == "content-length") {
+            Some((_, len)) => {
+                let len: usize = len.parse().expect("content-length");
+                rest[..len.min(rest.len())].to_vec()
+            }
+            None => rest.to_vec(),
+        }
+    };
+    Reply {
+        status,
+        version: http::Version::HTTP_11,
+        headers,
+        body,
+    }
+}
+
+fn decode_chunked(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size_text, 16) else {
+            break;
+        };
+        b = &b[eol + 2..];
+        if size == 0 || b.len() < size {
+            break;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[(size + 2).min(b.len())..];
+    }
+    out
+}
+
+/// The `[[jwt.keys]]` TOML for an HMAC key with this secret.
+pub fn hmac_key_toml(kid: &str, alg: &str, secret: &str) -> String {
+    format!("[[jwt.keys]]\nkid = \"{kid}\"\nalg = \"{alg}\"\nsecret = \"{secret}\"\n")
+}
+
+/// The `[[jwt.keys]]` TOML for a public key file at `path` (relative to the config).
+pub fn public_key_toml(kid: &str, alg: &str, path: &Path) -> String {
+    format!(
+        "[[jwt.keys]]\nkid = \"{kid}\"\nalg = \"{alg}\"\npublic_key = \"{}\"\n",
+        path.display()
+    )
+}
+
+/// Poll `cond` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
