@@ -239,16 +239,12 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     let mut config = load(&path)?;
     portcullis::telemetry::init_logging(config.log.format, &config.log.level);
     config.write_dev_files()?;
-    let mut rt = if std::env::var_os("PORTCULLIS_EXPERIMENT_CT").is_some() {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    rt.enable_all();
-    if let Some(n) = config.listen.workers {
-        rt.worker_threads(n);
-    }
-    let rt = rt.build().context("cannot start the async runtime")?;
+    // Worker 0, the admin API and background tasks share this thread; `start` adds one
+    // thread-per-core worker for each further core (see `server`).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let gateway = portcullis::start(config).await?;
         wait_for_signal().await;

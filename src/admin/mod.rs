@@ -33,7 +33,7 @@ use serde_json::json;
 
 use crate::auth::jws::digest128;
 use crate::pipeline::forward::ConnInfo;
-use crate::pipeline::{unix_now, State};
+use crate::pipeline::{unix_now, Shared};
 use crate::revocation::dict::{key_from_hex, key_to_hex, Entry, Kind};
 use crate::revocation::{Record, Revocations};
 use crate::telemetry::metrics::Metrics;
@@ -48,7 +48,7 @@ const MAX_PAGE: usize = 1000;
 /// What the admin handlers work on.
 pub struct AdminState {
     pub auth: AdminAuth,
-    pub gateway: Arc<State>,
+    pub gateway: Arc<Shared>,
     pub revocations: Arc<Revocations>,
     pub metrics: Arc<Metrics>,
 }

@@ -35,11 +35,9 @@ use route::{AuthPolicy, Route, RouteTable};
 /// The body of every response the gateway sends: the upstream's, streamed, or its own.
 pub type ResBody = Either<Incoming, Full<Bytes>>;
 
-/// Everything the request path needs, built once from a validated config.
-pub struct State {
+/// What every worker shares: routes, keys, caches, revocations, metrics.
+pub struct Shared {
     pub routes: RouteTable,
-    /// One pooled client per route, same order as `routes`.
-    clients: Vec<UpstreamClient>,
     pub validator: Validator,
     /// Present when some key is asymmetric (HMAC is cheaper to verify than to cache).
     cache: Option<TokenCache>,
@@ -47,10 +45,11 @@ pub struct State {
     protected: Protected,
     pub revocations: Arc<Revocations>,
     pub metrics: Arc<Metrics>,
+    limits: crate::config::Limits,
 }
 
-impl State {
-    /// Build the request-path state; `config.jwt.keys` moves into the validator.
+impl Shared {
+    /// Build the shared request-path state; `config.jwt.keys` moves into the validator.
     pub fn new(config: &mut Config, revocations: Arc<Revocations>, metrics: Arc<Metrics>) -> Self {
         let keys = std::mem::take(&mut config.jwt.keys);
         let validator = Validator {
@@ -61,34 +60,50 @@ impl State {
             require_exp: config.jwt.require_exp,
             max_token_bytes: config.jwt.max_token_bytes,
             user_claim: config.identity.user_claim.clone(),
-            extra_claims: config
-                .identity
-                .claims
-                .iter()
-                .map(|(_, c)| c.clone())
-                .collect(),
+            extra_claims: config.identity.claims.iter().map(|(_, c)| c.clone()).collect(),
         };
         let cache = (config.jwt.cache_size > 0
-            && validator
-                .keys
-                .iter()
-                .any(|k| !matches!(k.alg.family(), jsonwebtoken::AlgorithmFamily::Hmac)))
+            && validator.keys.iter().any(|k| {
+                !matches!(k.alg.family(), jsonwebtoken::AlgorithmFamily::Hmac)
+            }))
         .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
-        let clients = config
-            .routes
-            .iter()
-            .map(|r| forward::client(r.connect_timeout, &config.limits))
-            .collect();
-        State {
+        Shared {
             routes: config.routes.clone(),
-            clients,
             protected: Protected::new(&config.identity, &[]),
             identity: config.identity.clone(),
             validator,
             cache,
             revocations,
             metrics,
+            limits: config.limits.clone(),
         }
+    }
+}
+
+/// One worker's request-path state: the shared part plus its own upstream connection pools
+/// (a pooled connection is driven by a task on the runtime that opened it, so each
+/// thread-per-core worker keeps its own).
+pub struct State {
+    pub shared: Arc<Shared>,
+    /// One pooled client per route, same order as `shared.routes`.
+    clients: Vec<UpstreamClient>,
+}
+
+impl State {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let clients = shared
+            .routes
+            .iter()
+            .map(|r| forward::client(r.connect_timeout, &shared.limits))
+            .collect();
+        State { shared, clients }
+    }
+}
+
+impl std::ops::Deref for State {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
     }
 }
 

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 
 use super::dict::{Dictionary, Key};
 use super::log::{Log, LogError};
@@ -167,20 +166,21 @@ impl Revocations {
     }
 
     /// Sweep expired entries every `interval` and compact the log when it has grown well
-    /// past the live set, until `shutdown` flips.
+    /// past the live set, until `stop` completes.
     pub fn spawn_maintenance(
         self: Arc<Self>,
         interval: Duration,
         metrics: Arc<Metrics>,
-        mut shutdown: watch::Receiver<bool>,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tokio::pin!(stop);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = shutdown.changed() => return,
+                    _ = &mut stop => return,
                 }
                 let me = self.clone();
                 let metrics = metrics.clone();

@@ -20,7 +20,9 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
 use crate::pipeline::forward::ConnInfo;
@@ -66,8 +68,12 @@ impl ConnOptions {
     }
 }
 
-/// Accept connections until `shutdown` flips, then return; connections drain on their own
-/// (each watches `shutdown` too) while holding a permit of `conns`.
+/// The shutdown signal: `None` while serving, `Some(grace)` once the gateway is stopping.
+pub type Shutdown = watch::Receiver<Option<Duration>>;
+
+/// Accept connections until `shutdown` says stop, then wait (up to the grace period) for
+/// this loop's connections to finish their in-flight requests, and return. Each connection
+/// holds a permit of `conns` while open.
 #[allow(clippy::too_many_arguments)]
 pub async fn accept_loop<S, F, B>(
     listener: TcpListener,
@@ -75,7 +81,7 @@ pub async fn accept_loop<S, F, B>(
     opts: Arc<ConnOptions>,
     conns: Arc<Semaphore>,
     metrics: Arc<Metrics>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     handler: S,
 ) where
     S: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
@@ -84,6 +90,7 @@ pub async fn accept_loop<S, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut stop = shutdown.clone();
+    let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
             p = conns.clone().acquire_owned() => match p {
@@ -109,12 +116,17 @@ pub async fn accept_loop<S, F, B>(
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         let handler = handler.clone();
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             let _permit = permit;
             metrics.open_connections.inc();
             serve_tcp(stream, peer, tls, &opts, &metrics, shutdown, handler).await;
             metrics.open_connections.dec();
         });
+    }
+    tracker.close();
+    let grace = stop.borrow().unwrap_or(Duration::ZERO);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(?grace, open = tracker.len(), "shutdown grace period over; dropping remaining connections");
     }
 }
 
@@ -124,7 +136,7 @@ async fn serve_tcp<S, F, B>(
     tls: Option<TlsAcceptor>,
     opts: &ConnOptions,
     metrics: &Metrics,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     handler: S,
 ) where
     S: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
@@ -159,7 +171,7 @@ async fn serve_io<I, S, F, B>(
     io: I,
     info: ConnInfo,
     opts: &ConnOptions,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
     handler: S,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -168,7 +180,7 @@ async fn serve_io<I, S, F, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if *shutdown.borrow() {
+    if shutdown.borrow().is_some() {
         return;
     }
     let svc = service_fn(move |req| handler(req, info));
