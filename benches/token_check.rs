@@ -78,6 +78,7 @@ fn setup(alg: Algorithm, now: u64) -> (Validator, String) {
         max_token_bytes: 8192,
         user_claim: "sub".into(),
         extra_claims: Vec::new(),
+        jwe: None,
     };
     let mut header = Header::new(alg);
     header.kid = Some("k".into());

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
+use super::jwe::{self, JweError, KeyRing};
 use super::keys::{parse_alg, KeySet};
 use super::AuthError;
 
@@ -47,6 +48,8 @@ pub struct Validator {
     pub user_claim: String,
     /// Claims copied to headers, by position in `identity.claims`.
     pub extra_claims: Vec<String>,
+    /// Keys for encrypted (JWE) tokens; `None` refuses five-segment tokens.
+    pub jwe: Option<KeyRing>,
 }
 
 /// What a verified token says about its bearer.
@@ -84,6 +87,35 @@ impl Validator {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge);
         }
+        if jwe::is_jwe(token) {
+            return self.verify_jwe(token, now);
+        }
+        self.verify_jws(token, now)
+    }
+
+    /// Decrypt a compact JWE, then check what it carries: a nested JWS (`cty: "JWT"`),
+    /// verified like any bearer token, or a claims set whose integrity the AEAD already proved.
+    /// Every decryption failure is the same error, so responses are no decryption oracle.
+    fn verify_jwe(&self, token: &str, now: Option<u64>) -> Result<Verified, AuthError> {
+        let ring = self.jwe.as_ref().ok_or(AuthError::Malformed)?;
+        let d = jwe::decrypt(ring, token).map_err(|e| match e {
+            JweError::Malformed => AuthError::Malformed,
+            JweError::Unsupported => AuthError::Algorithm,
+            JweError::Decrypt | JweError::Encrypt => AuthError::Decrypt,
+        })?;
+        let mut v = if d.cty_jwt {
+            let inner = std::str::from_utf8(&d.plaintext).map_err(|_| AuthError::Malformed)?;
+            // One layer of nesting only: a JWE inside a JWE is refused.
+            self.verify_jws(inner, now)?
+        } else {
+            let claims = JsonObject::parse(&d.plaintext)?;
+            self.check_claims(&claims, token, now)?
+        };
+        v.cacheable = true;
+        Ok(v)
+    }
+
+    fn verify_jws(&self, token: &str, now: Option<u64>) -> Result<Verified, AuthError> {
         let (signing_input, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
         let (header_b64, payload_b64) =
             signing_input.split_once('.').ok_or(AuthError::Malformed)?;
@@ -398,6 +430,7 @@ mod tests {
             max_token_bytes: 8192,
             user_claim: "sub".into(),
             extra_claims: vec!["roles".into()],
+            jwe: None,
         }
     }
 

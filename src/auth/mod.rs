@@ -3,6 +3,7 @@
 
 pub mod bearer;
 pub mod cache;
+pub mod jwe;
 pub mod jws;
 pub mod keys;
 
@@ -24,6 +25,8 @@ pub enum AuthError {
     UnknownKey,
     #[error("signature does not verify")]
     Signature,
+    #[error("encrypted token cannot be decrypted with any configured key (or was tampered with)")]
+    Decrypt,
     #[error("token has expired")]
     Expired,
     #[error("token is missing the exp claim")]
@@ -53,6 +56,7 @@ impl AuthError {
             AuthError::ForbiddenHeader => "forbidden_header",
             AuthError::UnknownKey => "unknown_key",
             AuthError::Signature => "signature",
+            AuthError::Decrypt => "decrypt",
             AuthError::Expired => "expired",
             AuthError::MissingExp => "missing_exp",
             AuthError::NotYetValid => "not_yet_valid",
@@ -81,7 +85,8 @@ impl AuthError {
             | AuthError::Algorithm
             | AuthError::ForbiddenHeader
             | AuthError::UnknownKey
-            | AuthError::Signature => "token is invalid",
+            | AuthError::Signature
+            | AuthError::Decrypt => "token is invalid",
         }
     }
 }

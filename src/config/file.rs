@@ -68,6 +68,26 @@ pub struct Jwt {
     pub jwks_file: Option<PathBuf>,
     #[serde(default)]
     pub keys: Vec<Key>,
+    /// Keys for encrypted (JWE) tokens.
+    #[serde(default)]
+    pub decryption_keys: Vec<DecryptionKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptionKey {
+    pub kid: Option<String>,
+    /// `dir`, `A128KW`, `A256KW` or `RSA-OAEP-256`.
+    pub alg: String,
+    /// Content encryption this key accepts: `A128GCM`, `A192GCM`, `A256GCM`,
+    /// `A128CBC-HS256`, `A256CBC-HS512` (required for `dir`).
+    pub enc: Option<String>,
+    /// base64url of the raw key (`dir`, `A*KW`).
+    pub key: Option<String>,
+    /// A file holding the key: base64url text, or the raw key bytes.
+    pub key_file: Option<PathBuf>,
+    /// PEM RSA private key, for `RSA-OAEP-256`.
+    pub private_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

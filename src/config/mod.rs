@@ -107,6 +107,8 @@ pub struct Jwt {
     pub max_token_bytes: usize,
     pub cache_size: usize,
     pub keys: KeySet,
+    /// Decryption keys for JWE tokens (none: 5-segment tokens are refused).
+    pub decryption_keys: Option<crate::auth::jwe::KeyRing>,
 }
 
 #[derive(Debug, Clone)]
@@ -577,8 +579,63 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             KeySet::default()
         }
     };
+    let mut jwe_keys = Vec::new();
+    for (i, k) in f.jwt.decryption_keys.iter().enumerate() {
+        let label = format!("jwt.decryption_keys[{i}]");
+        let file_bytes = k
+            .key_file
+            .as_ref()
+            .and_then(|p| c.read(&format!("{label}.key_file"), &resolve(base, p)));
+        // A key file may hold base64url text (like `key`) or the raw key bytes.
+        let file_text = file_bytes
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+            });
+        let (b64, raw) = match (&k.key, file_text, &file_bytes) {
+            (Some(key), _, None) => (Some(key.as_str()), None),
+            (None, Some(text), Some(_)) => (Some(text), None),
+            (None, None, Some(bytes)) => (None, Some(bytes.as_slice())),
+            (Some(_), _, Some(_)) => {
+                c.problems
+                    .push(format!("{label}: set either key or key_file, not both"));
+                continue;
+            }
+            (None, _, None) => (None, None),
+        };
+        let pem = k
+            .private_key
+            .as_ref()
+            .and_then(|p| c.read(&format!("{label}.private_key"), &resolve(base, p)));
+        match crate::auth::jwe::DecryptionKey::from_config(
+            k.kid.clone(),
+            &k.alg,
+            k.enc.as_deref(),
+            b64,
+            raw,
+            pem.as_deref(),
+        ) {
+            Ok(key) => jwe_keys.push(key),
+            Err(e) => c.problems.push(format!("{label}: {e}")),
+        }
+    }
+    let decryption_keys = if jwe_keys.is_empty() {
+        None
+    } else {
+        match crate::auth::jwe::KeyRing::new(jwe_keys) {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                c.problems.push(format!("jwt.decryption_keys: {e}"));
+                None
+            }
+        }
+    };
     let has_jwt_route = f.routes.iter().any(|r| r.auth == "jwt");
-    if has_jwt_route && keys.is_empty() {
+    if has_jwt_route && keys.is_empty() && decryption_keys.is_none() {
         c.problems.push(
             "jwt.keys: a route uses auth = \"jwt\" but no key is configured; add a [[jwt.keys]] entry or jwt.jwks_file".into(),
         );
@@ -604,6 +661,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             .cache_size
             .unwrap_or(crate::auth::cache::DEFAULT_CACHE_ENTRIES),
         keys,
+        decryption_keys,
     };
 
     // [identity]

@@ -60,12 +60,20 @@ impl Shared {
             require_exp: config.jwt.require_exp,
             max_token_bytes: config.jwt.max_token_bytes,
             user_claim: config.identity.user_claim.clone(),
-            extra_claims: config.identity.claims.iter().map(|(_, c)| c.clone()).collect(),
+            extra_claims: config
+                .identity
+                .claims
+                .iter()
+                .map(|(_, c)| c.clone())
+                .collect(),
+            jwe: config.jwt.decryption_keys.take(),
         };
         let cache = (config.jwt.cache_size > 0
-            && validator.keys.iter().any(|k| {
-                !matches!(k.alg.family(), jsonwebtoken::AlgorithmFamily::Hmac)
-            }))
+            && (validator.jwe.is_some()
+                || validator
+                    .keys
+                    .iter()
+                    .any(|k| !matches!(k.alg.family(), jsonwebtoken::AlgorithmFamily::Hmac))))
         .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
         Shared {
             routes: config.routes.clone(),

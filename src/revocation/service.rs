@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use super::dict::{Dictionary, Key};
 use super::log::{Log, LogError};
 use super::record::Record;

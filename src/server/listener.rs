@@ -126,7 +126,11 @@ pub async fn accept_loop<S, F, B>(
     tracker.close();
     let grace = stop.borrow().unwrap_or(Duration::ZERO);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::warn!(?grace, open = tracker.len(), "shutdown grace period over; dropping remaining connections");
+        tracing::warn!(
+            ?grace,
+            open = tracker.len(),
+            "shutdown grace period over; dropping remaining connections"
+        );
     }
 }
 

@@ -83,7 +83,11 @@ fn bind_reuseport(addr: SocketAddr, workers: usize) -> anyhow::Result<Vec<std::n
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
     let mut bind_addr = addr;
     for _ in 0..workers {
-        let socket = Socket::new(Domain::for_address(bind_addr), Type::STREAM, Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(bind_addr),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         #[cfg(unix)]
         socket.set_reuse_port(workers > 1)?;
@@ -104,12 +108,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let store = config.revocation.store.clone();
     let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
     let revocations =
-        tokio::task::spawn_blocking(move || Revocations::open(&store, leeway, max_lifetime)).await??;
+        tokio::task::spawn_blocking(move || Revocations::open(&store, leeway, max_lifetime))
+            .await??;
     let revocations = Arc::new(revocations);
     metrics
         .revocation_entries
         .set((revocations.dict().len_tokens() + revocations.dict().len_subjects()) as i64);
-    let shared = Arc::new(Shared::new(&mut config, revocations.clone(), metrics.clone()));
+    let shared = Arc::new(Shared::new(
+        &mut config,
+        revocations.clone(),
+        metrics.clone(),
+    ));
 
     let tls = match &config.listen.tls {
         Some(m) => {
@@ -134,7 +143,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         ),
         None => None,
     };
-    let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
     // One budget for the whole process, shared by every worker.
@@ -158,7 +170,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         };
         if i == 0 {
             let listener = TcpListener::from_std(worker.socket)?;
-            tasks.push(tokio::spawn(worker_loop(listener, worker.tls, worker.opts, worker.conns, worker.shared, worker.shutdown)));
+            tasks.push(tokio::spawn(worker_loop(
+                listener,
+                worker.tls,
+                worker.opts,
+                worker.conns,
+                worker.shared,
+                worker.shutdown,
+            )));
         } else {
             let thread = std::thread::Builder::new()
                 .name(format!("portcullis-worker-{i}"))
@@ -238,7 +257,10 @@ impl Worker {
     /// Run on a dedicated thread with its own single-threaded runtime until shutdown has
     /// drained this worker's connections.
     fn run(self) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(error = %e, "worker runtime failed to start; this worker will not serve");
@@ -248,7 +270,15 @@ impl Worker {
         rt.block_on(async move {
             match TcpListener::from_std(self.socket) {
                 Ok(listener) => {
-                    worker_loop(listener, self.tls, self.opts, self.conns, self.shared, self.shutdown).await
+                    worker_loop(
+                        listener,
+                        self.tls,
+                        self.opts,
+                        self.conns,
+                        self.shared,
+                        self.shutdown,
+                    )
+                    .await
                 }
                 Err(e) => tracing::error!(error = %e, "worker cannot use its socket"),
             }

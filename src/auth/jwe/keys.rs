@@ -1,0 +1,542 @@
+//! JWE decryption keys: config validation, the key ring that selects keys by
+//! `kid`/`alg`/`enc`, and key management (`alg`: dir, AES key wrap, RSA-OAEP-256).
+
+use std::fmt;
+
+use aes_gcm::aead::rand_core::RngCore;
+use aes_gcm::aead::OsRng;
+use aes_kw::Kek;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rsa::traits::PublicKeyParts;
+use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::{ContentEnc, JweError};
+
+/// Smallest RSA modulus accepted for RSA-OAEP-256, in bits (RFC 7518 section 4.3).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Largest accepted compact token, in bytes, unless the ring says otherwise.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 64 * 1024;
+
+/// Key management algorithm (`alg` header value) this module supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyAlg {
+    /// The key is the CEK (RFC 7518 section 4.5).
+    Dir,
+    /// AES-128 Key Wrap, RFC 3394 (RFC 7518 section 4.4).
+    A128Kw,
+    /// AES-256 Key Wrap, RFC 3394 (RFC 7518 section 4.4).
+    A256Kw,
+    /// RSAES-OAEP with SHA-256 and MGF1-SHA-256 (RFC 7518 section 4.3).
+    RsaOaep256,
+}
+
+impl KeyAlg {
+    /// Every supported `alg`, in the order config errors list them.
+    pub const ALL: [KeyAlg; 4] = [
+        KeyAlg::Dir,
+        KeyAlg::A128Kw,
+        KeyAlg::A256Kw,
+        KeyAlg::RsaOaep256,
+    ];
+
+    /// Parses an `alg` value. Names are case-sensitive (RFC 7516 section 4.1.1).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The registered `alg` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyAlg::Dir => "dir",
+            KeyAlg::A128Kw => "A128KW",
+            KeyAlg::A256Kw => "A256KW",
+            KeyAlg::RsaOaep256 => "RSA-OAEP-256",
+        }
+    }
+}
+
+enum Material {
+    /// dir: the CEK itself; KW: the key-encryption key.
+    Symmetric(Zeroizing<Vec<u8>>),
+    /// Zeroized on drop by the `rsa` crate.
+    Rsa(Box<RsaPrivateKey>),
+}
+
+/// One configured JWE key (`[[jwt.decryption_keys]]`).
+pub struct DecryptionKey {
+    pub kid: Option<String>,
+    pub alg: KeyAlg,
+    /// Required for `dir` (it fixes the key length); for the other `alg`s an
+    /// optional restriction to one `enc`, `None` allowing every supported one.
+    pub enc: Option<ContentEnc>,
+    material: Material,
+}
+
+impl fmt::Debug for DecryptionKey {
+    // Key material never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let material = match &self.material {
+            Material::Symmetric(k) => format!("<{} secret bytes>", k.len()),
+            Material::Rsa(k) => format!("<RSA-{} private key>", k.size() * 8),
+        };
+        f.debug_struct("DecryptionKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("enc", &self.enc)
+            .field("material", &material)
+            .finish()
+    }
+}
+
+impl DecryptionKey {
+    /// Builds a key from its config entry, checking the key against `alg`/`enc`.
+    ///
+    /// Symmetric keys (`dir`, `A128KW`, `A256KW`) come from exactly one of
+    /// `key_b64url` (base64url of the raw key; surrounding whitespace and
+    /// trailing `=` tolerated) or `key_bytes` (raw, e.g. read from `key_file`).
+    /// `RSA-OAEP-256` takes `rsa_private_pem` (PKCS#8 or PKCS#1, >= 2048 bits).
+    /// Lengths: `dir` needs the `enc` CEK length (A128GCM 16, A192GCM 24,
+    /// A256GCM 32, A128CBC-HS256 32, A256CBC-HS512 64 bytes); A128KW 16; A256KW 32.
+    /// Errors name the offending setting and what would be valid; they never
+    /// contain key material.
+    pub fn from_config(
+        kid: Option<String>,
+        alg: &str,
+        enc: Option<&str>,
+        key_b64url: Option<&str>,
+        key_bytes: Option<&[u8]>,
+        rsa_private_pem: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        let alg_parsed = KeyAlg::from_name(alg).ok_or_else(|| {
+            format!(
+                "alg {alg:?} is not supported; valid: {}",
+                names(KeyAlg::ALL.map(KeyAlg::name))
+            )
+        })?;
+        let enc = enc
+            .map(|e| {
+                ContentEnc::from_name(e).ok_or_else(|| {
+                    format!(
+                        "enc {e:?} is not supported; valid: {}",
+                        names(ContentEnc::ALL.map(ContentEnc::name))
+                    )
+                })
+            })
+            .transpose()?;
+        let material = if alg_parsed == KeyAlg::RsaOaep256 {
+            if key_b64url.is_some() || key_bytes.is_some() {
+                return Err(format!(
+                    "alg {alg} takes an RSA private key PEM, not key/key_file"
+                ));
+            }
+            let pem =
+                rsa_private_pem.ok_or_else(|| format!("alg {alg} needs an RSA private key PEM"))?;
+            Material::Rsa(Box::new(parse_rsa_private_pem(pem)?))
+        } else {
+            if rsa_private_pem.is_some() {
+                return Err(format!("alg {alg} takes a symmetric key, not an RSA PEM"));
+            }
+            let key = match (key_b64url, key_bytes) {
+                (Some(b64), None) => decode_config_b64url(b64)?,
+                (None, Some(raw)) => Zeroizing::new(raw.to_vec()),
+                (Some(_), Some(_)) => {
+                    return Err("set only one of key (base64url) and key_file".to_owned())
+                }
+                (None, None) => return Err(format!("alg {alg} needs key or key_file")),
+            };
+            let want = match alg_parsed {
+                KeyAlg::Dir => enc
+                    .ok_or_else(|| {
+                        "alg dir needs enc (the key is the content key, so enc fixes its length)"
+                            .to_owned()
+                    })?
+                    .cek_len(),
+                KeyAlg::A128Kw => 16,
+                KeyAlg::A256Kw => 32,
+                KeyAlg::RsaOaep256 => unreachable!("handled above"),
+            };
+            if key.len() != want {
+                let what = match (alg_parsed, enc) {
+                    (KeyAlg::Dir, Some(e)) => format!("alg dir with enc {}", e.name()),
+                    _ => format!("alg {alg}"),
+                };
+                return Err(format!(
+                    "{what} needs a {want}-byte key, got {} bytes",
+                    key.len()
+                ));
+            }
+            Material::Symmetric(key)
+        };
+        Ok(DecryptionKey {
+            kid,
+            alg: alg_parsed,
+            enc,
+            material,
+        })
+    }
+
+    /// Whether a token with this `alg`/`enc` may be decrypted with this key.
+    pub fn accepts(&self, alg: KeyAlg, enc: ContentEnc) -> bool {
+        self.alg == alg && self.enc.is_none_or(|allowed| allowed == enc)
+    }
+
+    /// Recovers the CEK from the JWE Encrypted Key. Every failure is `Decrypt`.
+    pub(crate) fn unwrap_cek(
+        &self,
+        enc: ContentEnc,
+        encrypted_key: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, JweError> {
+        match (&self.material, self.alg) {
+            (Material::Symmetric(key), KeyAlg::Dir) if encrypted_key.is_empty() => Ok(key.clone()),
+            (Material::Symmetric(kek), KeyAlg::A128Kw) => {
+                kw_unwrap::<aes::Aes128>(kek, enc, encrypted_key)
+            }
+            (Material::Symmetric(kek), KeyAlg::A256Kw) => {
+                kw_unwrap::<aes::Aes256>(kek, enc, encrypted_key)
+            }
+            (Material::Rsa(key), KeyAlg::RsaOaep256) => Ok(rsa_unwrap(key, enc, encrypted_key)),
+            _ => Err(JweError::Decrypt),
+        }
+    }
+
+    /// Produces the JWE Encrypted Key for `cek` (empty for `dir`, whose CEK
+    /// must be the key itself).
+    pub(crate) fn wrap_cek(&self, cek: &[u8]) -> Result<Vec<u8>, JweError> {
+        match (&self.material, self.alg) {
+            (Material::Symmetric(key), KeyAlg::Dir) if key.as_slice() == cek => Ok(Vec::new()),
+            (Material::Symmetric(kek), KeyAlg::A128Kw) => kw_wrap::<aes::Aes128>(kek, cek),
+            (Material::Symmetric(kek), KeyAlg::A256Kw) => kw_wrap::<aes::Aes256>(kek, cek),
+            (Material::Rsa(key), KeyAlg::RsaOaep256) => RsaPublicKey::from(key.as_ref())
+                .encrypt(&mut OsRng, Oaep::new::<Sha256>(), cek)
+                .map_err(|_| JweError::Encrypt),
+            _ => Err(JweError::Encrypt),
+        }
+    }
+
+    /// For `dir` keys, the CEK; `None` for the other algorithms.
+    pub(crate) fn direct_cek(&self) -> Option<&[u8]> {
+        match (&self.material, self.alg) {
+            (Material::Symmetric(key), KeyAlg::Dir) => Some(key),
+            _ => None,
+        }
+    }
+}
+
+fn kw_unwrap<A>(
+    kek: &[u8],
+    enc: ContentEnc,
+    encrypted_key: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, JweError>
+where
+    Kek<A>: for<'a> TryFrom<&'a [u8]>,
+    A: aes::cipher::BlockCipher
+        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>
+        + aes::cipher::BlockEncrypt
+        + aes::cipher::BlockDecrypt
+        + aes::cipher::KeyInit,
+{
+    // The wrapped CEK is one 64-bit semiblock longer than the CEK (RFC 3394).
+    if encrypted_key.len() != enc.cek_len() + 8 {
+        return Err(JweError::Decrypt);
+    }
+    let kek = Kek::<A>::try_from(kek).map_err(|_| JweError::Decrypt)?;
+    // Zeroizing: on an integrity failure the buffer holds unverified key bytes.
+    let mut cek = Zeroizing::new(vec![0u8; enc.cek_len()]);
+    kek.unwrap(encrypted_key, &mut cek)
+        .map_err(|_| JweError::Decrypt)?;
+    Ok(cek)
+}
+
+fn kw_wrap<A>(kek: &[u8], cek: &[u8]) -> Result<Vec<u8>, JweError>
+where
+    Kek<A>: for<'a> TryFrom<&'a [u8]>,
+    A: aes::cipher::BlockCipher
+        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>
+        + aes::cipher::BlockEncrypt
+        + aes::cipher::BlockDecrypt
+        + aes::cipher::KeyInit,
+{
+    let kek = Kek::<A>::try_from(kek).map_err(|_| JweError::Encrypt)?;
+    let mut out = vec![0u8; cek.len() + 8];
+    kek.wrap(cek, &mut out).map_err(|_| JweError::Encrypt)?;
+    Ok(out)
+}
+
+/// RSA-OAEP-256 unwrap that never fails on its own: a malformed, badly
+/// padded or wrong-length encrypted key yields a random CEK, so the token then
+/// fails the content tag check like any other wrong key. RFC 7516 section
+/// 11.5: recipients must not distinguish these cases (Bleichenbacher/Manger).
+fn rsa_unwrap(key: &RsaPrivateKey, enc: ContentEnc, encrypted_key: &[u8]) -> Zeroizing<Vec<u8>> {
+    // Drawn before decrypting so both outcomes do the same work.
+    let mut random_cek = Zeroizing::new(vec![0u8; enc.cek_len()]);
+    OsRng.fill_bytes(&mut random_cek);
+    match key.decrypt_blinded(&mut OsRng, Oaep::new::<Sha256>(), encrypted_key) {
+        Ok(cek) if cek.len() == enc.cek_len() => Zeroizing::new(cek),
+        Ok(mut wrong_len) => {
+            zeroize::Zeroize::zeroize(&mut wrong_len);
+            random_cek
+        }
+        Err(_) => random_cek,
+    }
+}
+
+fn parse_rsa_private_pem(pem: &[u8]) -> Result<RsaPrivateKey, String> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    let pem =
+        std::str::from_utf8(pem).map_err(|_| "RSA private key PEM is not UTF-8".to_owned())?;
+    let key = RsaPrivateKey::from_pkcs8_pem(pem)
+        .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
+        .map_err(|_| {
+            "RSA private key: expected a PKCS#8 \"PRIVATE KEY\" or PKCS#1 \"RSA PRIVATE KEY\" PEM"
+                .to_owned()
+        })?;
+    key.validate()
+        .map_err(|e| format!("RSA private key is inconsistent: {e}"))?;
+    let bits = key.size() * 8;
+    if bits < MIN_RSA_BITS {
+        return Err(format!(
+            "RSA key is {bits} bits; RSA-OAEP-256 needs at least {MIN_RSA_BITS}"
+        ));
+    }
+    Ok(key)
+}
+
+fn decode_config_b64url(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    let trimmed = text.trim().trim_end_matches('=');
+    URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            "key is not valid base64url (alphabet A-Z a-z 0-9 - _, no '+' or '/')".to_owned()
+        })
+}
+
+fn names<const N: usize>(list: [&str; N]) -> String {
+    list.join(", ")
+}
+
+/// The configured JWE keys plus the token size bound.
+#[derive(Debug)]
+pub struct KeyRing {
+    keys: Vec<DecryptionKey>,
+    max_token_bytes: usize,
+}
+
+impl KeyRing {
+    /// A ring of `keys`; two keys may not share a `kid`, since `kid` selects
+    /// exactly one key.
+    pub fn new(keys: Vec<DecryptionKey>) -> Result<Self, String> {
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(kid) = &key.kid {
+                if keys[..i].iter().any(|k| k.kid.as_ref() == Some(kid)) {
+                    return Err(format!("two decryption keys share kid {kid:?}"));
+                }
+            }
+        }
+        Ok(KeyRing {
+            keys,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        })
+    }
+
+    /// Sets the largest compact token (in bytes) that `decrypt` will look at.
+    pub fn with_max_token_bytes(mut self, max_token_bytes: usize) -> Self {
+        self.max_token_bytes = max_token_bytes;
+        self
+    }
+
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
+    pub fn keys(&self) -> &[DecryptionKey] {
+        &self.keys
+    }
+
+    /// Keys to try, in config order. A token `kid` selects only the key with
+    /// that `kid` (no fallback to the others); without one, every key whose
+    /// `alg`/`enc` allow the token is a candidate.
+    pub(crate) fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: KeyAlg,
+        enc: ContentEnc,
+    ) -> impl Iterator<Item = &'a DecryptionKey> + 'a {
+        self.keys.iter().filter(move |key| {
+            kid.is_none_or(|kid| key.kid.as_deref() == Some(kid)) && key.accepts(alg, enc)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sym(kid: Option<&str>, alg: &str, enc: Option<&str>, key: &[u8]) -> DecryptionKey {
+        DecryptionKey::from_config(kid.map(str::to_owned), alg, enc, None, Some(key), None).unwrap()
+    }
+
+    fn config_err(alg: &str, enc: Option<&str>, b64: Option<&str>, raw: Option<&[u8]>) -> String {
+        DecryptionKey::from_config(None, alg, enc, b64, raw, None).unwrap_err()
+    }
+
+    #[test]
+    fn dir_key_length_must_match_enc() {
+        for (enc, len) in [
+            ("A128GCM", 16),
+            ("A192GCM", 24),
+            ("A256GCM", 32),
+            ("A128CBC-HS256", 32),
+            ("A256CBC-HS512", 64),
+        ] {
+            let ok =
+                DecryptionKey::from_config(None, "dir", Some(enc), None, Some(&vec![1; len]), None);
+            assert!(ok.is_ok(), "{enc} with {len} bytes");
+            for bad in [len - 1, len + 1, 0] {
+                let e = config_err("dir", Some(enc), None, Some(&vec![1; bad]));
+                assert!(
+                    e.contains(&format!("needs a {len}-byte key")),
+                    "{enc}/{bad}: {e}"
+                );
+            }
+        }
+        assert!(config_err("dir", None, None, Some(&[1; 32])).contains("needs enc"));
+    }
+
+    #[test]
+    fn key_wrap_lengths_and_config_errors() {
+        assert!(
+            DecryptionKey::from_config(None, "A128KW", None, None, Some(&[1; 16]), None).is_ok()
+        );
+        assert!(DecryptionKey::from_config(
+            None,
+            "A256KW",
+            Some("A128GCM"),
+            None,
+            Some(&[1; 32]),
+            None
+        )
+        .is_ok());
+        assert!(config_err("A128KW", None, None, Some(&[1; 32])).contains("16-byte"));
+        assert!(config_err("A256KW", None, None, Some(&[1; 16])).contains("32-byte"));
+        assert!(config_err("A192KW", None, None, Some(&[1; 24])).contains("not supported"));
+        assert!(
+            config_err("dir", Some("A192CBC-HS384"), None, Some(&[1; 48]))
+                .contains("not supported")
+        );
+        assert!(config_err("A128KW", None, None, None).contains("needs key"));
+        assert!(config_err(
+            "A128KW",
+            None,
+            Some("AAAAAAAAAAAAAAAAAAAAAA"),
+            Some(&[1; 16])
+        )
+        .contains("only one"));
+        let pem_for_sym =
+            DecryptionKey::from_config(None, "A128KW", None, None, Some(&[1; 16]), Some(b"x"));
+        assert!(pem_for_sym.unwrap_err().contains("not an RSA PEM"));
+        let sym_for_rsa =
+            DecryptionKey::from_config(None, "RSA-OAEP-256", None, None, Some(&[1; 16]), None);
+        assert!(sym_for_rsa.unwrap_err().contains("not key/key_file"));
+        let bad_pem = DecryptionKey::from_config(
+            None,
+            "RSA-OAEP-256",
+            None,
+            None,
+            None,
+            Some(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+        );
+        assert!(bad_pem.unwrap_err().contains("PKCS#8"));
+    }
+
+    #[test]
+    fn config_base64url_is_decoded_and_strict_about_the_alphabet() {
+        // RFC 7520 section 5.6's key.
+        let k = DecryptionKey::from_config(
+            None,
+            "dir",
+            Some("A128GCM"),
+            Some(" XctOhJAkA-pD9Lh7ZgW_2A==\n"),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(k.direct_cek().unwrap().len(), 16);
+        // Standard-alphabet characters are not base64url.
+        assert!(
+            config_err("dir", Some("A128GCM"), Some("XctOhJAkA+pD9Lh7ZgW/2A"), None)
+                .contains("base64url")
+        );
+        assert!(config_err("dir", Some("A128GCM"), Some("!!!!"), None).contains("base64url"));
+    }
+
+    #[test]
+    fn debug_output_redacts_key_material() {
+        let k = sym(Some("k"), "dir", Some("A128GCM"), &[0xAB; 16]);
+        let shown = format!("{k:?}");
+        assert!(shown.contains("<16 secret bytes>"), "{shown}");
+        assert!(!shown.contains("171"), "{shown}");
+    }
+
+    #[test]
+    fn enc_allow_list_and_kid_selection() {
+        let ring = KeyRing::new(vec![
+            sym(Some("a"), "dir", Some("A256GCM"), &[1; 32]),
+            sym(Some("b"), "A128KW", None, &[2; 16]),
+            sym(None, "A128KW", Some("A128GCM"), &[3; 16]),
+        ])
+        .unwrap();
+        let kids = |kid, alg, enc| {
+            ring.candidates(kid, alg, enc)
+                .map(|k| k.kid.clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kids(None, KeyAlg::Dir, ContentEnc::A256Gcm), ["a"]);
+        assert!(kids(None, KeyAlg::Dir, ContentEnc::A128Gcm).is_empty());
+        assert_eq!(kids(None, KeyAlg::A128Kw, ContentEnc::A128Gcm), ["b", ""]);
+        assert_eq!(kids(None, KeyAlg::A128Kw, ContentEnc::A256CbcHs512), ["b"]);
+        assert_eq!(kids(Some("b"), KeyAlg::A128Kw, ContentEnc::A128Gcm), ["b"]);
+        assert!(kids(Some("a"), KeyAlg::A128Kw, ContentEnc::A128Gcm).is_empty());
+        assert!(kids(Some("zzz"), KeyAlg::Dir, ContentEnc::A256Gcm).is_empty());
+        assert!(KeyRing::new(vec![
+            sym(Some("a"), "dir", Some("A256GCM"), &[1; 32]),
+            sym(Some("a"), "A128KW", None, &[2; 16]),
+        ])
+        .unwrap_err()
+        .contains("share kid"));
+    }
+
+    #[test]
+    fn key_wrap_rejects_wrong_length_and_tampered_wrapped_keys() {
+        let k = sym(None, "A128KW", None, &[7; 16]);
+        let cek = [5u8; 32];
+        let wrapped = k.wrap_cek(&cek).unwrap();
+        assert_eq!(
+            k.unwrap_cek(ContentEnc::A128CbcHs256, &wrapped)
+                .unwrap()
+                .as_slice(),
+            cek
+        );
+        // Same wrapped key, but the header claims an enc with another CEK length.
+        assert_eq!(
+            k.unwrap_cek(ContentEnc::A128Gcm, &wrapped),
+            Err(JweError::Decrypt)
+        );
+        let mut bad = wrapped.clone();
+        bad[3] ^= 0x80;
+        assert_eq!(
+            k.unwrap_cek(ContentEnc::A128CbcHs256, &bad),
+            Err(JweError::Decrypt)
+        );
+        let other = sym(None, "A128KW", None, &[8; 16]);
+        assert_eq!(
+            other.unwrap_cek(ContentEnc::A128CbcHs256, &wrapped),
+            Err(JweError::Decrypt)
+        );
+    }
+}
