@@ -246,8 +246,12 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        let mut signals = Signals::new();
         let gateway = portcullis::start(config).await?;
-        wait_for_signal().await;
+        while let Signal::Reload = signals.next().await {
+            // The outcome is logged (and counted in metrics) by the reloader.
+            let _ = gateway.reload().await;
+        }
         tracing::info!("shutting down: no new connections, draining in-flight requests");
         gateway.shutdown().await;
         tracing::info!("stopped");
@@ -255,25 +259,48 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() {
+enum Signal {
+    /// SIGHUP: re-read the config file.
+    Reload,
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop,
+}
+
+/// Signal streams, registered once so no signal is lost between two waits.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(term), Ok(hup)) => Some((term, hup)),
+                _ => None,
+            };
+            Signals { streams }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        if let Some((term, hup)) = &mut self.streams {
+            return tokio::select! {
+                _ = term.recv() => Signal::Stop,
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
 }
 

@@ -11,6 +11,7 @@
 //! | GET | `/revocations/count` | admin | `{"tokens": N, "subjects": M}` |
 //! | DELETE | `/revocations/jti/{jti}` | admin | 204, or 404 if not revoked |
 //! | DELETE | `/revocations/sub/{sub}` | admin | 204, or 404 if not revoked |
+//! | POST | `/reload` | admin | re-read the config file: 200 with notes, or 400 with the reason |
 //!
 //! Every endpoint but `/healthz` needs `Authorization: Bearer <admin token>`, compared in
 //! constant time. A client that fails authentication too often is refused with 429 for a
@@ -20,7 +21,9 @@ mod auth;
 pub mod client;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
@@ -36,6 +39,7 @@ use crate::pipeline::forward::ConnInfo;
 use crate::pipeline::{unix_now, Shared};
 use crate::revocation::dict::{key_from_hex, key_to_hex, Entry, Kind};
 use crate::revocation::{Record, Revocations};
+use crate::server::Reloader;
 use crate::telemetry::metrics::Metrics;
 pub use auth::AdminAuth;
 
@@ -47,10 +51,14 @@ const MAX_PAGE: usize = 1000;
 
 /// What the admin handlers work on.
 pub struct AdminState {
-    pub auth: AdminAuth,
-    pub gateway: Arc<Shared>,
+    pub auth: ArcSwap<AdminAuth>,
+    /// The request-path state in force (a reload swaps it): revoking by token verifies with
+    /// the current keys.
+    pub gateway: ArcSwap<Shared>,
     pub revocations: Arc<Revocations>,
     pub metrics: Arc<Metrics>,
+    /// Set once the gateway is assembled; `POST /reload` goes through it.
+    pub reloader: OnceLock<Weak<Reloader>>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -86,7 +94,7 @@ pub async fn handle(
     if method == Method::GET && path == "/healthz" {
         return Ok(empty_text(StatusCode::OK, "ok\n"));
     }
-    match admin.auth.check(req.headers(), conn.peer.ip()) {
+    match admin.auth.load().check(req.headers(), conn.peer.ip()) {
         auth::Outcome::Allowed => {}
         auth::Outcome::Denied => {
             tracing::warn!(peer = %conn.peer, %method, %path, "admin request with a missing or wrong token");
@@ -154,6 +162,7 @@ async fn route(
             Err(resp) => resp,
         },
         (&Method::GET, ["revocations"]) => list(admin, req.uri().query()),
+        (&Method::POST, ["reload"]) => reload(admin).await,
         (&Method::GET, ["revocations", "count"]) => {
             json_response(StatusCode::OK, counts(&admin.revocations))
         }
@@ -229,7 +238,7 @@ async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest) -> Resp {
         RevokeRequest::Token { token } => {
             // The token must be one of ours (signature verified); its clock claims do not
             // matter, an expired token revoked is simply a no-op that expires at once.
-            let verified = match admin.gateway.validator.verify_ignoring_time(&token) {
+            let verified = match admin.gateway.load().validator.verify_ignoring_time(&token) {
                 Ok(v) => v,
                 Err(e) => {
                     return error(
@@ -295,6 +304,27 @@ async fn unrevoke(admin: &Arc<AdminState>, kind: &str, value: &str) -> Resp {
                 "revocation store unavailable; nothing changed",
             )
         }
+    }
+}
+
+/// `POST /reload`: re-read the config file; 200 with notes, or 400 with the reason (the
+/// previous configuration stays in force).
+async fn reload(admin: &Arc<AdminState>) -> Resp {
+    let Some(reloader) = admin.reloader.get().and_then(Weak::upgrade) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is not ready to reload",
+        );
+    };
+    match reloader.reload().await {
+        Ok(notes) => json_response(
+            StatusCode::OK,
+            json!({ "status": "reloaded", "notes": notes }),
+        ),
+        Err(e) => json_response(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "configuration rejected; the previous configuration stays in force", "reason": e }),
+        ),
     }
 }
 

@@ -46,8 +46,10 @@ pub struct Listen {
     pub handshake_timeout: Option<String>,
     /// Time allowed for a client to send a complete request head, e.g. "10s".
     pub header_read_timeout: Option<String>,
-    /// Number of tokio worker threads; 0 or absent picks one per core.
+    /// Number of worker threads (one single-threaded runtime each); 0 or absent: one per core.
     pub workers: Option<usize>,
+    /// On SIGTERM, how long in-flight requests may take to finish, e.g. "30s".
+    pub shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +140,8 @@ pub struct Route {
     pub host: Option<String>,
     pub connect_timeout: Option<String>,
     pub timeout: Option<String>,
+    /// Largest request body accepted on this route, in bytes (413 beyond).
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +172,8 @@ pub struct Log {
     pub format: Option<String>,
     /// A tracing filter such as "info" or "portcullis=debug"; `RUST_LOG` wins when set.
     pub level: Option<String>,
+    /// One log line per proxied request (time, route, status, latency, user, request id).
+    pub access_log: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -55,6 +55,8 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// The validated configuration the gateway runs with.
 #[derive(Debug)]
 pub struct Config {
+    /// The file this config was loaded from (what a reload re-reads), if any.
+    pub source: Option<PathBuf>,
     /// The config file's folder; relative paths in the file are resolved against it.
     pub base_dir: PathBuf,
     pub listen: Listen,
@@ -76,6 +78,7 @@ pub struct Listen {
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub workers: Option<usize>,
+    pub shutdown_grace: Duration,
 }
 
 /// PEM bytes of a certificate chain and its private key, already checked to parse.
@@ -152,6 +155,7 @@ pub enum LogFormat {
 pub struct Log {
     pub format: LogFormat,
     pub level: String,
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -224,10 +228,12 @@ impl Config {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
-        Self::from_toml(&text, &base).map_err(|mut e| {
+        let mut config = Self::from_toml(&text, &base).map_err(|mut e| {
             e.file = path.to_path_buf();
             e
-        })
+        })?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parse and validate config text; relative paths resolve against `base_dir`.
@@ -526,6 +532,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             DEFAULT_HEADER_READ_TIMEOUT,
         ),
         workers: f.listen.workers.filter(|w| *w > 0),
+        shutdown_grace: c.duration(
+            "listen.shutdown_grace",
+            f.listen.shutdown_grace.as_ref(),
+            crate::server::DEFAULT_SHUTDOWN_GRACE,
+        ),
     };
 
     // [jwt]
@@ -755,6 +766,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             auth,
             connect_timeout,
             timeout,
+            max_body_bytes: r.max_body_bytes,
         });
     }
 
@@ -846,6 +858,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     let log = Log {
         format,
         level: f.log.level.unwrap_or_else(|| "info".into()),
+        access_log: f.log.access_log.unwrap_or(false),
     };
 
     let limits = Limits {
@@ -882,6 +895,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         return Err(c.problems);
     }
     Ok(Config {
+        source: None,
         base_dir: base.to_path_buf(),
         listen,
         jwt,

@@ -24,6 +24,8 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("no route matches")]
     NoRoute,
+    #[error("request body larger than the route allows")]
+    PayloadTooLarge,
     #[error("authentication failed: {0}")]
     Auth(#[from] AuthError),
     #[error("upstream unreachable: {0}")]
@@ -39,6 +41,7 @@ impl GatewayError {
         match self {
             GatewayError::BadPath(_) | GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -51,6 +54,7 @@ impl GatewayError {
             GatewayError::BadPath(_) => "bad_path",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::NoRoute => "no_route",
+            GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::Auth(a) => a.reason(),
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -64,6 +68,10 @@ impl GatewayError {
             GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
             GatewayError::BadRequest(what) => ("invalid_request", *what),
             GatewayError::NoRoute => ("not_found", "no route for this path"),
+            GatewayError::PayloadTooLarge => (
+                "payload_too_large",
+                "the request body is too large for this route",
+            ),
             GatewayError::Auth(AuthError::Missing) => {
                 ("unauthorized", AuthError::Missing.description())
             }
@@ -130,6 +138,7 @@ mod tests {
             ),
             (GatewayError::BadRequest("x"), 400, "invalid_request"),
             (GatewayError::NoRoute, 404, "not_found"),
+            (GatewayError::PayloadTooLarge, 413, "payload_too_large"),
             (GatewayError::Auth(AuthError::Missing), 401, "unauthorized"),
             (
                 GatewayError::Auth(AuthError::Signature),

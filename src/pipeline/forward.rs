@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -17,7 +18,9 @@ use super::error::GatewayError;
 use super::route::Route;
 use crate::config::Limits;
 
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+/// The body sent upstream: the client's, streamed, cut at the route's `max_body_bytes` when set.
+pub type UpstreamBody = Either<Incoming, Limited<Incoming>>;
+pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -127,8 +130,18 @@ pub async fn forward(
     }
 
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let req = req.map(|body| match route.max_body_bytes {
+        Some(limit) => Either::Right(Limited::new(
+            body,
+            usize::try_from(limit).unwrap_or(usize::MAX),
+        )),
+        None => Either::Left(body),
+    });
     let resp = match tokio::time::timeout(route.timeout, client.request(req)).await {
         Err(_) => return Err(GatewayError::UpstreamTimeout),
+        Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
+            return Err(GatewayError::PayloadTooLarge)
+        }
         Ok(Err(e)) if e.is_connect() => return Err(GatewayError::UpstreamConnect(error_chain(&e))),
         Ok(Err(e)) => return Err(GatewayError::Upstream(error_chain(&e))),
         Ok(Ok(resp)) => resp,
@@ -238,6 +251,18 @@ fn client_ip(peer: SocketAddr) -> String {
             None => a.ip().to_string(),
         },
     }
+}
+
+/// Is `T` anywhere in the error's source chain?
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
@@ -46,6 +48,9 @@ pub struct Shared {
     pub revocations: Arc<Revocations>,
     pub metrics: Arc<Metrics>,
     limits: crate::config::Limits,
+    /// Route labels for metrics and logs, same order as `routes`.
+    route_labels: Vec<&'static str>,
+    access_log: bool,
 }
 
 impl Shared {
@@ -76,6 +81,8 @@ impl Shared {
                     .any(|k| !matches!(k.alg.family(), jsonwebtoken::AlgorithmFamily::Hmac))))
         .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
         Shared {
+            route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
+            access_log: config.log.access_log,
             routes: config.routes.clone(),
             protected: Protected::new(&config.identity, &[]),
             identity: config.identity.clone(),
@@ -86,6 +93,30 @@ impl Shared {
             limits: config.limits.clone(),
         }
     }
+}
+
+impl Shared {
+    pub fn route_label(&self, idx: usize) -> &'static str {
+        self.route_labels.get(idx).copied().unwrap_or("-")
+    }
+}
+
+/// Route labels live for the process (metrics label sets need `'static`); interning keeps a
+/// reload that repeats a route name from leaking it again.
+fn intern(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = names.get(name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }
 
 /// One worker's request-path state: the shared part plus its own upstream connection pools
@@ -115,67 +146,143 @@ impl std::ops::Deref for State {
     }
 }
 
-/// Serve one request: never fails, every error becomes a response.
+/// What the outer layer needs to know about a request once the checklist has run.
+struct Outcome {
+    route: &'static str,
+    user: Option<HeaderValue>,
+    result: Result<Response<Incoming>, GatewayError>,
+}
+
+/// Serve one request: never fails, every error becomes a response. Logs once (and writes the
+/// access log line when enabled), counts, and returns the request id to the client.
 pub async fn handle(
     state: Arc<State>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Result<Response<ResBody>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let (route_label, result) = handle_inner(&state, req, conn).await;
-    let resp = match result {
+    let request_id = request_id(req.headers_mut());
+    let access = state.access_log.then(|| req.uri().path().to_owned());
+    let Outcome {
+        route,
+        user,
+        result,
+    } = handle_inner(&state, req, conn).await;
+    let mut resp = match result {
         Ok(resp) => resp.map(Either::Left),
         Err(e) => {
             match &e {
                 GatewayError::UpstreamConnect(_)
                 | GatewayError::Upstream(_)
                 | GatewayError::UpstreamTimeout => {
-                    tracing::warn!(route = route_label, %method, reason = e.reason(), error = %e, "upstream failure")
+                    state.metrics.upstream_error(e.reason());
+                    tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = ?request_id, "upstream failure")
                 }
                 GatewayError::Auth(a) => {
                     state.metrics.auth_failure(a.reason());
-                    tracing::debug!(route = route_label, %method, reason = e.reason(), "request refused")
+                    tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
                 _ => {
-                    tracing::debug!(route = route_label, %method, reason = e.reason(), "request refused")
+                    tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
             }
             e.to_response().map(Either::Right)
         }
     };
-    state
-        .metrics
-        .request(route_label, resp.status().as_u16(), start.elapsed());
+    let elapsed = start.elapsed();
+    let status = resp.status().as_u16();
+    state.metrics.request(route, status, elapsed);
+    if let Some(path) = access {
+        // The path as the client sent it (no query: it may carry secrets); never a token.
+        tracing::info!(
+            target: "portcullis::access",
+            route,
+            %method,
+            path,
+            status,
+            latency_us = elapsed.as_micros() as u64,
+            user = user.as_ref().and_then(|u| u.to_str().ok()).unwrap_or("-"),
+            request_id = request_id.to_str().unwrap_or("-"),
+            peer = %conn.peer.ip(),
+            "access"
+        );
+    }
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     Ok(resp)
 }
 
-/// The checklist. Returns the route label (for metrics) with the outcome.
-async fn handle_inner(
-    state: &State,
-    mut req: Request<Incoming>,
-    conn: ConnInfo,
-) -> (&'static str, Result<Response<Incoming>, GatewayError>) {
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id: the client's `x-request-id` when it is a sane token (1-128 visible
+/// ASCII characters), otherwise 128 random bits in hex. Set on the request, so the upstream
+/// sees the same id the client gets back.
+fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
+    let mut given = headers.get_all(&X_REQUEST_ID).iter();
+    if let (Some(v), None) = (given.next(), given.next()) {
+        let b = v.as_bytes();
+        if (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id: u128 = rand::random();
+    let v = HeaderValue::from_str(&format!("{id:032x}")).unwrap_or(HeaderValue::from_static("-"));
+    headers.insert(X_REQUEST_ID.clone(), v.clone());
+    v
+}
+
+/// The checklist.
+async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: ConnInfo) -> Outcome {
     let (idx, route, path) = match route(state, &req) {
         Ok(found) => found,
-        Err(e) => return ("-", Err(e)),
+        Err(e) => {
+            return Outcome {
+                route: "-",
+                user: None,
+                result: Err(e),
+            }
+        }
     };
-    let label = state.metrics.route_label(idx);
+    let label = state.route_label(idx);
+    let fail = |e: GatewayError, user| Outcome {
+        route: label,
+        user,
+        result: Err(e),
+    };
+    if let Err(e) = check_body_size(route, &req) {
+        return fail(e, None);
+    }
     // Hop-by-hop headers go first: a client naming `x-user-id` in `Connection` must not be
     // able to delete the identity the gateway is about to inject.
     let upgrade = forward::strip_hop_by_hop(req.headers_mut());
     strip_spoofable(state, &mut req);
+    let mut user = None;
     if route.auth == AuthPolicy::Jwt {
         let verified = match authenticate(state, &req).and_then(|v| check_revocation(state, v)) {
             Ok(v) => v,
-            Err(e) => return (label, Err(e.into())),
+            Err(e) => return fail(e.into(), None),
         };
         inject_identity(state, &mut req, &verified);
+        user = Some(verified.user.clone());
     }
-    (
-        label,
-        forward::forward(&state.clients[idx], route, req, &path, conn, upgrade).await,
-    )
+    let result = forward::forward(&state.clients[idx], route, req, &path, conn, upgrade).await;
+    Outcome {
+        route: label,
+        user,
+        result,
+    }
+}
+
+/// Refuse a body the route does not allow, when its size is declared up front. Rejects with
+/// 413; a chunked body is cut at the limit while streaming instead (see `forward`).
+fn check_body_size(route: &Route, req: &Request<Incoming>) -> Result<(), GatewayError> {
+    let Some(limit) = route.max_body_bytes else {
+        return Ok(());
+    };
+    match req.body().size_hint().exact() {
+        Some(n) if n > limit => Err(GatewayError::PayloadTooLarge),
+        _ => Ok(()),
+    }
 }
 
 /// Normalise the path and find its route. Rejects: 400 for a path that cannot be

@@ -43,6 +43,8 @@ pub struct Route {
     pub auth: AuthPolicy,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Largest request body accepted (413 beyond); `None`: unlimited, streamed.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Routes ordered for matching: longest prefix first, host-specific before host-less.
@@ -308,6 +310,7 @@ mod tests {
             auth: AuthPolicy::Jwt,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            max_body_bytes: None,
         }
     }
 

@@ -71,13 +71,17 @@ impl ConnOptions {
 /// The shutdown signal: `None` while serving, `Some(grace)` once the gateway is stopping.
 pub type Shutdown = watch::Receiver<Option<Duration>>;
 
+/// The TLS configuration new connections are accepted with; a reload swaps it, connections
+/// already open keep the one they were accepted with.
+pub type TlsSource = Arc<arc_swap::ArcSwap<rustls::ServerConfig>>;
+
 /// Accept connections until `shutdown` says stop, then wait (up to the grace period) for
 /// this loop's connections to finish their in-flight requests, and return. Each connection
 /// holds a permit of `conns` while open.
 #[allow(clippy::too_many_arguments)]
 pub async fn accept_loop<S, F, B>(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsSource>,
     opts: Arc<ConnOptions>,
     conns: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -111,7 +115,7 @@ pub async fn accept_loop<S, F, B>(
             },
             _ = stop.changed() => break,
         };
-        let tls = tls.clone();
+        let tls = tls.as_ref().map(|t| TlsAcceptor::from(t.load_full()));
         let opts = opts.clone();
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();

@@ -13,21 +13,22 @@ pub mod listener;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminAuth, AdminState};
 use crate::config::Config;
 use crate::pipeline::{self, Shared, State};
 use crate::revocation::Revocations;
 use crate::telemetry::metrics::Metrics;
-use listener::ConnOptions;
+use listener::{ConnOptions, TlsSource};
 
 /// How long shutdown waits for in-flight requests before it gives up on them.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -41,7 +42,7 @@ pub struct Gateway {
     shutdown: watch::Sender<Option<Duration>>,
     tasks: Vec<JoinHandle<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    pub shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
 }
 
 impl Gateway {
@@ -71,8 +72,127 @@ impl Gateway {
         tracing::info!("all listeners stopped");
     }
 
+    /// Stop with the configured `listen.shutdown_grace`.
     pub async fn shutdown(self) {
-        self.shutdown_with_grace(DEFAULT_SHUTDOWN_GRACE).await
+        let grace = self.reloader.shutdown_grace;
+        self.shutdown_with_grace(grace).await
+    }
+
+    /// Re-read the config file and apply it (see [`Reloader::reload`]).
+    pub async fn reload(&self) -> Result<Vec<String>, String> {
+        self.reloader.reload().await
+    }
+
+    /// The request-path state in force now.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.reloader.shared.load_full()
+    }
+}
+
+/// Applies a new configuration to a running gateway: routes, JWT keys, identity mapping,
+/// limits on the request path, TLS certificates, and the admin token. The new file is fully
+/// validated first; an invalid one changes nothing and the reason is returned. Requests in
+/// flight finish with the state they started with; open connections keep their certificate,
+/// new ones get the new one. The listen and admin addresses, worker count, connection limit
+/// and revocation store are fixed at start: changing them needs a restart (a reload says so).
+pub struct Reloader {
+    source: Option<PathBuf>,
+    shared: ArcSwap<Shared>,
+    workers: Vec<Arc<ArcSwap<State>>>,
+    tls: Option<TlsSource>,
+    admin: Option<Arc<AdminState>>,
+    admin_tls: Option<TlsSource>,
+    revocations: Arc<Revocations>,
+    metrics: Arc<Metrics>,
+    listen_addr: SocketAddr,
+    shutdown_grace: Duration,
+    /// One reload at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// Reload from the file the gateway was started with. Returns notes about settings that
+    /// only a restart applies, or the reason the new config was rejected.
+    pub async fn reload(&self) -> Result<Vec<String>, String> {
+        let _one = self.lock.lock().await;
+        let result = self.reload_inner().await;
+        let outcome = if result.is_ok() { "ok" } else { "rejected" };
+        self.metrics
+            .reloads
+            .get_or_create(&crate::telemetry::metrics::ReasonLabel { reason: outcome })
+            .inc();
+        match &result {
+            Ok(notes) => tracing::info!(?notes, "configuration reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force")
+            }
+        }
+        result
+    }
+
+    async fn reload_inner(&self) -> Result<Vec<String>, String> {
+        let path = self
+            .source
+            .clone()
+            .ok_or("this gateway was started from config text, not a file: nothing to reload")?;
+        let mut config = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut notes = Vec::new();
+        if config.listen.addr != self.listen_addr && config.listen.addr.port() != 0 {
+            notes.push(format!(
+                "listen.addr changed to {}: takes effect after a restart",
+                config.listen.addr
+            ));
+        }
+        let tls = match (&self.tls, &config.listen.tls) {
+            (Some(_), Some(m)) => Some(Arc::new(tls::server_config(m)?)),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "listen: switching TLS on or off needs a restart; nothing was changed".into(),
+                )
+            }
+        };
+        let admin_tls = match (
+            &self.admin_tls,
+            config.admin.as_ref().and_then(|a| a.tls.as_ref()),
+        ) {
+            (Some(_), Some(m)) => Some(Arc::new(tls::server_config(m)?)),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "admin: switching admin TLS on or off needs a restart; nothing was changed"
+                        .into(),
+                )
+            }
+        };
+        config.write_dev_files().map_err(|e| e.to_string())?;
+        // Everything validated: swap.
+        if let (Some(src), Some(cfg)) = (&self.tls, tls) {
+            src.store(cfg);
+        }
+        if let (Some(src), Some(cfg)) = (&self.admin_tls, admin_tls) {
+            src.store(cfg);
+        }
+        if let (Some(admin), Some(a)) = (&self.admin, &config.admin) {
+            let token = a.token.as_ref().map(|t| t.0.as_str()).unwrap_or_default();
+            admin.auth.store(Arc::new(AdminAuth::new(token)));
+        }
+        let shared = Arc::new(Shared::new(
+            &mut config,
+            self.revocations.clone(),
+            self.metrics.clone(),
+        ));
+        for w in &self.workers {
+            w.store(Arc::new(State::new(shared.clone())));
+        }
+        self.shared.store(shared.clone());
+        if let Some(admin) = &self.admin {
+            admin.gateway.store(shared);
+        }
+        Ok(notes)
     }
 }
 
@@ -104,7 +224,7 @@ fn bind_reuseport(addr: SocketAddr, workers: usize) -> anyhow::Result<Vec<std::n
 /// Bind every listener and start serving. Nothing binds unless the whole config is valid
 /// (validation happened in `Config::load`).
 pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
-    let metrics = Arc::new(Metrics::new(config.routes.iter().map(|r| r.name.clone())));
+    let metrics = Arc::new(Metrics::new());
     let store = config.revocation.store.clone();
     let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
     let revocations =
@@ -120,11 +240,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         metrics.clone(),
     ));
 
-    let tls = match &config.listen.tls {
-        Some(m) => {
-            let cfg = tls::server_config(m).map_err(anyhow::Error::msg)?;
-            Some(TlsAcceptor::from(Arc::new(cfg)))
-        }
+    let tls: Option<TlsSource> = match &config.listen.tls {
+        Some(m) => Some(Arc::new(ArcSwap::from_pointee(
+            tls::server_config(m).map_err(anyhow::Error::msg)?,
+        ))),
         None => None,
     };
     let workers = config
@@ -159,13 +278,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
 
     let mut tasks = Vec::new();
     let mut threads = Vec::new();
+    let mut worker_states = Vec::new();
     for (i, socket) in sockets.into_iter().enumerate() {
+        let state = Arc::new(ArcSwap::from_pointee(State::new(shared.clone())));
+        worker_states.push(state.clone());
         let worker = Worker {
             socket,
             tls: tls.clone(),
             opts: opts.clone(),
             conns: conns.clone(),
-            shared: shared.clone(),
+            state,
+            metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
         };
         if i == 0 {
@@ -175,7 +298,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
                 worker.tls,
                 worker.opts,
                 worker.conns,
-                worker.shared,
+                worker.state,
+                worker.metrics,
                 worker.shutdown,
             )));
         } else {
@@ -187,26 +311,30 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         }
     }
 
+    let mut admin_state = None;
+    let mut admin_tls: Option<TlsSource> = None;
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
         let token = a.token.as_ref().map(|t| t.0.as_str()).unwrap_or_default();
-        let admin_state = Arc::new(AdminState {
-            auth: AdminAuth::new(token),
-            gateway: shared.clone(),
+        let state = Arc::new(AdminState {
+            auth: ArcSwap::from_pointee(AdminAuth::new(token)),
+            gateway: ArcSwap::new(shared.clone()),
             revocations: revocations.clone(),
             metrics: metrics.clone(),
+            reloader: std::sync::OnceLock::new(),
         });
-        let admin_tls = match &a.tls {
-            Some(m) => Some(TlsAcceptor::from(Arc::new(
+        admin_state = Some(state.clone());
+        admin_tls = match &a.tls {
+            Some(m) => Some(Arc::new(ArcSwap::from_pointee(
                 tls::server_config(m).map_err(anyhow::Error::msg)?,
             ))),
             None => None,
         };
-        let handler = move |req, info| admin::handle(admin_state.clone(), req, info);
+        let handler = move |req, info| admin::handle(state.clone(), req, info);
         // The admin listener has its own small connection budget so a flood of proxy
         // connections can never lock the operator out.
         tasks.push(tokio::spawn(listener::accept_loop(
             listener,
-            admin_tls,
+            admin_tls.clone(),
             opts,
             Arc::new(Semaphore::new(64)),
             metrics.clone(),
@@ -233,23 +361,40 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         keys = shared.validator.keys.len(),
         "portcullis listening"
     );
+    let reloader = Arc::new(Reloader {
+        source: config.source.clone(),
+        shared: ArcSwap::new(shared),
+        workers: worker_states,
+        tls,
+        admin: admin_state.clone(),
+        admin_tls,
+        revocations,
+        metrics,
+        listen_addr: config.listen.addr,
+        shutdown_grace: config.listen.shutdown_grace,
+        lock: tokio::sync::Mutex::new(()),
+    });
+    if let Some(admin) = &admin_state {
+        let _ = admin.reloader.set(Arc::downgrade(&reloader));
+    }
     Ok(Gateway {
         addr,
         admin_addr,
         shutdown: shutdown_tx,
         tasks,
         threads,
-        shared,
+        reloader,
     })
 }
 
 /// One thread-per-core worker: a listening socket and everything needed to serve it.
 struct Worker {
     socket: std::net::TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsSource>,
     opts: Arc<ConnOptions>,
     conns: Arc<Semaphore>,
-    shared: Arc<Shared>,
+    state: Arc<ArcSwap<State>>,
+    metrics: Arc<Metrics>,
     shutdown: listener::Shutdown,
 }
 
@@ -275,7 +420,8 @@ impl Worker {
                         self.tls,
                         self.opts,
                         self.conns,
-                        self.shared,
+                        self.state,
+                        self.metrics,
                         self.shutdown,
                     )
                     .await
@@ -288,14 +434,14 @@ impl Worker {
 
 async fn worker_loop(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsSource>,
     opts: Arc<ConnOptions>,
     conns: Arc<Semaphore>,
-    shared: Arc<Shared>,
+    state: Arc<ArcSwap<State>>,
+    metrics: Arc<Metrics>,
     shutdown: listener::Shutdown,
 ) {
-    let metrics = shared.metrics.clone();
-    let state = Arc::new(State::new(shared));
-    let handler = move |req, info| pipeline::handle(state.clone(), req, info);
+    // Each request takes the state in force when it starts; a reload swaps it for later ones.
+    let handler = move |req, info| pipeline::handle(state.load_full(), req, info);
     listener::accept_loop(listener, tls, opts, conns, metrics, shutdown, handler).await
 }

@@ -35,15 +35,22 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 pub struct Metrics {
     registry: Registry,
-    route_labels: Vec<&'static str>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabel, Histogram>,
     auth_failures: Family<ReasonLabel, Counter>,
+    upstream_errors: Family<ReasonLabel, Counter>,
+    pub reloads: Family<ReasonLabel, Counter>,
     pub revocation_entries: Gauge<i64, AtomicI64>,
     pub open_connections: Gauge<i64, AtomicI64>,
     pub tls_handshake_failures: Counter<u64, AtomicU64>,
     pub revocations_total: Counter<u64, AtomicU64>,
     pub store_degraded: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -53,13 +60,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// `routes` are the route labels in route-table order.
-    pub fn new(routes: impl IntoIterator<Item = String>) -> Self {
-        // Route labels live for the process: interned once at start (and on reload).
-        let route_labels: Vec<&'static str> = routes
-            .into_iter()
-            .map(|r| &*Box::leak(r.into_boxed_str()))
-            .collect();
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portcullis");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -80,6 +81,18 @@ impl Metrics {
             "auth_failures",
             "Requests refused by authentication, by reason",
             auth_failures.clone(),
+        );
+        let upstream_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream failures answered 502/504, by reason",
+            upstream_errors.clone(),
+        );
+        let reloads = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by outcome (ok, rejected)",
+            reloads.clone(),
         );
         let revocation_entries = Gauge::default();
         registry.register(
@@ -113,20 +126,17 @@ impl Metrics {
         );
         Metrics {
             registry,
-            route_labels,
             requests,
             latency,
             auth_failures,
+            upstream_errors,
+            reloads,
             revocation_entries,
             open_connections,
             tls_handshake_failures,
             revocations_total,
             store_degraded,
         }
-    }
-
-    pub fn route_label(&self, idx: usize) -> &'static str {
-        self.route_labels.get(idx).copied().unwrap_or("-")
     }
 
     pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
@@ -136,6 +146,12 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteLabel { route })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_error(&self, reason: &'static str) {
+        self.upstream_errors
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn auth_failure(&self, reason: &'static str) {
