@@ -23,10 +23,24 @@ pub type UpstreamBody = Either<Incoming, Limited<Incoming>>;
 pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 /// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The `X-Forwarded-For` value, computed once per connection.
+    pub forwarded_for: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let forwarded_for = HeaderValue::from_str(&client_ip(peer))
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        ConnInfo {
+            peer,
+            tls,
+            forwarded_for,
+        }
+    }
 }
 
 /// A pooled client for one route (its connect timeout lives in the connector).
@@ -101,20 +115,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
 
 /// Forward `req` (already authenticated, identity injected, hop-by-hop headers removed by
 /// [`strip_hop_by_hop`], which returned `upgrade`) to the route's upstream at the normalised
-/// `path`.
+/// `path` (`None`: the request's own path was already normal).
 pub async fn forward(
     client: &UpstreamClient,
     route: &Route,
     mut req: Request<Incoming>,
-    path: &str,
-    conn: ConnInfo,
+    path: Option<&str>,
+    conn: &ConnInfo,
     upgrade: Option<HeaderValue>,
 ) -> Result<Response<Incoming>, GatewayError> {
     // HTTP/1.1 only: HTTP/2 has no Upgrade (RFC 9113 section 8.6).
     let upgrade = upgrade.filter(|_| req.version() == Version::HTTP_11);
 
     let host = original_host(&req);
-    let uri = upstream_uri(route, path, req.uri())?;
+    let uri = upstream_uri(route, path.unwrap_or(req.uri().path()), req.uri())?;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
@@ -223,12 +237,10 @@ fn upstream_uri(route: &Route, path: &str, original: &Uri) -> Result<Uri, Gatewa
 
 /// The gateway is the edge: it replaces whatever forwarding headers a client sent with what
 /// it observed itself, so an upstream that trusts them cannot be lied to.
-fn set_forwarded(headers: &mut HeaderMap, conn: ConnInfo, host: Option<&HeaderValue>) {
+fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderValue>) {
     headers.remove(&FORWARDED);
     headers.remove(&X_REAL_IP);
-    if let Ok(v) = HeaderValue::from_str(&client_ip(conn.peer)) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), conn.forwarded_for.clone());
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
@@ -341,11 +353,8 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        let conn = ConnInfo {
-            peer: "127.0.0.9:5000".parse().unwrap(),
-            tls: true,
-        };
-        set_forwarded(&mut h, conn, Some(&HeaderValue::from_static("api.example")));
+        let conn = ConnInfo::new("127.0.0.9:5000".parse().unwrap(), true);
+        set_forwarded(&mut h, &conn, Some(&HeaderValue::from_static("api.example")));
         assert_eq!(h["x-forwarded-for"], "127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example");

@@ -28,7 +28,7 @@ use crate::auth::jws::{Validator, Verified};
 use crate::auth::{bearer, AuthError};
 use crate::config::{Config, Identity};
 use crate::revocation::Revocations;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use error::GatewayError;
 use forward::{ConnInfo, UpstreamClient};
 use identity::Protected;
@@ -126,6 +126,8 @@ pub struct State {
     pub shared: Arc<Shared>,
     /// One pooled client per route, same order as `shared.routes`.
     clients: Vec<UpstreamClient>,
+    /// Metric handles per route, resolved once instead of looked up per request.
+    route_metrics: Vec<RouteMetrics>,
 }
 
 impl State {
@@ -135,7 +137,16 @@ impl State {
             .iter()
             .map(|r| forward::client(r.connect_timeout, &shared.limits))
             .collect();
-        State { shared, clients }
+        let route_metrics = shared
+            .route_labels
+            .iter()
+            .map(|label| shared.metrics.route_handles(label))
+            .collect();
+        State {
+            shared,
+            clients,
+            route_metrics,
+        }
     }
 }
 
@@ -149,6 +160,7 @@ impl std::ops::Deref for State {
 /// What the outer layer needs to know about a request once the checklist has run.
 struct Outcome {
     route: &'static str,
+    route_idx: Option<usize>,
     user: Option<HeaderValue>,
     result: Result<Response<Incoming>, GatewayError>,
 }
@@ -166,9 +178,10 @@ pub async fn handle(
     let access = state.access_log.then(|| req.uri().path().to_owned());
     let Outcome {
         route,
+        route_idx,
         user,
         result,
-    } = handle_inner(&state, req, conn).await;
+    } = handle_inner(&state, req, &conn).await;
     let mut resp = match result {
         Ok(resp) => resp.map(Either::Left),
         Err(e) => {
@@ -192,7 +205,10 @@ pub async fn handle(
     };
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
-    state.metrics.request(route, status, elapsed);
+    match route_idx.and_then(|i| state.route_metrics.get(i)) {
+        Some(m) => m.record(status, elapsed),
+        None => state.metrics.request(route, status, elapsed),
+    }
     if let Some(path) = access {
         // The path as the client sent it (no query: it may carry secrets); never a token.
         tracing::info!(
@@ -225,19 +241,26 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id: u128 = rand::random();
-    let v = HeaderValue::from_str(&format!("{id:032x}")).unwrap_or(HeaderValue::from_static("-"));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let id: [u8; 16] = rand::random();
+    let mut text = [0u8; 32];
+    for (i, b) in id.iter().enumerate() {
+        text[2 * i] = HEX[usize::from(b >> 4)];
+        text[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    let v = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"));
     headers.insert(X_REQUEST_ID.clone(), v.clone());
     v
 }
 
 /// The checklist.
-async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: ConnInfo) -> Outcome {
+async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
     let (idx, route, path) = match route(state, &req) {
         Ok(found) => found,
         Err(e) => {
             return Outcome {
                 route: "-",
+                route_idx: None,
                 user: None,
                 result: Err(e),
             }
@@ -246,6 +269,7 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: ConnInfo)
     let label = state.route_label(idx);
     let fail = |e: GatewayError, user| Outcome {
         route: label,
+        route_idx: Some(idx),
         user,
         result: Err(e),
     };
@@ -265,9 +289,10 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: ConnInfo)
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
     }
-    let result = forward::forward(&state.clients[idx], route, req, &path, conn, upgrade).await;
+    let result = forward::forward(&state.clients[idx], route, req, path.as_deref(), conn, upgrade).await;
     Outcome {
         route: label,
+        route_idx: Some(idx),
         user,
         result,
     }
@@ -292,7 +317,7 @@ fn check_body_size(route: &Route, req: &Request<Incoming>) -> Result<(), Gateway
 fn route<'s>(
     state: &'s State,
     req: &Request<Incoming>,
-) -> Result<(usize, &'s Route, String), GatewayError> {
+) -> Result<(usize, &'s Route, Option<String>), GatewayError> {
     let path = route::normalise_path(req.uri().path())?;
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
@@ -307,7 +332,12 @@ fn route<'s>(
         .routes
         .find(host.as_deref(), &path)
         .ok_or(GatewayError::NoRoute)?;
-    Ok((idx, route, path))
+    // `None`: the path was already normal and is forwarded as it came.
+    let rewritten = match path {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(p) => Some(p),
+    };
+    Ok((idx, route, rewritten))
 }
 
 /// Remove every client-supplied identity header. Runs on every route, public ones too.

@@ -9,6 +9,7 @@
 //! path-parameter trick). That closes the classic path-prefix bypass where
 //! `/public/..%2fadmin` passes a `public` route and lands on a protected upstream path.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use crate::config::Upstream;
@@ -106,8 +107,9 @@ pub fn normalise_prefix(prefix: &str) -> Result<String, String> {
     if !prefix.starts_with('/') {
         return Err(format!("`{prefix}` must start with /"));
     }
-    let mut p =
-        normalise_path(prefix).map_err(|e| format!("`{prefix}` cannot be normalised: {e}"))?;
+    let mut p = normalise_path(prefix)
+        .map_err(|e| format!("`{prefix}` cannot be normalised: {e}"))?
+        .into_owned();
     while p.len() > 1 && p.ends_with('/') {
         p.pop();
     }
@@ -129,15 +131,16 @@ pub enum PathError {
     DotParameter,
 }
 
-/// Normalise an origin-form path (without query). Returns the path to route on and forward.
-pub fn normalise_path(raw: &str) -> Result<String, PathError> {
+/// Normalise an origin-form path (without query). Returns the path to route on and forward,
+/// borrowed when it was already normal (the common case: no allocation).
+pub fn normalise_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
     // Fast path: nothing to decode, no dot or empty segments.
     if is_plain(bytes) {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     let mut segments: Vec<String> = Vec::new();
     let trailing_slash = raw.len() > 1 && raw.ends_with('/');
@@ -167,7 +170,7 @@ pub fn normalise_path(raw: &str) -> Result<String, PathError> {
     if out.is_empty() || trailing_slash {
         out.push('/');
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 fn is_plain(bytes: &[u8]) -> bool {

@@ -153,10 +153,7 @@ async fn serve_tcp<S, F, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let _ = stream.set_nodelay(true);
-    let info = ConnInfo {
-        peer,
-        tls: tls.is_some(),
-    };
+    let info = ConnInfo::new(peer, tls.is_some());
     match tls {
         None => serve_io(stream, info, opts, shutdown, handler).await,
         Some(acceptor) => {
@@ -191,7 +188,8 @@ async fn serve_io<I, S, F, B>(
     if shutdown.borrow().is_some() {
         return;
     }
-    let svc = service_fn(move |req| handler(req, info));
+    let peer = info.peer;
+    let svc = service_fn(move |req| handler(req, info.clone()));
     let conn = opts
         .builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc);
@@ -199,7 +197,7 @@ async fn serve_io<I, S, F, B>(
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                tracing::debug!(peer = %info.peer, error = %e, "connection ended with error");
+                tracing::debug!(%peer, error = %e, "connection ended with error");
             }
         }
         _ = shutdown.changed() => {

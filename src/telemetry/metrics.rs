@@ -139,6 +139,19 @@ impl Metrics {
         }
     }
 
+    /// Handles for one route's series, so the request path skips the label lookups.
+    pub fn route_handles(&self, route: &'static str) -> RouteMetrics {
+        RouteMetrics {
+            route,
+            ok: self
+                .requests
+                .get_or_create(&RequestLabels { route, status: 200 })
+                .clone(),
+            latency: self.latency.get_or_create(&RouteLabel { route }).clone(),
+            requests: self.requests.clone(),
+        }
+    }
+
     pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels { route, status })
@@ -166,5 +179,29 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One route's request counter (status 200 pre-resolved) and latency histogram.
+pub struct RouteMetrics {
+    route: &'static str,
+    ok: Counter,
+    latency: Histogram,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        if status == 200 {
+            self.ok.inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: self.route,
+                    status,
+                })
+                .inc();
+        }
+        self.latency.observe(elapsed.as_secs_f64());
     }
 }
