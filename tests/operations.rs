@@ -1,0 +1,566 @@
+//! Operating the gateway: hot reload (new certificate while a streaming response and a
+//! WebSocket stay open; an invalid config refused while traffic continues), SIGTERM with a
+//! request in flight, `/metrics` as Prometheus text, and JSON access log lines without tokens.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::Upstream;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{EncodingKey, Header};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "operations-test-secret-0123456789abcdef";
+const ADMIN_TOKEN: &str = "operations-admin-token-0123456789";
+
+fn token(sub: &str) -> String {
+    let now = portcullis::pipeline::unix_now();
+    let claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + 600, "jti": format!("op-{sub}-{now}")});
+    let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = Some("hs".into());
+    jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("sign")
+}
+
+/// A self-signed localhost certificate as (cert PEM, key PEM).
+fn cert() -> (String, String) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    (c.cert.pem(), c.signing_key.serialize_pem())
+}
+
+fn config_text(tls: bool, drip: &str, echo: &str, extra: &str) -> String {
+    let tls = if tls {
+        "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"[listen]
+addr = "127.0.0.1:0"
+{tls}shutdown_grace = "10s"
+
+[[jwt.keys]]
+kid = "hs"
+alg = "HS256"
+secret = "{SECRET}"
+
+[admin]
+addr = "127.0.0.1:0"
+token = "{ADMIN_TOKEN}"
+
+[revocation]
+store = "memory"
+
+[[routes]]
+prefix = "/drip"
+upstream = "{drip}"
+auth = "jwt"
+
+[[routes]]
+prefix = "/"
+upstream = "{echo}"
+auth = "jwt"
+{extra}"#
+    )
+}
+
+/// An upstream whose `/drip` answer streams 20 chunks of 1 KiB, 75 ms apart (1.5 s in all).
+async fn drip_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        let chunks = futures_util::stream::unfold(0u32, |i| async move {
+                            if i == 20 {
+                                return None;
+                            }
+                            tokio::time::sleep(Duration::from_millis(75)).await;
+                            Some((
+                                Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 1024]))),
+                                i + 1,
+                            ))
+                        });
+                        Ok::<_, Infallible>(Response::new(StreamBody::new(chunks)))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TLS client trusting `roots`; returns the stream and the certificate the server showed.
+async fn tls_connect(
+    addr: SocketAddr,
+    roots: &[&str],
+    alpn: &[u8],
+) -> (TlsStream<TcpStream>, Vec<u8>) {
+    let mut store = rustls::RootCertStore::empty();
+    for pem in roots {
+        store
+            .add(CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem"))
+            .expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tls = TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    let shown = tls.get_ref().1.peer_certificates().expect("server cert")[0].to_vec();
+    (tls, shown)
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("pem")
+        .to_vec()
+}
+
+/// One HTTP/1.1 request over `io`; the response with its body still streaming.
+async fn send<I>(io: I, req: Request<Full<Bytes>>) -> Response<hyper::body::Incoming>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .expect("h1");
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender.send_request(req).await.expect("response")
+}
+
+fn get(path: &str, bearer: Option<&str>) -> Request<Full<Bytes>> {
+    let mut b = Request::get(path).header("host", "localhost");
+    if let Some(t) = bearer {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(Full::new(Bytes::new())).expect("request")
+}
+
+/// Call the admin API over plain HTTP.
+async fn admin(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.expect("admin connect");
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = send(tcp, req).await;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_the_certificate_while_a_stream_and_a_websocket_stay_open() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert_a, key_a) = cert();
+    std::fs::write(dir.path().join("cert.pem"), &cert_a).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key_a).unwrap();
+    let up = Upstream::start().await;
+    let drip = drip_upstream().await;
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        config_text(true, &format!("http://{drip}"), &up.url(), ""),
+    )
+    .unwrap();
+    let gw = portcullis::start(portcullis::Config::load(&path).expect("config"))
+        .await
+        .expect("start");
+    let tok = token("alice");
+
+    // A long streaming response, read in the background.
+    let (tls, shown) = tls_connect(gw.addr(), &[&cert_a], b"http/1.1").await;
+    assert_eq!(shown, der(&cert_a));
+    let resp = send(tls, get("/drip", Some(&tok))).await;
+    assert_eq!(resp.status(), 200);
+    let stream =
+        tokio::spawn(async move { resp.into_body().collect().await.map(|b| b.to_bytes().len()) });
+
+    // An open WebSocket.
+    let (tls, _) = tls_connect(gw.addr(), &[&cert_a], b"http/1.1").await;
+    let mut ws_req = "wss://localhost/ws"
+        .into_client_request()
+        .expect("ws request");
+    ws_req
+        .headers_mut()
+        .insert("authorization", format!("Bearer {tok}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(ws_req, tls)
+        .await
+        .expect("websocket");
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap().into_text().unwrap(),
+        "before"
+    );
+
+    // New certificate on disk, then reload through the admin API.
+    let (cert_b, key_b) = cert();
+    std::fs::write(dir.path().join("cert.pem"), &cert_b).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key_b).unwrap();
+    let (status, body) = admin(gw.admin_addr().unwrap(), "POST", "/reload").await;
+    assert_eq!(status, 200, "{body}");
+
+    // New connections get the new certificate...
+    let (tls, shown) = tls_connect(gw.addr(), &[&cert_a, &cert_b], b"http/1.1").await;
+    assert_eq!(
+        shown,
+        der(&cert_b),
+        "a new connection must see the reloaded certificate"
+    );
+    let r = send(tls, get("/x", Some(&tok))).await;
+    assert_eq!(r.status(), 200);
+
+    // ...while the open WebSocket and the stream carry on.
+    ws.send(Message::text("after")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap().into_text().unwrap(),
+        "after"
+    );
+    let n = stream
+        .await
+        .unwrap()
+        .expect("stream completes without error");
+    assert_eq!(n, 20 * 1024, "the streaming response was cut by the reload");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_reload_is_refused_and_traffic_continues() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (c, k) = cert();
+    std::fs::write(dir.path().join("cert.pem"), &c).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &k).unwrap();
+    let up = Upstream::start().await;
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config_text(true, &up.url(), &up.url(), "")).unwrap();
+    let gw = portcullis::start(portcullis::Config::load(&path).expect("config"))
+        .await
+        .expect("start");
+    let tok = token("bob");
+
+    // An open keep-alive connection, used before and after the failed reload.
+    let (tls, _) = tls_connect(gw.addr(), &[&c], b"http/1.1").await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(
+        sender
+            .send_request(get("/a", Some(&tok)))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    std::fs::write(
+        &path,
+        config_text(true, &up.url(), &up.url(), "\n[surprise]\nkey = 1\n"),
+    )
+    .unwrap();
+    let (status, body) = admin(gw.admin_addr().unwrap(), "POST", "/reload").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("surprise"),
+        "the reason names the bad key: {body}"
+    );
+
+    let r = sender.send_request(get("/b", Some(&tok))).await.unwrap();
+    assert_eq!(r.status(), 200, "the open connection keeps working");
+    let (tls, _) = tls_connect(gw.addr(), &[&c], b"http/1.1").await;
+    assert_eq!(
+        send(tls, get("/c", Some(&tok))).await.status(),
+        200,
+        "new connections too"
+    );
+    let (_, metrics) = admin(gw.admin_addr().unwrap(), "GET", "/metrics").await;
+    assert!(
+        metrics.contains("portcullis_config_reloads_total{reason=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_carry_the_series() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (c, k) = cert();
+    std::fs::write(dir.path().join("cert.pem"), &c).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &k).unwrap();
+    let up = Upstream::start().await;
+    let dead = common::upstream::dead_addr();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        config_text(true, &format!("http://{dead}"), &up.url(), ""),
+    )
+    .unwrap();
+    let gw = portcullis::start(portcullis::Config::load(&path).expect("config"))
+        .await
+        .expect("start");
+
+    // One of each: proxied, refused, upstream failure, failed TLS handshake.
+    let (tls, _) = tls_connect(gw.addr(), &[&c], b"http/1.1").await;
+    assert_eq!(
+        send(tls, get("/ok", Some(&token("carol")))).await.status(),
+        200
+    );
+    let (tls, _) = tls_connect(gw.addr(), &[&c], b"http/1.1").await;
+    assert_eq!(
+        send(tls, get("/ok", Some("not-a-token"))).await.status(),
+        401
+    );
+    let (tls, _) = tls_connect(gw.addr(), &[&c], b"http/1.1").await;
+    assert_eq!(
+        send(tls, get("/drip", Some(&token("carol"))))
+            .await
+            .status(),
+        502
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut raw = TcpStream::connect(gw.addr()).await.unwrap();
+        raw.write_all(b"this is not TLS\r\n\r\n").await.unwrap();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read(&mut raw, &mut [0u8; 64]),
+        )
+        .await;
+    }
+
+    let (status, text) = admin(gw.admin_addr().unwrap(), "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("metrics parse as Prometheus text");
+    let names: std::collections::HashSet<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for want in [
+        "portcullis_requests_total",
+        "portcullis_request_duration_seconds",
+        "portcullis_auth_failures_total",
+        "portcullis_upstream_errors_total",
+        "portcullis_revocation_entries",
+        "portcullis_open_connections",
+        "portcullis_tls_handshake_failures_total",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "missing {want} in {names:?}"
+        );
+    }
+    let value = |name: &str, label: (&str, &str)| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(value("portcullis_requests_total", ("status", "200")), 1.0);
+    assert_eq!(value("portcullis_requests_total", ("status", "401")), 1.0);
+    assert_eq!(
+        value("portcullis_auth_failures_total", ("reason", "malformed")),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "portcullis_upstream_errors_total",
+            ("reason", "upstream_connect")
+        ),
+        1.0
+    );
+    gw.shutdown().await;
+}
+
+/// The real binary, run on a config in `dir`, with stderr captured to a file.
+fn spawn_binary(dir: &Path, config: &str) -> (Child, PathBuf, SocketAddr) {
+    let path = dir.join("config.toml");
+    // The binary needs a fixed port: take a free one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &path,
+        config.replace(
+            "addr = \"127.0.0.1:0\"\nshutdown_grace",
+            &format!("addr = \"127.0.0.1:{port}\"\nshutdown_grace"),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("stderr.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn portcullis");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, log, addr)
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gateway did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_complete_then_exits_zero() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let up = Upstream::start().await;
+    let (mut child, log, addr) =
+        spawn_binary(dir.path(), &config_text(false, &up.url(), &up.url(), ""));
+    let tok = token("dave");
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let in_flight = tokio::spawn(async move {
+        let resp = send(tcp, get("/slow/1500", Some(&tok))).await;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.map(|b| b.to_bytes().len());
+        (status, body)
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    sigterm(&child);
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(
+        status,
+        200,
+        "the in-flight request must complete: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(body.expect("whole body") > 0);
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener must be closed after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_are_json_with_the_fields_and_never_the_token() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let up = Upstream::start().await;
+    let config = config_text(
+        false,
+        &up.url(),
+        &up.url(),
+        "\n[log]\nformat = \"json\"\naccess_log = true\n",
+    );
+    let (mut child, log, addr) = spawn_binary(dir.path(), &config);
+    let tok = token("erin");
+    for (path, bearer) in [("/hello?secret=q", Some(tok.as_str())), ("/nope", None)] {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let resp = send(tcp, get(path, bearer)).await;
+        let _ = resp.into_body().collect().await;
+    }
+    sigterm(&child);
+    tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(15)))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&tok), "a token reached the log");
+    assert!(
+        !text.contains("secret=q"),
+        "the query string reached the log"
+    );
+    let mut access = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["message"] == "access" {
+            access.push(v);
+        }
+    }
+    assert_eq!(access.len(), 2, "one line per request: {text}");
+    let ok = &access[0];
+    for field in [
+        "timestamp",
+        "route",
+        "method",
+        "path",
+        "status",
+        "latency_us",
+        "user",
+        "request_id",
+    ] {
+        assert!(!ok[field].is_null(), "missing {field}: {ok}");
+    }
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["user"], "erin");
+    assert_eq!(access[1]["status"], 401);
+    assert_eq!(access[1]["user"], "-");
+}
