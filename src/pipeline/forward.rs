@@ -33,8 +33,8 @@ pub struct ConnInfo {
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
-        let forwarded_for = HeaderValue::from_str(&client_ip(peer))
-            .unwrap_or(HeaderValue::from_static("unknown"));
+        let forwarded_for =
+            HeaderValue::from_str(&client_ip(peer)).unwrap_or(HeaderValue::from_static("unknown"));
         ConnInfo {
             peer,
             tls,
@@ -354,7 +354,11 @@ mod tests {
         h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
         let conn = ConnInfo::new("127.0.0.9:5000".parse().unwrap(), true);
-        set_forwarded(&mut h, &conn, Some(&HeaderValue::from_static("api.example")));
+        set_forwarded(
+            &mut h,
+            &conn,
+            Some(&HeaderValue::from_static("api.example")),
+        );
         assert_eq!(h["x-forwarded-for"], "127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "api.example");
