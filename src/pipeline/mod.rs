@@ -289,7 +289,15 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
     }
-    let result = forward::forward(&state.clients[idx], route, req, path.as_deref(), conn, upgrade).await;
+    let result = forward::forward(
+        &state.clients[idx],
+        route,
+        req,
+        path.as_deref(),
+        conn,
+        upgrade,
+    )
+    .await;
     Outcome {
         route: label,
         route_idx: Some(idx),
