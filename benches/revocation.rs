@@ -1,6 +1,7 @@
 //! The revocation check on the request path (`Revocations::is_revoked`, what
 //! `pipeline::check_revocation` calls) with 1M revoked tokens: a hit, a miss (which also
-//! probes the subject map), the `jti` digest plus lookup, and lookups from 2 threads at once.
+//! probes the subject map), the `jti` digest plus lookup, and a mixed stream from 1 and from
+//! 2 threads at once.
 //!
 //! `cargo bench --bench revocation`. Memory per entry and restart time are not criterion
 //! figures: `cargo run --release --example revocation_measure`.
@@ -107,39 +108,54 @@ fn lookups(c: &mut Criterion) {
         })
     });
 
-    // Two threads probing at once (half hits, half misses): the throughput of the whole
-    // dictionary, reported as lookups/s across both threads.
-    let hits = probes(true);
-    let misses = probes(false);
-    group.throughput(Throughput::Elements(2));
-    group.bench_function("two_threads_half_hits", |b| {
-        b.iter_custom(|iters| {
-            let start = Barrier::new(3);
-            // The scope joins both threads before it returns, so `t0.elapsed()` afterwards
-            // covers both threads' work and excludes spawning them.
-            let t0 = std::thread::scope(|s| {
-                for (t, keys) in [&hits, &misses].into_iter().enumerate() {
-                    let (revs, start) = (&revs, &start);
-                    s.spawn(move || {
-                        let mut v = verified();
-                        let mut n = 0usize;
-                        start.wait();
-                        for i in 0..iters as usize {
-                            let (k, sk) = keys[(i + t * 7919) % keys.len()];
-                            v.token_key = k;
-                            v.sub_key = Some(sk);
-                            n += usize::from(revs.is_revoked(black_box(&v)));
-                        }
-                        black_box(n);
-                    });
-                }
-                start.wait();
-                Instant::now()
-            });
-            t0.elapsed()
-        })
-    });
+    // The same mixed stream (alternately a hit and a miss) from 1 thread, then from 2 at
+    // once: lookups/s across all threads, and how far it scales on two cores.
+    let mixed: Vec<(Key, Key)> = probes(true)
+        .into_iter()
+        .zip(probes(false))
+        .flat_map(|(h, m)| [h, m])
+        .collect();
+    for threads in [1u64, 2] {
+        group.throughput(Throughput::Elements(threads));
+        group.bench_function(format!("half_hits_threads_{threads}"), |b| {
+            b.iter_custom(|iters| concurrent_lookups(&revs, &mixed, threads as usize, iters))
+        });
+    }
     group.finish();
+}
+
+/// `threads` threads each doing `iters` lookups from their own offset into `keys`; returns
+/// the wall time from the moment all are ready until the last one finishes.
+fn concurrent_lookups(
+    revs: &Revocations,
+    keys: &[(Key, Key)],
+    threads: usize,
+    iters: u64,
+) -> Duration {
+    let start = Barrier::new(threads + 1);
+    // The scope joins every thread before it returns, so `t0.elapsed()` afterwards covers
+    // all their work and excludes spawning them.
+    let t0 = std::thread::scope(|s| {
+        for t in 0..threads {
+            let start = &start;
+            s.spawn(move || {
+                let mut v = verified();
+                let mut n = 0usize;
+                let offset = t * keys.len() / threads;
+                start.wait();
+                for i in 0..iters as usize {
+                    let (k, sk) = keys[(offset + i) % keys.len()];
+                    v.token_key = k;
+                    v.sub_key = Some(sk);
+                    n += usize::from(revs.is_revoked(black_box(&v)));
+                }
+                black_box(n);
+            });
+        }
+        start.wait();
+        Instant::now()
+    });
+    t0.elapsed()
 }
 
 criterion_group! {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod pipeline;
 pub mod revocation;
 pub mod server;
+pub mod signin;
 pub mod telemetry;
 
 pub use config::Config;

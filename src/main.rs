@@ -1,7 +1,7 @@
 //! The `portcullis` command: a thin clap shell over the library.
 //!
 //! `run` serves, `check` validates a config and prints every problem, `token` mints a token
-//! with a configured key for trying things out.
+//! with a configured key for trying things out, `users` edits the sign-in users file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +75,45 @@ enum Command {
     Revocations {
         #[command(subcommand)]
         command: RevocationsCommand,
+    },
+    /// Manage the sign-in users file (`[signin] users_file`). The password is read from
+    /// standard input when it is not a terminal, otherwise prompted for without echo. A
+    /// running gateway picks changes up on reload.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user with a new argon2id password hash.
+    Add {
+        /// The users file (TOML, or JSON by a .json extension); created when missing.
+        #[arg(long)]
+        file: PathBuf,
+        /// The user id the gateway puts in `sub` (what upstreams see).
+        #[arg(long)]
+        id: String,
+        /// The name the user signs in with.
+        #[arg(long)]
+        username: String,
+    },
+    /// Set a user's password.
+    Passwd {
+        #[arg(long)]
+        file: PathBuf,
+        /// Username (or id) of the user.
+        #[arg(long)]
+        username: String,
+    },
+    /// Remove a user.
+    Remove {
+        #[arg(long)]
+        file: PathBuf,
+        /// Username (or id) of the user.
+        #[arg(long)]
+        username: String,
     },
 }
 
@@ -191,6 +230,7 @@ fn main() -> ExitCode {
                 admin_call(admin, Method::GET, "/revocations/count".into(), None)
             }
         },
+        Command::Users { command } => users(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -364,6 +404,69 @@ fn random_jti() -> String {
     let mut b = [0u8; 16];
     rand::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn users(command: UsersCommand) -> anyhow::Result<()> {
+    use portcullis::signin::users::{hash_password, UsersFile};
+    let edit = |file: &std::path::Path,
+                change: &dyn Fn(&mut UsersFile) -> Result<String, String>|
+     -> anyhow::Result<()> {
+        let mut users = UsersFile::load_or_empty(file).map_err(anyhow::Error::msg)?;
+        let done = change(&mut users).map_err(anyhow::Error::msg)?;
+        users
+            .save(file)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        eprintln!("portcullis: {done} in {}", file.display());
+        Ok(())
+    };
+    match command {
+        UsersCommand::Add { file, id, username } => {
+            // Refuse a taken id or username before asking for a password.
+            UsersFile::load_or_empty(&file)
+                .map_err(anyhow::Error::msg)?
+                .add(&id, &username, String::new())
+                .map_err(anyhow::Error::msg)?;
+            let hash = hash_password(&read_password()?).map_err(anyhow::Error::msg)?;
+            edit(&file, &|u| {
+                u.add(&id, &username, hash.clone())
+                    .map(|()| format!("added user `{username}` (id `{id}`)"))
+            })
+        }
+        UsersCommand::Passwd { file, username } => {
+            let hash = hash_password(&read_password()?).map_err(anyhow::Error::msg)?;
+            edit(&file, &|u| {
+                u.set_password(&username, hash.clone())
+                    .map(|()| format!("changed the password of `{username}`"))
+            })
+        }
+        UsersCommand::Remove { file, username } => edit(&file, &|u| {
+            u.remove(&username)
+                .map(|e| format!("removed user `{}` (id `{}`)", e.username, e.id))
+        }),
+    }
+}
+
+/// The new password: one line of standard input when it is not a terminal (scripts), else
+/// prompted twice without echo.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    let password = if stdin.is_terminal() {
+        let first = rpassword::prompt_password("New password: ")?;
+        let again = rpassword::prompt_password("Repeat it: ")?;
+        if first != again {
+            anyhow::bail!("the two passwords differ");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    Ok(password)
 }
 
 /// One admin API call; prints the response body, fails on a non-2xx status.

@@ -256,6 +256,7 @@ impl Sandbox {
         let env: Vec<(String, String)> = vec![
             ("JWT_SECRET".into(), JWT_SECRET.into()),
             ("PORTCULLIS_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+            ("REDIS_PASSWORD".into(), "deploy-test-redis-password".into()),
             (
                 "CREDENTIALS_DIRECTORY".into(),
                 base.join("run/credentials/portcullis.service")
@@ -714,8 +715,12 @@ fn compose_services_fit_their_config() {
     }
     let readme = read(&dir.join("README.md"));
     assert!(
-        readme.contains("today the three instances do not share revocations"),
-        "compose/README.md must say that the gateways do not share revocations yet"
+        readme.contains("share their revocations through Redis"),
+        "compose/README.md must say how the gateways share revocations"
+    );
+    assert!(
+        config.contains("store = \"redis://"),
+        "the compose config must use the Redis store (cluster mode)"
     );
     let Some(docs) = yaml_of(&dir.join("docker-compose.yml")) else {
         return;
@@ -763,14 +768,17 @@ fn compose_services_fit_their_config() {
             dir.join(source).is_file(),
             "{name}: {source} does not exist"
         );
-        let store_volume = volumes
-            .iter()
-            .find(|v| v.ends_with(&format!(":{store_dir}")))
-            .unwrap_or_else(|| panic!("{name}: no volume at {store_dir}"));
-        assert!(
-            stores.insert(store_volume.to_string()),
-            "two gateways share {store_volume}"
-        );
+        // A file store needs its own volume per gateway; the Redis store needs none.
+        if !store_dir.starts_with("redis") {
+            let store_volume = volumes
+                .iter()
+                .find(|v| v.ends_with(&format!(":{store_dir}")))
+                .unwrap_or_else(|| panic!("{name}: no volume at {store_dir}"));
+            assert!(
+                stores.insert(store_volume.to_string()),
+                "two gateways share {store_volume}"
+            );
+        }
         let build = &s["build"];
         let context = dir.join(build["context"].as_str().unwrap());
         assert!(context

@@ -4,6 +4,7 @@
 pub mod bearer;
 pub mod cache;
 pub mod jwe;
+pub mod jwks;
 pub mod jws;
 pub mod keys;
 

@@ -4,8 +4,8 @@
 //! setting silently ignored. Durations and sizes stay strings here; `config::validate` turns
 //! them into typed values and says what would be valid when one is wrong.
 //!
-//! The shape of `[listen]`, `[jwt]`, `[[jwt.keys]]`, `[identity]`, `[[routes]]`, `[admin]` and
-//! `[revocation]` is public interface: extend it, never rename.
+//! The shape of `[listen]`, `[jwt]`, `[[jwt.keys]]`, `[identity]`, `[[routes]]`, `[admin]`,
+//! `[revocation]` and `[signin]` is public interface: extend it, never rename.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +34,8 @@ pub struct File {
     pub upstream: UpstreamDefaults,
     #[serde(default)]
     pub dev: Dev,
+    #[serde(default)]
+    pub signin: Option<SignIn>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,9 +162,48 @@ pub struct Admin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Revocation {
+    /// A file path (the embedded log), "memory", or `redis://`/`rediss://` (cluster mode).
     pub store: Option<String>,
     /// How often expired entries are swept from memory, e.g. "60s".
     pub sweep_interval: Option<String>,
+    /// Cluster mode: the prefix of every Redis key the gateway uses, e.g. "portcullis".
+    pub key_prefix: Option<String>,
+    /// Cluster mode: change-stream entries Redis keeps (approximately) for catch-up.
+    pub stream_max_len: Option<u64>,
+    /// Cluster mode: time allowed for one Redis connect or write, e.g. "2s".
+    pub timeout: Option<String>,
+    /// Cluster mode: how long start-up waits for Redis to answer before it serves unready,
+    /// e.g. "10s".
+    pub load_timeout: Option<String>,
+    /// Cluster mode with `rediss://`: PEM CA certificate(s) to trust instead of the system
+    /// roots.
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// `[signin]`: the gateway issues tokens itself (login, refresh, logout).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    /// The users file (TOML or JSON by extension).
+    pub users_file: PathBuf,
+    /// The `[[jwt.keys]]` kid that signs access tokens (default: the first key that can sign).
+    pub signing_kid: Option<String>,
+    /// Access token lifetime, e.g. "15m".
+    pub access_ttl: Option<String>,
+    /// Refresh token lifetime, e.g. "30d" (each rotation starts it again).
+    pub refresh_ttl: Option<String>,
+    /// Live sessions per user; a login beyond it ends the oldest. Absent: unlimited.
+    pub max_sessions_per_user: Option<usize>,
+    pub login_path: Option<String>,
+    pub refresh_path: Option<String>,
+    pub logout_path: Option<String>,
+    pub logout_all_path: Option<String>,
+    /// Login attempts allowed per client IP per minute (also the burst).
+    pub ip_attempts_per_minute: Option<u32>,
+    /// Login attempts allowed per username per minute (also the burst).
+    pub user_attempts_per_minute: Option<u32>,
+    /// Password verifications running at once (default: twice the cores).
+    pub max_concurrent_hashes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

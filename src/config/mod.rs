@@ -51,6 +51,21 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9443";
 pub const DEFAULT_REVOCATION_STORE: &str = "data/revocations.log";
 /// How often expired revocations are swept from memory.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Cluster mode: prefix of every Redis key (`portcullis:tok:<hex>`, `portcullis:stream`, ...).
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "portcullis";
+/// Cluster mode: change-stream entries kept in Redis (approximate `MAXLEN`), about 50 bytes
+/// each. An instance cut off for longer than it takes the fleet to make this many changes
+/// reloads the full set on reconnect instead of catching up from the stream.
+pub const DEFAULT_REDIS_STREAM_MAX_LEN: u64 = 100_000;
+/// Smallest `stream_max_len` accepted, in entries.
+pub const MIN_REDIS_STREAM_MAX_LEN: u64 = 1_000;
+/// Cluster mode: time allowed for one Redis connect or write (an admin revoke answers 503
+/// after this).
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Cluster mode: how long start-up waits for Redis to answer (then for the whole load)
+/// before it serves anyway, unready (`/readyz` 503) and refusing tokens, while it keeps
+/// retrying.
+pub const DEFAULT_REDIS_LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The validated configuration the gateway runs with.
 #[derive(Debug)]
@@ -67,6 +82,8 @@ pub struct Config {
     pub revocation: Revocation,
     pub log: Log,
     pub limits: Limits,
+    /// `[signin]`: the gateway's own login, refresh and logout endpoints.
+    pub signin: Option<crate::signin::Settings>,
     /// Files `run` must write before starting (dev material generated in memory).
     pub pending_dev_files: Vec<DevFile>,
 }
@@ -136,7 +153,40 @@ pub enum StoreKind {
     /// Keep revocations in memory only (lost on restart); `store = "memory"`.
     Memory,
     /// Cluster mode through Redis (`redis://` or `rediss://`).
-    Redis(String),
+    Redis(RedisStore),
+}
+
+/// Cluster mode settings: `[revocation] store = "redis://..."` and the keys beside it.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// The URL as written; may carry a password, so it never prints (see [`Self::redacted`]).
+    pub url: String,
+    pub key_prefix: String,
+    pub stream_max_len: u64,
+    pub timeout: Duration,
+    pub load_timeout: Duration,
+    /// PEM CA certificates for `rediss://`, instead of the system roots.
+    pub tls_ca: Option<Vec<u8>>,
+}
+
+impl RedisStore {
+    /// The URL with any password replaced by `***`, for log lines and messages.
+    pub fn redacted(&self) -> String {
+        crate::revocation::redis::redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.redacted())
+            .field("key_prefix", &self.key_prefix)
+            .field("stream_max_len", &self.stream_max_len)
+            .field("timeout", &self.timeout)
+            .field("load_timeout", &self.load_timeout)
+            .field("tls_ca", &self.tls_ca.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -394,6 +444,71 @@ impl Checker<'_> {
                 ));
                 None
             }
+        }
+    }
+
+    /// Cluster-mode settings for `store = url`. The URL must parse (a password in it is
+    /// never echoed back); the key prefix must be safe inside a `SCAN MATCH` pattern.
+    fn redis_store(&mut self, url: &str, r: Option<&file::Revocation>) -> RedisStore {
+        let redacted = crate::revocation::redis::redact_url(url);
+        if let Err(e) = crate::revocation::redis::check_url(url) {
+            self.problems.push(format!(
+                "revocation.store: `{redacted}` is not a usable Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\" or \"rediss://:PASSWORD@host:6380/0\""
+            ));
+        }
+        let key_prefix = r
+            .and_then(|r| r.key_prefix.clone())
+            .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_owned());
+        let prefix_ok = (1..=64).contains(&key_prefix.len())
+            && key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+        if !prefix_ok {
+            self.problems.push(format!(
+                "revocation.key_prefix: `{key_prefix}` must be 1 to 64 characters from A-Z a-z 0-9 _ - . : \
+                 (the gateway lists its keys with a SCAN pattern, where other characters are special)"
+            ));
+        }
+        let stream_max_len = r
+            .and_then(|r| r.stream_max_len)
+            .unwrap_or(DEFAULT_REDIS_STREAM_MAX_LEN);
+        if stream_max_len < MIN_REDIS_STREAM_MAX_LEN {
+            self.problems.push(format!(
+                "revocation.stream_max_len: must be at least {MIN_REDIS_STREAM_MAX_LEN}; a shorter stream makes \
+                 an instance that missed a few seconds of changes reload the whole set"
+            ));
+        }
+        let timeout = self.duration(
+            "revocation.timeout",
+            r.and_then(|r| r.timeout.as_ref()),
+            DEFAULT_REDIS_TIMEOUT,
+        );
+        if timeout.is_zero() {
+            self.problems
+                .push("revocation.timeout: must be more than 0 (e.g. \"2s\")".into());
+        }
+        let load_timeout = self.duration(
+            "revocation.load_timeout",
+            r.and_then(|r| r.load_timeout.as_ref()),
+            DEFAULT_REDIS_LOAD_TIMEOUT,
+        );
+        let tls_ca = match r.and_then(|r| r.tls_ca.as_deref()) {
+            None => None,
+            Some(_) if !url.starts_with("rediss://") => {
+                self.problems.push(
+                    "revocation.tls_ca: only applies to a rediss:// store (TLS to Redis)".into(),
+                );
+                None
+            }
+            Some(p) => self.read("revocation.tls_ca", &resolve(self.base, p)),
+        };
+        RedisStore {
+            url: url.to_owned(),
+            key_prefix,
+            stream_max_len,
+            timeout,
+            load_timeout,
+            tls_ca,
         }
     }
 
@@ -829,10 +944,25 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         None => StoreKind::Log(resolve(base, Path::new(DEFAULT_REVOCATION_STORE))),
         Some("memory") => StoreKind::Memory,
         Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
-            StoreKind::Redis(s.to_string())
+            StoreKind::Redis(c.redis_store(s, f.revocation.as_ref()))
         }
         Some(s) => StoreKind::Log(resolve(base, Path::new(s))),
     };
+    if let (Some(r), false) = (&f.revocation, matches!(store, StoreKind::Redis(_))) {
+        for (key, set) in [
+            ("key_prefix", r.key_prefix.is_some()),
+            ("stream_max_len", r.stream_max_len.is_some()),
+            ("timeout", r.timeout.is_some()),
+            ("load_timeout", r.load_timeout.is_some()),
+            ("tls_ca", r.tls_ca.is_some()),
+        ] {
+            if set {
+                c.problems.push(format!(
+                    "revocation.{key}: only applies to cluster mode (store = \"redis://...\" or \"rediss://...\")"
+                ));
+            }
+        }
+    }
     let revocation = Revocation {
         store,
         sweep_interval: c.duration(
@@ -891,6 +1021,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             .push("limits.max_connections: must be at least 1".into());
     }
 
+    // [signin]
+    let signin = f
+        .signin
+        .as_ref()
+        .and_then(|s| crate::signin::Settings::validate(s, base, &jwt.keys, &mut c.problems));
+
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -905,6 +1041,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         revocation,
         log,
         limits,
+        signin,
         pending_dev_files: c.dev_files,
     })
 }
@@ -1053,6 +1190,38 @@ auth = "jwt"
             .unwrap_err()
             .to_string();
         assert!(msg.contains("admin.addr"), "{msg}");
+    }
+
+    #[test]
+    fn signin_section_loads_with_defaults_and_names_its_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("users.toml"), "users = []\n").unwrap();
+        let text =
+            format!("{MINIMAL}\n[signin]\nusers_file = \"users.toml\"\nsigning_kid = \"hs1\"\n");
+        let c = Config::from_toml(&text, dir.path()).unwrap();
+        let s = c.signin.expect("[signin] is loaded");
+        assert_eq!(s.access_ttl, crate::signin::DEFAULT_ACCESS_TTL);
+        assert_eq!(s.refresh_ttl, crate::signin::DEFAULT_REFRESH_TTL);
+        assert_eq!(s.max_sessions_per_user, None);
+        assert_eq!(s.paths.login, "/auth/login");
+        assert_eq!(s.paths.logout_all, "/auth/logout-all");
+
+        let bad = text
+            .replace(
+                "signing_kid = \"hs1\"",
+                "signing_kid = \"nope\"\nmax_sessions_per_user = 0\naccess_ttl = \"soon\"",
+            )
+            .replace("users.toml", "missing.toml");
+        let e = Config::from_toml(&bad, dir.path()).unwrap_err();
+        let msg = e.to_string();
+        for key in [
+            "signin.signing_kid",
+            "signin.max_sessions_per_user",
+            "signin.access_ttl",
+            "signin.users_file",
+        ] {
+            assert!(msg.contains(key), "{key}: {msg}");
+        }
     }
 
     #[test]

@@ -110,6 +110,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     ] {
         headers.remove(name);
     }
+    // `Transfer_Encoding`, `Content_Length` and friends are not framing headers to us, but a
+    // CGI-style upstream reads `_` as `-` and would see a second, conflicting framing.
+    let mut doomed: SmallVec<[HeaderName; 2]> = SmallVec::new();
+    for name in headers.keys() {
+        let n = name.as_str();
+        if n.contains('_') {
+            let folded = n.replace('_', "-");
+            if matches!(
+                folded.as_str(),
+                "content-length"
+                    | "transfer-encoding"
+                    | "connection"
+                    | "keep-alive"
+                    | "te"
+                    | "trailer"
+                    | "upgrade"
+                    | "host"
+                    | "proxy-connection"
+            ) {
+                doomed.push(name.clone());
+            }
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
     upgrade
 }
 

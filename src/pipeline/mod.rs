@@ -6,6 +6,9 @@
 //!
 //! [`handle`] is the outer layer: it runs [`handle_inner`], logs a failure once and turns it
 //! into a response. Each step below is one function that says what it may reject.
+//!
+//! Before routing, a request whose normalised path is a `[signin]` endpoint (login,
+//! refresh, logout) is answered by the gateway itself ([`crate::signin::http`]).
 
 pub mod error;
 pub mod forward;
@@ -28,6 +31,7 @@ use crate::auth::jws::{Validator, Verified};
 use crate::auth::{bearer, AuthError};
 use crate::config::{Config, Identity};
 use crate::revocation::Revocations;
+use crate::signin::SignIn;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use error::GatewayError;
 use forward::{ConnInfo, UpstreamClient};
@@ -51,11 +55,23 @@ pub struct Shared {
     /// Route labels for metrics and logs, same order as `routes`.
     route_labels: Vec<&'static str>,
     access_log: bool,
+    /// `[signin]`: login, refresh and logout answered by the gateway itself.
+    pub signin: Option<Arc<SignIn>>,
 }
 
 impl Shared {
     /// Build the shared request-path state; `config.jwt.keys` moves into the validator.
     pub fn new(config: &mut Config, revocations: Arc<Revocations>, metrics: Arc<Metrics>) -> Self {
+        // Sign-in borrows the signing key before the validator takes the key set.
+        let signin = config.signin.take().and_then(|settings| {
+            match SignIn::new(settings, &config.jwt.keys, &config.jwt, &revocations) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::error!(error = %e, "sign-in cannot start; its endpoints are disabled");
+                    None
+                }
+            }
+        });
         let keys = std::mem::take(&mut config.jwt.keys);
         let validator = Validator {
             keys,
@@ -91,6 +107,7 @@ impl Shared {
             revocations,
             metrics,
             limits: config.limits.clone(),
+            signin,
         }
     }
 }
@@ -176,6 +193,30 @@ pub async fn handle(
     let method = req.method().clone();
     let request_id = request_id(req.headers_mut());
     let access = state.access_log.then(|| req.uri().path().to_owned());
+    if let Some((signin, endpoint)) = signin_endpoint(&state, &req) {
+        let mut resp =
+            crate::signin::http::serve(&state.shared, &signin, endpoint, req, conn.peer.ip())
+                .await
+                .map(Either::Right);
+        let status = resp.status().as_u16();
+        let elapsed = start.elapsed();
+        state.metrics.request(endpoint.label(), status, elapsed);
+        if let Some(path) = access {
+            tracing::info!(
+                target: "portcullis::access",
+                route = endpoint.label(),
+                %method,
+                path,
+                status,
+                latency_us = elapsed.as_micros() as u64,
+                request_id = request_id.to_str().unwrap_or("-"),
+                peer = %conn.peer.ip(),
+                "access"
+            );
+        }
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        return Ok(resp);
+    }
     let Outcome {
         route,
         route_idx,
@@ -251,6 +292,19 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
     let v = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"));
     headers.insert(X_REQUEST_ID.clone(), v.clone());
     v
+}
+
+/// Is this request for one of the sign-in endpoints (compared on the normalised path, so
+/// `/auth/./login` is the login endpoint too)? Those are answered by the gateway itself,
+/// before routing; a path that cannot be normalised is left to `route` to refuse.
+fn signin_endpoint(
+    state: &State,
+    req: &Request<Incoming>,
+) -> Option<(Arc<SignIn>, crate::signin::Endpoint)> {
+    let signin = state.signin.as_ref()?;
+    let path = route::normalise_path(req.uri().path()).ok()?;
+    let endpoint = signin.endpoint(&path)?;
+    Some((signin.clone(), endpoint))
 }
 
 /// The checklist.

@@ -1,6 +1,7 @@
 //! Token revocation: the in-memory dictionary checked on every request (`dict`), and the
 //! embedded append-only log that makes it survive restarts (`log`; file format in `record`,
-//! group commit in `commit`).
+//! group commit in `commit`), or in cluster mode the Redis keys and change stream that
+//! every instance shares (`redis`).
 //!
 //! # Design
 //!
@@ -54,6 +55,7 @@ mod commit;
 pub mod dict;
 pub mod log;
 pub mod record;
+pub mod redis;
 
 pub use dict::{
     digest, key_from_hex, key_to_hex, Dictionary, Entry, Key, Kind, Reason, SubjectEntry,

@@ -1,9 +1,11 @@
 //! The revocation service: the dictionary the request path reads, kept in step with the
-//! durable store, plus the background sweep and compaction.
+//! durable store, plus the background work (sweep, compaction, and in cluster mode the
+//! Redis tail).
 //!
-//! Order of a revoke: the record is written and fsynced first, then applied in memory, then
-//! acknowledged; so a 2xx means "on disk and in force here", and a crash between the two
-//! steps only replays something the client never heard acknowledged.
+//! Order of a revoke: the record is made durable first (fsynced to the log, or confirmed by
+//! Redis in cluster mode), then applied in memory, then acknowledged; so a 2xx means
+//! "stored and in force here", and a crash between the two steps only replays something the
+//! client never heard acknowledged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use super::dict::{Dictionary, Key};
 use super::log::{Log, LogError};
 use super::record::Record;
+use super::redis::Cluster;
 use crate::auth::jws::Verified;
 use crate::config::StoreKind;
 use crate::telemetry::metrics::Metrics;
@@ -28,6 +31,8 @@ pub enum StoreError {
 enum Store {
     Log(Log),
     Memory,
+    /// Cluster mode: shared through Redis, tailed by the maintenance task.
+    Redis(Arc<Cluster>),
 }
 
 /// The revocation dictionary and its store.
@@ -62,14 +67,21 @@ impl Revocations {
         }
     }
 
-    /// Open the configured store and load every revocation in force. Blocking: call from
-    /// `spawn_blocking` or before the runtime serves traffic.
-    pub fn open(kind: &StoreKind, leeway: u64, max_lifetime: u64) -> anyhow::Result<Self> {
+    /// Open the configured store and load every revocation in force (the log is read on a
+    /// blocking thread).
+    ///
+    /// Cluster mode waits up to `load_timeout` for Redis to answer, then for the whole load.
+    /// If Redis does not answer in time the instance still starts, unready and refusing
+    /// every token (nothing proves a token was not revoked), while
+    /// [`Revocations::spawn_maintenance`] keeps trying: an orchestrator sees `/readyz` 503
+    /// instead of a crash loop.
+    pub async fn open(kind: &StoreKind, leeway: u64, max_lifetime: u64) -> anyhow::Result<Self> {
         match kind {
             StoreKind::Memory => Ok(Self::in_memory(leeway, max_lifetime)),
             StoreKind::Log(path) => {
                 let started = std::time::Instant::now();
-                let (log, replay) = Log::open(path)?;
+                let owned = path.clone();
+                let (log, replay) = tokio::task::spawn_blocking(move || Log::open(owned)).await??;
                 tracing::info!(
                     path = %path.display(),
                     tokens = replay.dict.len_tokens(),
@@ -89,14 +101,30 @@ impl Revocations {
                     ready: AtomicBool::new(true),
                 })
             }
-            StoreKind::Redis(_) => anyhow::bail!(
-                "revocation.store: Redis cluster mode is not implemented yet; use a file path or \"memory\""
-            ),
+            StoreKind::Redis(store) => {
+                let cluster = Cluster::new(store, leeway)
+                    .map_err(|e| anyhow::anyhow!("revocation.store `{}`: {e}", store.redacted()))?;
+                let dict = Dictionary::new();
+                cluster.initial_load(&dict).await;
+                Ok(Revocations {
+                    dict,
+                    store: Store::Redis(Arc::new(cluster)),
+                    leeway,
+                    max_lifetime,
+                    ready: AtomicBool::new(true),
+                })
+            }
         }
     }
 
-    /// Is this verified token revoked? O(1): one or two sharded map reads.
+    /// Is this verified token revoked? O(1): one or two sharded map reads. In cluster mode,
+    /// before the first full load from Redis, every token counts as revoked (fail closed).
     pub fn is_revoked(&self, v: &Verified) -> bool {
+        if let Store::Redis(cluster) = &self.store {
+            if !cluster.is_loaded() {
+                return true;
+            }
+        }
         self.dict
             .is_revoked(v.token_key, v.sub_key, v.iat)
             .is_some()
@@ -106,8 +134,12 @@ impl Revocations {
         &self.dict
     }
 
+    /// Loaded, and (cluster mode) in step with Redis: what `/readyz` reports.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        match &self.store {
+            Store::Redis(cluster) => cluster.is_loaded() && cluster.is_connected(),
+            Store::Log(_) | Store::Memory => self.ready.load(Ordering::Relaxed),
+        }
     }
 
     pub fn max_lifetime(&self) -> u64 {
@@ -127,12 +159,16 @@ impl Revocations {
                 let me = self.clone();
                 tokio::task::spawn_blocking(move || match &me.store {
                     Store::Log(log) => log.append_and_apply(&records, &me.dict),
-                    Store::Memory => Ok(()),
+                    Store::Memory | Store::Redis(_) => Ok(()),
                 })
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?
                 .map_err(StoreError::from)
             }
+            Store::Redis(cluster) => cluster
+                .write(&records, &self.dict)
+                .await
+                .map_err(StoreError::Unavailable),
         }
     }
 
@@ -165,7 +201,8 @@ impl Revocations {
     }
 
     /// Sweep expired entries every `interval` and compact the log when it has grown well
-    /// past the live set, until `stop` completes.
+    /// past the live set; in cluster mode also keep the dictionary in step with Redis
+    /// ([`Cluster::run`]). Until `stop` completes.
     pub fn spawn_maintenance(
         self: Arc<Self>,
         interval: Duration,
@@ -173,17 +210,26 @@ impl Revocations {
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = &mut stop => return,
+            let sweep = async {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let me = self.clone();
+                    let metrics = metrics.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.maintain(&metrics)).await;
                 }
-                let me = self.clone();
-                let metrics = metrics.clone();
-                let _ = tokio::task::spawn_blocking(move || me.maintain(&metrics)).await;
+            };
+            let sync = async {
+                match &self.store {
+                    Store::Redis(cluster) => cluster.run(&self.dict, &metrics).await,
+                    Store::Log(_) | Store::Memory => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sweep => {}
+                _ = sync => {}
+                _ = stop => {}
             }
         })
     }

@@ -31,6 +31,8 @@ use crate::telemetry::metrics::Metrics;
 /// Connection-level settings shared by every connection of one listener.
 pub struct ConnOptions {
     pub handshake_timeout: Duration,
+    /// A connection that sends no byte within this is closed (the header read timeout).
+    pub first_byte_timeout: Duration,
     pub builder: auto::Builder<TokioExecutor>,
 }
 
@@ -63,6 +65,7 @@ impl ConnOptions {
             .keep_alive_timeout(Duration::from_secs(20));
         ConnOptions {
             handshake_timeout,
+            first_byte_timeout: header_read_timeout,
             builder,
         }
     }
@@ -96,13 +99,9 @@ pub async fn accept_loop<S, F, B>(
     let mut stop = shutdown.clone();
     let tracker = TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stop.changed() => break,
-        };
+        // Accept first, then wait for a permit: with several workers sharing one budget, a
+        // permit taken before `accept` would sit idle in a worker the kernel sends no
+        // connection to, and the cap would bite early.
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(pair) => pair,
@@ -112,6 +111,13 @@ pub async fn accept_loop<S, F, B>(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
+            },
+            _ = stop.changed() => break,
+        };
+        let permit = tokio::select! {
+            p = conns.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
             },
             _ = stop.changed() => break,
         };
@@ -188,6 +194,9 @@ async fn serve_io<I, S, F, B>(
     if shutdown.borrow().is_some() {
         return;
     }
+    // hyper's header timer starts only once it knows the protocol; a client that sends
+    // nothing at all is cut by this instead.
+    let io = FirstByteTimeout::new(io, opts.first_byte_timeout);
     let peer = info.peer;
     let svc = service_fn(move |req| handler(req, info.clone()));
     let conn = opts
@@ -205,5 +214,91 @@ async fn serve_io<I, S, F, B>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+/// Fails reads with `TimedOut` if the first byte does not arrive within the deadline;
+/// harmless afterwards (hyper's own timers take over once a request has started).
+struct FirstByteTimeout<I> {
+    io: I,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FirstByteTimeout<I> {
+    fn new(io: I, after: Duration) -> Self {
+        FirstByteTimeout {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(after))),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstByteTimeout<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let expired = match this.deadline.as_mut() {
+                    Some(d) => d.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if expired {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request within the header read timeout",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteTimeout<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

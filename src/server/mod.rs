@@ -227,9 +227,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let metrics = Arc::new(Metrics::new());
     let store = config.revocation.store.clone();
     let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
-    let revocations =
-        tokio::task::spawn_blocking(move || Revocations::open(&store, leeway, max_lifetime))
-            .await??;
+    let revocations = Revocations::open(&store, leeway, max_lifetime).await?;
     let revocations = Arc::new(revocations);
     metrics
         .revocation_entries

@@ -6,12 +6,14 @@
 //! Each test binary uses a subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod tokens;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use portcullis::{Config, Gateway};
@@ -23,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+#[allow(unused_imports)]
 pub use upstream::{Echo, Upstream};
 
 /// Upper bound for any single client exchange; a hung gateway fails the test instead of
@@ -289,6 +292,15 @@ impl TestGateway {
         parse_http1(&buf)
     }
 
+    /// Send `request` over TLS (ALPN `http/1.1`) and collect whatever comes back until the
+    /// gateway closes the connection or stays quiet for `quiet`. Unlike [`TestGateway::raw`]
+    /// this tolerates a gateway that refuses early: a failed write (the gateway closed while
+    /// a huge request was still going out) or a reset counts as a close.
+    pub async fn raw_exchange(&self, request: &[u8], quiet: Duration) -> RawExchange {
+        let tls = self.tls_stream(&[b"http/1.1"]).await;
+        exchange_on(tls, request, quiet).await
+    }
+
     /// A raw `GET path` with `Host: localhost`, the optional token and extra header lines.
     pub async fn raw_get(&self, path: &str, token: Option<&str>, extra: &[&str]) -> Reply {
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
@@ -310,8 +322,74 @@ impl TestGateway {
     }
 }
 
+/// Write `request` on `io` (a failed write is the peer refusing, not a test failure), then
+/// read until end of stream, an error, or `quiet` without data. Bounded by [`CLIENT_TIMEOUT`].
+pub async fn exchange_on<S>(mut io: S, request: &[u8], quiet: Duration) -> RawExchange
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let run = async {
+        let write_failed = match io.write_all(request).await {
+            Ok(()) => io.flush().await.is_err(),
+            Err(_) => true,
+        };
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let closed = loop {
+            match tokio::time::timeout(quiet, io.read(&mut chunk)).await {
+                Err(_) => break false,
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        };
+        RawExchange {
+            bytes,
+            closed,
+            write_failed,
+        }
+    };
+    tokio::time::timeout(CLIENT_TIMEOUT, run)
+        .await
+        .expect("raw exchange timed out")
+}
+
+/// What a raw exchange produced.
+#[derive(Debug)]
+pub struct RawExchange {
+    /// Every byte the gateway sent.
+    pub bytes: Vec<u8>,
+    /// The gateway closed (or reset) the connection; false when it merely went quiet.
+    pub closed: bool,
+    /// Writing the request failed: the gateway stopped reading and closed first.
+    pub write_failed: bool,
+}
+
+impl RawExchange {
+    /// Every complete HTTP/1.1 response in the bytes, in order.
+    pub fn responses(&self) -> Vec<Reply> {
+        let mut out = Vec::new();
+        let mut rest = self.bytes.as_slice();
+        while rest.windows(4).any(|w| w == b"\r\n\r\n") {
+            let (reply, used) = parse_http1_prefix(rest);
+            out.push(reply);
+            rest = &rest[used..];
+        }
+        out
+    }
+
+    /// The statuses of [`RawExchange::responses`].
+    pub fn statuses(&self) -> Vec<u16> {
+        self.responses().iter().map(|r| r.status).collect()
+    }
+}
+
 /// Parse one HTTP/1.1 response (Content-Length, chunked, or read-to-close body).
 pub fn parse_http1(buf: &[u8]) -> Reply {
+    parse_http1_prefix(buf).0
+}
+
+/// Parse the first HTTP/1.1 response in `buf`; returns it with the number of bytes it used.
+pub fn parse_http1_prefix(buf: &[u8]) -> (Reply, usize) {
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -332,27 +410,32 @@ pub fn parse_http1(buf: &[u8]) -> Reply {
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
+    let (body, used) = if chunked {
         decode_chunked(rest)
     } else {
         match headers.iter().find(|(n, _)| n == "content-length") {
             Some((_, len)) => {
                 let len: usize = len.parse().expect("content-length");
-                rest[..len.min(rest.len())].to_vec()
+                let len = len.min(rest.len());
+                (rest[..len].to_vec(), len)
             }
-            None => rest.to_vec(),
+            None => (rest.to_vec(), rest.len()),
         }
     };
-    Reply {
+    let reply = Reply {
         status,
         version: http::Version::HTTP_11,
         headers,
         body,
-    }
+    };
+    (reply, split + 4 + used)
 }
 
-fn decode_chunked(mut b: &[u8]) -> Vec<u8> {
+/// Decode a chunked body; returns it with the bytes used (through the last chunk and the
+/// blank line after it, when present).
+fn decode_chunked(buf: &[u8]) -> (Vec<u8>, usize) {
     let mut out = Vec::new();
+    let mut b = buf;
     while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&b[..eol]);
         let size_text = size_text.split(';').next().unwrap_or("").trim();
@@ -360,13 +443,26 @@ fn decode_chunked(mut b: &[u8]) -> Vec<u8> {
             break;
         };
         b = &b[eol + 2..];
-        if size == 0 || b.len() < size {
+        if size == 0 {
+            // Skip trailer fields up to the blank line.
+            match b.windows(2).position(|w| w == b"\r\n") {
+                Some(0) => b = &b[2..],
+                _ => {
+                    if let Some(end) = b.windows(4).position(|w| w == b"\r\n\r\n") {
+                        b = &b[end + 4..];
+                    }
+                }
+            }
+            break;
+        }
+        if b.len() < size {
+            b = &b[b.len()..];
             break;
         }
         out.extend_from_slice(&b[..size]);
         b = &b[(size + 2).min(b.len())..];
     }
-    out
+    (out, buf.len() - b.len())
 }
 
 /// The `[[jwt.keys]]` TOML for an HMAC key with this secret.
@@ -394,4 +490,40 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+static GATEWAY_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Count panics on the threads the gateway (and the test upstreams) run on: tokio runtime
+/// workers and the gateway's own `portcullis-worker-N` threads. A panic in a spawned task is
+/// swallowed by tokio, so without this a crashing connection task would go unnoticed.
+/// Call at the start of a test, then assert [`gateway_panics`] is still 0 at its end.
+pub fn watch_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("");
+            if name.starts_with("tokio-runtime-worker") || name.starts_with("portcullis-worker") {
+                GATEWAY_PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Panics seen on gateway threads since [`watch_panics`] (shared by every test in a binary).
+pub fn gateway_panics() -> usize {
+    GATEWAY_PANICS.load(Ordering::SeqCst)
+}
+
+/// Resident memory of process `pid` (`"self"` for this one) in KiB, from /proc.
+pub fn rss_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }

@@ -6,6 +6,8 @@
 //! prefix included):
 //! - `.../stream/<N>`: N deterministic pseudo-random bytes in 64 KiB chunks, with their
 //!   SHA-256 in `x-body-sha256`;
+//! - `.../zeros/<N>`: N zero bytes, generated chunk by chunk as the client reads (constant
+//!   memory on the upstream side, however large N is);
 //! - `.../slow/<ms>`: sleeps, then echoes;
 //! - `.../hop-response`: echoes, with hop-by-hop headers on the response;
 //! - `.../ws`: WebSocket echo (text and binary messages are sent back unchanged);
@@ -177,6 +179,12 @@ async fn handle(seen: Arc<Seen>, req: Request<Incoming>) -> Result<Response<UpBo
             return Ok(stream_response(n));
         }
     }
+    if before == "zeros" {
+        if let Ok(n) = last.parse::<usize>() {
+            record(&seen, &req, 0, String::new());
+            return Ok(zeros_response(n));
+        }
+    }
     if before == "slow" {
         if let Ok(ms) = last.parse::<u64>() {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -307,6 +315,22 @@ fn stream_response(n: usize) -> Response<UpBody> {
     let body = StreamBody::new(futures_util::stream::iter(chunks));
     Response::builder()
         .header("x-body-sha256", sha)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(BodyExt::boxed(body))
+        .expect("response")
+}
+
+static ZEROS: [u8; STREAM_CHUNK_BYTES] = [0; STREAM_CHUNK_BYTES];
+
+/// `n` zero bytes; each chunk is produced only when the connection asks for it.
+fn zeros_response(n: usize) -> Response<UpBody> {
+    let chunks = (0..n).step_by(STREAM_CHUNK_BYTES).map(move |i| {
+        let len = STREAM_CHUNK_BYTES.min(n - i);
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(&ZEROS[..len])))
+    });
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    Response::builder()
+        .header(header::CONTENT_LENGTH, n)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(BodyExt::boxed(body))
         .expect("response")

@@ -1,0 +1,518 @@
+//! The sign-in endpoints over HTTP: parse the request, run the flow, answer JSON.
+//!
+//! Success bodies follow RFC 6749 section 5.1 (`access_token`, `token_type`, `expires_in`,
+//! `refresh_token`, with `Cache-Control: no-store`); errors follow section 5.2 (`error`,
+//! `error_description`). A wrong password and an unknown username get the very same answer.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::sessions::{refresh_digest, Issued, NewSession, RefreshError};
+use super::{limits, Endpoint, SignIn};
+use crate::auth::{bearer, AuthError};
+use crate::pipeline::error::GatewayError;
+use crate::pipeline::{unix_now, Shared};
+use crate::revocation::Record;
+
+/// Largest sign-in request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Longest password accepted, in bytes (bounds the work one request can ask for).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Everything a sign-in request can end in besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("invalid refresh token")]
+    InvalidRefresh,
+    #[error("refresh token reused; its session family was ended")]
+    RefreshReused,
+    #[error("rate limited")]
+    RateLimited(Duration),
+    #[error("bearer token refused: {0}")]
+    Auth(AuthError),
+    #[error("sign-in unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl SignInError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            SignInError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            SignInError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            SignInError::InvalidCredentials
+            | SignInError::InvalidRefresh
+            | SignInError::RefreshReused
+            | SignInError::Auth(_) => StatusCode::UNAUTHORIZED,
+            SignInError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            SignInError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The response the client sees; generic text, the detail goes to the log.
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        if let SignInError::Auth(a) = self {
+            return GatewayError::Auth(*a).to_response();
+        }
+        let (code, description) = match self {
+            SignInError::MethodNotAllowed => ("invalid_request", "use POST"),
+            SignInError::BadRequest(what) => ("invalid_request", *what),
+            SignInError::InvalidCredentials => ("invalid_grant", "invalid username or password"),
+            // Reuse and plain invalid look the same to the client: the holder of a stolen
+            // token learns nothing from the answer.
+            SignInError::InvalidRefresh | SignInError::RefreshReused => {
+                ("invalid_grant", "invalid or expired refresh token")
+            }
+            SignInError::RateLimited(_) => ("rate_limited", "too many attempts; retry later"),
+            SignInError::Unavailable(_) => (
+                "temporarily_unavailable",
+                "sign-in is unavailable; retry later",
+            ),
+            SignInError::Auth(_) => ("invalid_token", ""),
+        };
+        let body = serde_json::json!({ "error": code, "error_description": description });
+        let mut resp = json_response(self.status(), &body);
+        match self {
+            SignInError::RateLimited(wait) => {
+                resp.headers_mut().insert(
+                    RETRY_AFTER,
+                    HeaderValue::from(limits::retry_after_secs(*wait)),
+                );
+            }
+            SignInError::MethodNotAllowed => {
+                resp.headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("POST"));
+            }
+            _ => {}
+        }
+        resp
+    }
+
+    /// Short stable label for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SignInError::MethodNotAllowed => "method_not_allowed",
+            SignInError::BadRequest(_) => "bad_request",
+            SignInError::InvalidCredentials => "invalid_credentials",
+            SignInError::InvalidRefresh => "invalid_refresh",
+            SignInError::RefreshReused => "refresh_reused",
+            SignInError::RateLimited(_) => "rate_limited",
+            SignInError::Auth(a) => a.reason(),
+            SignInError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // RFC 6749 section 5.1: token responses must not be cached.
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// Answer one sign-in request. Never fails: errors become responses and are logged once
+/// here (without any credential).
+pub async fn serve(
+    shared: &Shared,
+    signin: &SignIn,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<Full<Bytes>> {
+    let result = if req.method() != Method::POST {
+        Err(SignInError::MethodNotAllowed)
+    } else {
+        match endpoint {
+            Endpoint::Login => login(shared, signin, req, peer).await,
+            Endpoint::Refresh => refresh(shared, signin, req).await,
+            Endpoint::Logout => logout(shared, signin, req, false).await,
+            Endpoint::LogoutAll => logout(shared, signin, req, true).await,
+        }
+    };
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            match &e {
+                SignInError::Unavailable(detail) => {
+                    tracing::error!(endpoint = endpoint.label(), detail = %detail, "sign-in failed")
+                }
+                _ => tracing::debug!(
+                    endpoint = endpoint.label(),
+                    reason = e.reason(),
+                    %peer,
+                    "sign-in refused"
+                ),
+            }
+            e.to_response()
+        }
+    }
+}
+
+/// `POST login`: check the rate limits, verify the password off the runtime, start a
+/// session family (ending older ones beyond `max_sessions_per_user`), issue tokens.
+async fn login(
+    shared: &Shared,
+    signin: &SignIn,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Result<Response<Full<Bytes>>, SignInError> {
+    let mut form = read_form(req).await?;
+    let username = form.take("username").ok_or(SignInError::BadRequest(
+        "username and password are required",
+    ))?;
+    let password = form.take("password").ok_or(SignInError::BadRequest(
+        "username and password are required",
+    ))?;
+    if username.is_empty() || password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
+        return Err(SignInError::InvalidCredentials);
+    }
+    signin
+        .limits
+        .check(peer, &username)
+        .map_err(SignInError::RateLimited)?;
+    let user = {
+        // Waiting here is the back-pressure: at most `max_concurrent_hashes` run at once.
+        let _permit = signin
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| SignInError::Unavailable(e.to_string()))?;
+        let directory = Arc::clone(&signin.directory);
+        tokio::task::spawn_blocking(move || directory.authenticate(&username, &password))
+            .await
+            .map_err(|e| SignInError::Unavailable(e.to_string()))?
+    };
+    let user = user.ok_or(SignInError::InvalidCredentials)?;
+    let now = unix_now();
+    let pending = signin
+        .signer
+        .prepare(now)
+        .map_err(SignInError::Unavailable)?;
+    let access = signin
+        .signer
+        .sign(&pending, &user)
+        .map_err(SignInError::Unavailable)?;
+    let refresh = super::issue::refresh_token().map_err(SignInError::Unavailable)?;
+    let ended = signin.sessions.start(
+        NewSession {
+            user: user.clone(),
+            access: pending.issued,
+            refresh: refresh_digest(&refresh),
+            refresh_exp: now.saturating_add(signin.refresh_ttl.as_secs()),
+        },
+        signin.max_sessions_per_user,
+        now,
+    );
+    // The previous sessions are revoked before the new token is handed out, so "one valid
+    // token at a time" holds from the moment the client has the new one.
+    if let Err(e) = revoke(shared, &ended, None).await {
+        signin
+            .sessions
+            .end_by_access(&user, &pending.issued.key, now);
+        return Err(e);
+    }
+    tracing::info!(user = %user, ended_sessions = ended.len(), "signed in");
+    Ok(token_response(signin, &access, &refresh))
+}
+
+/// `POST refresh`: spend the refresh token and issue the next pair. A token spent before
+/// ends its whole family (every access token of it revoked) and is refused.
+async fn refresh(
+    shared: &Shared,
+    signin: &SignIn,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, SignInError> {
+    let mut form = read_form(req).await?;
+    let presented = form
+        .take("refresh_token")
+        .ok_or(SignInError::BadRequest("refresh_token is required"))?;
+    let now = unix_now();
+    let pending = signin
+        .signer
+        .prepare(now)
+        .map_err(SignInError::Unavailable)?;
+    let next = super::issue::refresh_token().map_err(SignInError::Unavailable)?;
+    let user = match signin.sessions.rotate(
+        &refresh_digest(&presented),
+        refresh_digest(&next),
+        now.saturating_add(signin.refresh_ttl.as_secs()),
+        pending.issued,
+        now,
+    ) {
+        Ok(user) => user,
+        Err(RefreshError::Invalid) => return Err(SignInError::InvalidRefresh),
+        Err(RefreshError::Reused(ended)) => {
+            tracing::warn!(
+                revoked = ended.len(),
+                "refresh token reused: session family ended"
+            );
+            revoke(shared, &ended, None).await?;
+            return Err(SignInError::RefreshReused);
+        }
+    };
+    if !signin.directory.has_id(&user) {
+        // Removed from the users file since the login: the session ends here.
+        let ended = signin
+            .sessions
+            .end_by_access(&user, &pending.issued.key, now);
+        revoke(shared, &ended, None).await?;
+        return Err(SignInError::InvalidRefresh);
+    }
+    let access = signin
+        .signer
+        .sign(&pending, &user)
+        .map_err(SignInError::Unavailable)?;
+    Ok(token_response(signin, &access, &next))
+}
+
+/// `POST logout` / `logout-all`: the bearer access token must verify and not be revoked.
+/// Revokes it and ends its family (or every family of its user).
+async fn logout(
+    shared: &Shared,
+    signin: &SignIn,
+    req: Request<Incoming>,
+    all: bool,
+) -> Result<Response<Full<Bytes>>, SignInError> {
+    let now = unix_now();
+    let token = bearer::from_headers(req.headers(), shared.validator.max_token_bytes)
+        .map_err(SignInError::Auth)?;
+    let v = shared
+        .validator
+        .verify(token, now)
+        .map_err(SignInError::Auth)?;
+    if shared.revocations.is_revoked(&v) {
+        return Err(SignInError::Auth(AuthError::Revoked));
+    }
+    let Some(sub) = v.sub.as_deref() else {
+        return Err(SignInError::Auth(AuthError::Claims));
+    };
+    let mut ended = if all {
+        signin.sessions.end_all(sub, now)
+    } else {
+        signin.sessions.end_by_access(sub, &v.token_key, now)
+    };
+    // The presented token goes too, even when it was not issued by sign-in.
+    let own = Issued {
+        key: v.token_key,
+        exp: v
+            .exp
+            .unwrap_or(now.saturating_add(shared.revocations.max_lifetime())),
+    };
+    if !ended.contains(&own) {
+        ended.push(own);
+    }
+    // Logout-all also revokes the subject up to this second, which covers tokens of the
+    // user that sign-in did not issue; a login after this has `iat >= now` and is spared.
+    revoke(shared, &ended, all.then_some((sub, now))).await?;
+    tracing::info!(user = %sub, all, revoked = ended.len(), "signed out");
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "revoked": ended.len() }),
+    ))
+}
+
+/// Revoke access tokens (and, for logout-all, a subject's tokens issued before a second)
+/// through the revocation dictionary, durably (and cluster-wide in cluster mode), in one
+/// write.
+async fn revoke(
+    shared: &Shared,
+    tokens: &[Issued],
+    subject: Option<(&str, u64)>,
+) -> Result<(), SignInError> {
+    let mut records: Vec<Record> = tokens
+        .iter()
+        .map(|t| Record::RevokeToken {
+            key: t.key,
+            exp: t.exp,
+        })
+        .collect();
+    if let Some((sub, before)) = subject {
+        records.push(Record::RevokeSubject {
+            key: crate::auth::jws::digest128(sub.as_bytes()),
+            revoked_before: before,
+            expires: before.saturating_add(shared.revocations.max_lifetime()),
+        });
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    shared
+        .revocations
+        .apply(records)
+        .await
+        .map_err(|e| SignInError::Unavailable(format!("revocation store: {e}")))
+}
+
+fn token_response(signin: &SignIn, access: &str, refresh: &str) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": signin.signer.access_ttl.as_secs(),
+            "refresh_token": refresh,
+        }),
+    )
+}
+
+/// The request's fields, from a JSON object of strings or an
+/// `application/x-www-form-urlencoded` body.
+#[derive(Debug, Default)]
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.0.iter().position(|(k, _)| k == name)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
+async fn read_form(req: Request<Incoming>) -> Result<Form, SignInError> {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| SignInError::BadRequest("request body unreadable or too large"))?
+        .to_bytes();
+    match content_type.as_str() {
+        "application/x-www-form-urlencoded" => parse_urlencoded(&body),
+        "application/json" | "" => parse_json(&body),
+        _ => Err(SignInError::BadRequest(
+            "send application/json or application/x-www-form-urlencoded",
+        )),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Form, SignInError> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|_| SignInError::BadRequest("the body is not a JSON object"))?;
+    Ok(Form(
+        map.into_iter()
+            .filter_map(|(k, v)| match v {
+                serde_json::Value::String(s) => Some((k, s)),
+                _ => None,
+            })
+            .collect(),
+    ))
+}
+
+fn parse_urlencoded(body: &[u8]) -> Result<Form, SignInError> {
+    let decode = |s: &[u8]| -> Result<String, SignInError> {
+        let plus: Vec<u8> = s
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&plus)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| SignInError::BadRequest("the form is not UTF-8"))
+    };
+    let mut out = Vec::new();
+    for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        out.push((decode(k)?, decode(v)?));
+    }
+    Ok(Form(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_json(e: &SignInError) -> serde_json::Value {
+        let resp = e.to_response();
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(resp.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn each_error_maps_to_its_status_and_code() {
+        let cases = [
+            (SignInError::MethodNotAllowed, 405, "invalid_request"),
+            (SignInError::BadRequest("x"), 400, "invalid_request"),
+            (SignInError::InvalidCredentials, 401, "invalid_grant"),
+            (SignInError::InvalidRefresh, 401, "invalid_grant"),
+            (SignInError::RefreshReused, 401, "invalid_grant"),
+            (
+                SignInError::RateLimited(Duration::from_secs(3)),
+                429,
+                "rate_limited",
+            ),
+            (SignInError::Auth(AuthError::Expired), 401, "invalid_token"),
+            (SignInError::Auth(AuthError::Missing), 401, "unauthorized"),
+            (
+                SignInError::Unavailable("x".into()),
+                503,
+                "temporarily_unavailable",
+            ),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.to_response().status().as_u16(), status, "{e}");
+            assert_eq!(body_json(&e)["error"], code, "{e}");
+        }
+    }
+
+    #[test]
+    fn reuse_and_invalid_refresh_look_the_same() {
+        assert_eq!(
+            body_json(&SignInError::InvalidRefresh),
+            body_json(&SignInError::RefreshReused)
+        );
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after_and_405_carries_allow() {
+        let r = SignInError::RateLimited(Duration::from_millis(2500)).to_response();
+        assert_eq!(r.headers()[RETRY_AFTER], "3");
+        let r = SignInError::MethodNotAllowed.to_response();
+        assert_eq!(r.headers()[ALLOW], "POST");
+    }
+
+    #[test]
+    fn forms_parse() {
+        let mut f = parse_urlencoded(b"username=al%20ice&password=p+w%26x&flag").unwrap();
+        assert_eq!(f.take("username").as_deref(), Some("al ice"));
+        assert_eq!(f.take("password").as_deref(), Some("p w&x"));
+        assert_eq!(f.take("flag").as_deref(), Some(""));
+        let mut j = parse_json(br#"{"username":"a","password":"b","n":1}"#).unwrap();
+        assert_eq!(j.take("password").as_deref(), Some("b"));
+        assert_eq!(j.take("n"), None);
+        assert!(parse_json(b"[1]").is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! Minting the tokens sign-in hands out: JWT access tokens signed with the `signing_kid`
+//! key (so they verify through the gateway's own validator), and opaque refresh tokens.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use crate::auth::jws::digest128;
+use crate::auth::keys::VerifyKey;
+use crate::signin::sessions::Issued;
+
+/// Signs access tokens.
+pub struct Signer {
+    alg: Algorithm,
+    kid: Option<String>,
+    key: EncodingKey,
+    issuer: Option<String>,
+    audience: Vec<String>,
+    pub access_ttl: Duration,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An access token about to be issued: its `jti` is drawn before the user is known (a
+/// refresh learns the user only when it spends the refresh token).
+pub struct Pending {
+    jti: String,
+    iat: u64,
+    pub issued: Issued,
+}
+
+impl Signer {
+    pub fn new(
+        key: &VerifyKey,
+        jwt: &crate::config::Jwt,
+        access_ttl: Duration,
+    ) -> Result<Signer, String> {
+        let encoding = key
+            .encoding
+            .clone()
+            .ok_or("signin: the signing key cannot sign")?;
+        Ok(Signer {
+            alg: key.alg,
+            kid: key.kid.clone(),
+            key: encoding,
+            issuer: jwt.issuer.clone(),
+            audience: jwt.audience.clone(),
+            access_ttl,
+        })
+    }
+
+    /// Draw a `jti` (128 bits from the OS CSPRNG, hex) and fix `iat`/`exp`.
+    pub fn prepare(&self, now: u64) -> Result<Pending, String> {
+        let jti = hex(&os_random::<16>()?);
+        let exp = now.saturating_add(self.access_ttl.as_secs());
+        Ok(Pending {
+            issued: Issued {
+                key: digest128(jti.as_bytes()),
+                exp,
+            },
+            jti,
+            iat: now,
+        })
+    }
+
+    /// Sign the access token for `user`: `sub`, `jti`, `iat`, `exp`, and `iss`/`aud` when
+    /// `[jwt]` names them.
+    pub fn sign(&self, p: &Pending, user: &str) -> Result<String, String> {
+        let mut claims = serde_json::Map::new();
+        claims.insert("sub".into(), user.into());
+        claims.insert("iat".into(), p.iat.into());
+        claims.insert("exp".into(), p.issued.exp.into());
+        claims.insert("jti".into(), p.jti.clone().into());
+        if let Some(iss) = &self.issuer {
+            claims.insert("iss".into(), iss.clone().into());
+        }
+        match self.audience.as_slice() {
+            [] => {}
+            [one] => {
+                claims.insert("aud".into(), one.clone().into());
+            }
+            many => {
+                claims.insert("aud".into(), many.to_vec().into());
+            }
+        }
+        let mut header = Header::new(self.alg);
+        header.kid = self.kid.clone();
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())
+    }
+}
+
+/// An opaque refresh token: 256 bits from the OS CSPRNG, base64url without padding.
+pub fn refresh_token() -> Result<String, String> {
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(os_random::<32>()?))
+}
+
+/// `N` bytes straight from the operating system's CSPRNG (`getrandom`).
+fn os_random<const N: usize>() -> Result<[u8; N], String> {
+    use rand::TryRngCore as _;
+    let mut b = [0u8; N];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut b)
+        .map_err(|e| format!("the OS random source failed: {e}"))?;
+    Ok(b)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_values_have_the_promised_size() {
+        assert_eq!(hex(&os_random::<16>().unwrap()).len(), 32);
+        let r = refresh_token().unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&r)
+                .unwrap()
+                .len(),
+            32
+        );
+        assert_ne!(refresh_token().unwrap(), r);
+    }
+}

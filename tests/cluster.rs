@@ -1,0 +1,755 @@
+//! Cluster mode over real sockets: gateways sharing revocations through a real
+//! `redis-server` that each test starts on an ephemeral port (temp dir, no persistence;
+//! `.ci/run` installs it). A revoke on one instance is refused by the others; an instance cut
+//! off from Redis (through a [`Relay`] the test severs) keeps serving, refuses admin writes,
+//! and catches up on reconnect, by the stream or by a full reload; a Redis restart that
+//! loses every key fails no request and loses no revocation; a `kill -9`ed instance restarts
+//! with the full set; readiness stays 503 until the first load.
+//!
+//! Timing is asserted only as bounded polling ([`eventually`]); the propagation figures are
+//! `scripts/bench-propagation.sh`'s job.
+
+mod common;
+mod revocation_support;
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{tokens, Upstream};
+use portcullis::revocation::{digest, key_to_hex};
+use reqwest::Method;
+use revocation_support::{
+    assert_passes, assert_revoked, client, config_text, proxy_get, reply, token, Gw, Reply,
+    ADMIN_TOKEN,
+};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Upper bound for anything the tests wait for (propagation, reconnection, readiness).
+const WAIT: Duration = Duration::from_secs(8);
+/// Key prefix of the gateways under test (not the default, so it is exercised).
+const PREFIX: &str = "pct";
+
+// ---------------------------------------------------------------------------------------
+// Harness: redis-server, a severable TCP relay, gateways configured for cluster mode.
+// ---------------------------------------------------------------------------------------
+
+/// A throwaway `redis-server` on an ephemeral loopback port, without persistence, so a
+/// restart loses every key (the worst case for the gateways).
+struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    /// Start (again) on the same port and wait until it answers PING.
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while !ping(self.port) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: no shutdown, no save.
+    fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL redis-server");
+            child.wait().expect("reap redis-server");
+        }
+    }
+
+    /// A connection for checking what the gateways stored.
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("ephemeral port")
+        .port()
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// A TCP relay in front of Redis: [`Relay::sever`] closes every relayed connection and
+/// refuses new ones (accepted, then closed at once), as a network partition seen from the
+/// gateway would; [`Relay::restore`] lets connections through again.
+struct Relay {
+    addr: SocketAddr,
+    state: Arc<RelayState>,
+    accept: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    /// `Some` while connections pass; `None` while severed. One lock for the flag and the
+    /// list, so no connection slips in while `sever` runs.
+    conns: Mutex<Option<Vec<JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().expect("relay addr");
+        let state = Arc::new(RelayState {
+            conns: Mutex::new(Some(Vec::new())),
+        });
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut conns = st.conns.lock().unwrap();
+                let Some(list) = conns.as_mut() else {
+                    drop(client);
+                    continue;
+                };
+                list.push(tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        Relay {
+            addr,
+            state,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+
+    fn sever(&self) {
+        if let Some(list) = self.state.conns.lock().unwrap().take() {
+            for conn in list {
+                conn.abort();
+            }
+        }
+    }
+
+    fn restore(&self) {
+        self.state
+            .conns
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Vec::new);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.sever();
+        self.accept.abort();
+    }
+}
+
+/// The `[revocation]` (and `[log]`) part of a cluster-mode gateway's config.
+fn cluster_toml(url: &str, more: &str) -> String {
+    format!(
+        "[revocation]\nstore = \"{url}\"\nkey_prefix = \"{PREFIX}\"\ntimeout = \"1s\"\n{more}\n\
+         [log]\nformat = \"json\"\n"
+    )
+}
+
+/// A cluster-mode gateway started in-process, its config folder kept alive beside it.
+struct Node {
+    gw: Gw,
+    _dir: TempDir,
+}
+
+impl std::ops::Deref for Node {
+    type Target = Gw;
+    fn deref(&self) -> &Gw {
+        &self.gw
+    }
+}
+
+async fn node(up: &Upstream, url: &str, more: &str) -> Node {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gw = Gw::start(dir.path(), &up.url(), &cluster_toml(url, more)).await;
+    Node { gw, _dir: dir }
+}
+
+/// Poll `check` every 10 ms until it holds, failing the test after [`WAIT`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn readyz(gw: &Gw) -> u16 {
+    gw.admin(Method::GET, "/readyz", None).await.status
+}
+
+/// The value of `portcullis_revocation_store_degraded` on this instance.
+async fn degraded(gw: &Gw) -> String {
+    let r = gw.admin(Method::GET, "/metrics", None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_revocation_store_degraded "))
+        .unwrap_or_else(|| panic!("no store_degraded gauge in {}", r.body))
+        .to_owned()
+}
+
+async fn wait_refused(gw: &Gw, token: &str, what: &str) {
+    eventually(what, || async { gw.get(token).await.status == 401 }).await;
+    assert_revoked(&gw.get(token).await, what);
+}
+
+async fn wait_ready(gw: &Gw, what: &str) {
+    eventually(what, || async { readyz(gw).await == 200 }).await;
+}
+
+/// `POST /revocations` expected to be refused with 503 (nothing acknowledged).
+async fn revoke_refused(gw: &Gw, body: Value) {
+    let r = gw
+        .admin(Method::POST, "/revocations", Some(body.clone()))
+        .await;
+    assert_eq!(
+        r.status, 503,
+        "revoking {body} while cut off from Redis: {r:?}"
+    );
+    assert!(r.error().contains("nothing was revoked"), "{r:?}");
+}
+
+fn redis_key(kind: &str, id: &str) -> String {
+    format!("{PREFIX}:{kind}:{}", key_to_hex(&digest(id.as_bytes())))
+}
+
+// ---------------------------------------------------------------------------------------
+// Propagation.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_on_one_instance_is_refused_by_the_others() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let nodes = [
+        node(&up, &redis.url(), "").await,
+        node(&up, &redis.url(), "").await,
+        node(&up, &redis.url(), "").await,
+    ];
+    let [a, b, c] = &nodes;
+    let (t1, t2) = (token("alice", "c1"), token("bob", "c2"));
+    for n in &nodes {
+        assert_eq!(readyz(n).await, 200);
+        assert_eq!(degraded(n).await, "0");
+        assert_passes(&n.get(&t1).await, "t1 before any revoke");
+        assert_passes(&n.get(&t2).await, "t2 before any revoke");
+    }
+
+    a.revoke(json!({ "jti": "c1" })).await;
+    assert_revoked(&a.get(&t1).await, "t1 on the instance that revoked it");
+    wait_refused(b, &t1, "t1 on b").await;
+    wait_refused(c, &t1, "t1 on c").await;
+
+    // A subject revoke from another instance, and an un-revoke, travel the same way.
+    c.revoke(json!({ "sub": "bob" })).await;
+    wait_refused(a, &t2, "bob's token on a").await;
+    wait_refused(b, &t2, "bob's token on b").await;
+    assert_eq!(b.delete("/revocations/jti/c1").await.status, 204);
+    for (n, what) in [(a, "a"), (c, "c")] {
+        eventually(&format!("t1 un-revoked on {what}"), || async {
+            n.get(&t1).await.status == 200
+        })
+        .await;
+    }
+    for n in &nodes {
+        assert_eq!(n.count().await, (0, 1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_each_revocation_until_its_token_expires() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let a = node(&up, &redis.url(), "").await;
+    let mut conn = redis.conn().await;
+    let now = tokens::now();
+    let key = redis_key("tok", "x1");
+
+    a.revoke(json!({ "jti": "x1", "exp": now + 100 })).await;
+    let stored: u64 = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, now + 100);
+    // EXAT exp + leeway (30 s by default): the validator accepts a token that long.
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((125..=130).contains(&ttl), "TTL {ttl}");
+
+    // A second revoke never narrows what Redis holds.
+    a.revoke(json!({ "jti": "x1", "exp": now + 50 })).await;
+    let stored: u64 = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, now + 100);
+
+    let sub = a.revoke(json!({ "sub": "dora" })).await;
+    let stored: String = redis::cmd("GET")
+        .arg(redis_key("sub", "dora"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        format!("{}:{}", sub["revoked_before"], sub["expires"])
+    );
+
+    // Every change is on the stream, the un-revoke included; the key goes.
+    assert_eq!(a.delete("/revocations/jti/x1").await.status, 204);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists);
+    let len: u64 = redis::cmd("XLEN")
+        .arg(format!("{PREFIX}:stream"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// Partitions and restarts.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_redis_catches_up_when_it_reconnects() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(redis.addr()).await;
+    let up = Upstream::start().await;
+    let a = node(&up, &redis.url(), "").await;
+    let b = node(&up, &relay.url(), "").await;
+    let (valid, cut) = (token("erin", "valid"), token("erin", "cut-1"));
+    assert_eq!(readyz(&b).await, 200);
+
+    relay.sever();
+    eventually("b reports the outage", || async { readyz(&b).await == 503 }).await;
+    assert_eq!(degraded(&b).await, "1");
+    assert_eq!(degraded(&a).await, "0");
+    // Requests are still authenticated from memory; revokes are refused, not half-done.
+    assert_passes(&b.get(&valid).await, "b while cut off");
+    revoke_refused(&b, json!({ "jti": "cut-0" })).await;
+
+    a.revoke(json!({ "jti": "cut-1" })).await;
+    relay.restore();
+    wait_refused(
+        &b,
+        &cut,
+        "a revoke made while b was cut off, on b after reconnect",
+    )
+    .await;
+    wait_ready(&b, "b ready again").await;
+    assert_eq!(degraded(&b).await, "0");
+    assert_passes(&b.get(&valid).await, "b after reconnect");
+    assert_passes(
+        &a.get(&token("erin", "cut-0")).await,
+        "the refused revoke left no trace",
+    );
+
+    b.revoke(json!({ "jti": "cut-2" })).await;
+    wait_refused(
+        &a,
+        &token("erin", "cut-2"),
+        "b's revoke after reconnect, on a",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_cut_off_the_full_set_is_reloaded() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(redis.addr()).await;
+    let up = Upstream::start().await;
+    let a = node(&up, &redis.url(), "").await;
+    let b = node(&up, &relay.url(), "").await;
+    let (gone, new) = (token("fay", "gone"), token("fay", "new"));
+    a.revoke(json!({ "jti": "gone" })).await;
+    wait_refused(&b, &gone, "gone on b").await;
+
+    relay.sever();
+    eventually("b reports the outage", || async { readyz(&b).await == 503 }).await;
+    assert_eq!(a.delete("/revocations/jti/gone").await.status, 204);
+    a.revoke(json!({ "jti": "new" })).await;
+    // Stands for an outage longer than the stream keeps: the entries b missed are gone.
+    let mut conn = redis.conn().await;
+    let _: u64 = redis::cmd("XTRIM")
+        .arg(format!("{PREFIX}:stream"))
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    relay.restore();
+    wait_ready(&b, "b ready after reloading").await;
+    assert_revoked(&b.get(&new).await, "revoked while b was away");
+    assert_passes(&b.get(&gone).await, "un-revoked while b was away");
+    assert_eq!(b.count().await, a.count().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_fails_no_request_and_loses_no_revocation() {
+    let mut redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let nodes = [
+        node(&up, &redis.url(), "").await,
+        node(&up, &redis.url(), "").await,
+        node(&up, &redis.url(), "").await,
+    ];
+    let [a, b, c] = &nodes;
+    let early = token("gus", "early");
+    a.revoke(json!({ "jti": "early" })).await;
+    for n in &nodes {
+        wait_refused(n, &early, "early").await;
+    }
+
+    // Authenticated traffic on every instance for the whole restart.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let valid = token("gus", "valid");
+    let loaders: Vec<JoinHandle<()>> = nodes
+        .iter()
+        .map(|n| {
+            let (proxy, http, valid) = (n.proxy, client(), valid.clone());
+            let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r: Reply = proxy_get(&http, proxy, &valid).await;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if r.status != 200 {
+                        failed.lock().unwrap().push(r.status);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.kill_9();
+    for n in &nodes {
+        eventually("outage reported", || async { readyz(n).await == 503 }).await;
+    }
+    revoke_refused(b, json!({ "jti": "during" })).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.launch();
+    for n in &nodes {
+        wait_ready(n, "ready after the restart").await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in loaders {
+        l.await.expect("loader");
+    }
+    let failed = failed.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "failed requests during the restart: {failed:?}"
+    );
+    assert!(
+        sent.load(Ordering::Relaxed) > 30,
+        "too little traffic to mean anything"
+    );
+
+    // The restarted Redis lost every key; the instances wrote theirs back.
+    let conn = redis.conn().await;
+    eventually("Redis re-seeded", || {
+        let (mut conn, key) = (conn.clone(), redis_key("tok", "early"));
+        async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<bool>(&mut conn)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    for n in &nodes {
+        assert_revoked(&n.get(&early).await, "early, after the restart");
+    }
+    let d = node(&up, &redis.url(), "").await;
+    assert_revoked(
+        &d.get(&early).await,
+        "early, on an instance started after the restart",
+    );
+    c.revoke(json!({ "jti": "after" })).await;
+    for n in [a, b] {
+        wait_refused(n, &token("gus", "after"), "a revoke after the restart").await;
+    }
+}
+
+/// The real binary running `run --config FILE` on ports picked beforehand (so nothing
+/// depends on its log output); killed with SIGKILL when dropped.
+struct Process {
+    child: Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Process {
+    /// Start it with `config_text` moved to fresh ports, and wait until its admin listener
+    /// answers: listeners bind only after the initial load, so it has the full set then.
+    async fn spawn(dir: &Path, config_text: &str) -> Process {
+        let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = config_text
+            .replacen("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""), 1)
+            .replacen("addr = \"127.0.0.1:0\"", &format!("addr = \"{admin}\""), 1);
+        let config = dir.join("config.toml");
+        std::fs::write(&config, text).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn portcullis");
+        let mut p = Process {
+            child,
+            proxy,
+            admin,
+        };
+        let http = client();
+        eventually("the gateway process answers", || {
+            let (http, url) = (&http, format!("http://{admin}/healthz"));
+            async move { http.get(url).send().await.is_ok() }
+        })
+        .await;
+        assert!(
+            p.child.try_wait().expect("wait").is_none(),
+            "the gateway exited"
+        );
+        p
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = client()
+            .request(method, format!("http://{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        reply(req.send().await.expect("admin request")).await
+    }
+
+    async fn get(&self, token: &str) -> Reply {
+        proxy_get(&client(), self.proxy, token).await
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_with_sigkill_restarts_with_the_full_set() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = config_text(&up.url(), &cluster_toml(&redis.url(), ""));
+    let a = node(&up, &redis.url(), "").await;
+
+    let p = Process::spawn(dir.path(), &text).await;
+    let r = p
+        .admin(Method::POST, "/revocations", Some(json!({ "jti": "k1" })))
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    wait_refused(&a, &token("hal", "k1"), "k1 on a").await;
+    p.kill_9();
+
+    // While it is down, the rest of the fleet carries on.
+    a.revoke(json!({ "jti": "k2" })).await;
+    a.revoke(json!({ "sub": "ivy" })).await;
+
+    let p = Process::spawn(dir.path(), &text).await;
+    // No polling from here on: it listens only once the set is loaded.
+    assert_eq!(p.admin(Method::GET, "/readyz", None).await.status, 200);
+    for (t, what) in [
+        (token("hal", "k1"), "revoked through the killed instance"),
+        (token("hal", "k2"), "revoked while it was down"),
+        (token("ivy", "k3"), "subject revoked while it was down"),
+    ] {
+        assert_revoked(&p.get(&t).await, what);
+    }
+    assert_passes(&p.get(&token("hal", "k4")).await, "valid");
+    p.kill_9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_until_redis_is_reachable_at_start() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(redis.addr()).await;
+    let up = Upstream::start().await;
+    let a = node(&up, &redis.url(), "").await;
+    a.revoke(json!({ "jti": "early" })).await;
+
+    relay.sever();
+    let started = std::time::Instant::now();
+    let b = node(&up, &relay.url(), "load_timeout = \"500ms\"").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "start waited too long"
+    );
+    assert_eq!(readyz(&b).await, 503);
+    assert_eq!(degraded(&b).await, "1");
+    // Nothing is known about the fleet's revocations yet: every token is refused.
+    assert_eq!(b.get(&token("jo", "valid")).await.status, 401);
+
+    relay.restore();
+    wait_ready(&b, "b ready once Redis is reachable").await;
+    assert_eq!(degraded(&b).await, "0");
+    assert_passes(&b.get(&token("jo", "valid")).await, "valid after the load");
+    assert_revoked(
+        &b.get(&token("jo", "early")).await,
+        "revoked before b started",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_waits_for_redis_within_load_timeout() {
+    let redis = RedisServer::start();
+    let relay = Arc::new(Relay::start(redis.addr()).await);
+    let up = Upstream::start().await;
+    let a = node(&up, &redis.url(), "").await;
+    a.revoke(json!({ "jti": "early" })).await;
+
+    // Redis becomes reachable a moment after the gateway starts (as in a compose start).
+    relay.sever();
+    let later = relay.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        later.restore();
+    });
+    let b = node(&up, &relay.url(), "load_timeout = \"5s\"").await;
+    // `start` returned only once the set was loaded: no polling.
+    assert_eq!(readyz(&b).await, 200);
+    assert_revoked(
+        &b.get(&token("kim", "early")).await,
+        "revoked before b started",
+    );
+    assert_passes(&b.get(&token("kim", "valid")).await, "valid");
+}
+
+#[test]
+fn a_bad_cluster_config_names_the_key() {
+    let base = Path::new(".");
+    let text = |extra: &str| config_text("http://127.0.0.1:9", extra);
+    let err = portcullis::Config::from_toml(
+        &text("[revocation]\nstore = \"redis://:hunter2@[nope/0\"\nkey_prefix = \"a*b\"\nstream_max_len = 10\n"),
+        base,
+    )
+    .expect_err("invalid cluster config")
+    .to_string();
+    assert!(err.contains("revocation.store"), "{err}");
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
+    assert!(err.contains("revocation.key_prefix"), "{err}");
+    assert!(err.contains("revocation.stream_max_len"), "{err}");
+    let err = portcullis::Config::from_toml(
+        &text("[revocation]\nstore = \"memory\"\nkey_prefix = \"x\"\n"),
+        base,
+    )
+    .expect_err("cluster keys without cluster mode")
+    .to_string();
+    assert!(err.contains("only applies to cluster mode"), "{err}");
+}

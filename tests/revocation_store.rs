@@ -1,0 +1,303 @@
+//! The durable revocation store, over real sockets: every acknowledged revocation survives
+//! `kill -9` of the real binary; a torn last record, damaged records and trailing garbage
+//! lose only what they damaged; a file that is not a store is refused; expired entries are
+//! swept while live ones stay in force.
+
+mod common;
+mod revocation_support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{tokens, wait_until, Upstream};
+use portcullis::revocation::record::{HEADER_LEN, RECORD_LEN};
+use portcullis::Config;
+use revocation_support::{
+    assert_passes, assert_revoked, client, config_text, env, key_hex, proxy_get, spawn_process,
+    store_path, token, token_with, Env, Gw, ADMIN_TOKEN, TIMEOUT,
+};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------
+// Expiry and durability.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_entries_are_swept_and_live_ones_kept() {
+    let Env { gw, .. } =
+        env("[jwt]\nleeway = \"0s\"\n\n[revocation]\nsweep_interval = \"1s\"\n").await;
+    let now = tokens::now();
+    gw.revoke(json!({ "jti": "short-lived", "exp": now + 2 }))
+        .await;
+    gw.revoke(json!({ "jti": "long-lived", "exp": now + 3600 }))
+        .await;
+    // A token whose exp already passed (leeway 0) goes at the next sweep.
+    gw.revoke(json!({ "jti": "already-expired", "exp": now - 5 }))
+        .await;
+    // Until its token expires, the short-lived entry is in force.
+    let mut short = tokens::claims("lena");
+    short["exp"] = json!(now + 2);
+    short["jti"] = json!("short-lived");
+    assert_revoked(
+        &gw.get(&token_with(short)).await,
+        "short-lived, not yet expired",
+    );
+    let mut counts = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let c = gw.count().await;
+        counts.push(c.0);
+        if c == (1, 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expired entries not swept within 15 s (token counts seen: {counts:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What is left is the live one, still in force.
+    let page = gw
+        .admin(reqwest::Method::GET, "/revocations", None)
+        .await
+        .json();
+    assert_eq!(page["items"][0]["key"], key_hex("long-lived"), "{page}");
+    assert_revoked(&gw.get(&token("lena", "long-lived")).await, "live entry");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_record_is_skipped_and_every_earlier_one_loads() {
+    const K: usize = 12;
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jtis: Vec<String> = (0..K).map(|i| format!("torn-{i}")).collect();
+    let gw = Gw::start(dir.path(), &up.url(), "").await;
+    // One at a time, so record i in the file is jtis[i].
+    for jti in &jtis {
+        gw.revoke(json!({ "jti": jti })).await;
+    }
+    gw.stop().await;
+
+    let path = store_path(dir.path());
+    let full = (HEADER_LEN + K * RECORD_LEN) as u64;
+    assert_eq!(std::fs::metadata(&path).expect("store").len(), full);
+    // A crash in the middle of writing the last record: half of it reached the disk.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open store");
+    file.set_len(full - (RECORD_LEN as u64) / 2)
+        .expect("truncate");
+    drop(file);
+
+    let gw = Gw::start(dir.path(), &up.url(), "").await;
+    for jti in &jtis[..K - 1] {
+        assert_revoked(&gw.get(&token("mia", jti)).await, jti);
+    }
+    assert_passes(
+        &gw.get(&token("mia", &jtis[K - 1])).await,
+        "the torn revocation was never complete",
+    );
+    assert_passes(&gw.get(&token("mia", "never-revoked")).await, "control");
+    assert_eq!(gw.count().await, ((K - 1) as u64, 0));
+    // The torn tail was cut, so the next append lands on a record boundary...
+    assert_eq!(
+        std::fs::metadata(&path).expect("store").len(),
+        full - RECORD_LEN as u64
+    );
+    gw.revoke(json!({ "jti": "after-repair" })).await;
+    gw.stop().await;
+
+    // ...and survives the next restart with everything else.
+    let gw = Gw::start(dir.path(), &up.url(), "").await;
+    assert_revoked(
+        &gw.get(&token("mia", "after-repair")).await,
+        "appended after repair",
+    );
+    assert_revoked(&gw.get(&token("mia", &jtis[0])).await, "first record");
+    assert_eq!(gw.count().await, (K as u64, 0));
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_the_store_loses_only_the_damaged_record() {
+    const K: usize = 8;
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jtis: Vec<String> = (0..K).map(|i| format!("garbled-{i}")).collect();
+    let gw = Gw::start(dir.path(), &up.url(), "").await;
+    for jti in &jtis {
+        gw.revoke(json!({ "jti": jti })).await;
+    }
+    gw.stop().await;
+
+    // Flip a byte inside record 3 (its checksum no longer matches) and append garbage that
+    // is not a whole record.
+    let path = store_path(dir.path());
+    let mut bytes = std::fs::read(&path).expect("read store");
+    let at = HEADER_LEN + 3 * RECORD_LEN + 5;
+    bytes[at] ^= 0xff;
+    bytes.extend_from_slice(&[0xab; 50]);
+    std::fs::write(&path, &bytes).expect("write store");
+
+    let gw = Gw::start(dir.path(), &up.url(), "").await;
+    for (i, jti) in jtis.iter().enumerate() {
+        let r = gw.get(&token("noah", jti)).await;
+        if i == 3 {
+            assert_passes(&r, "the damaged record is lost (and warned about)");
+        } else {
+            assert_revoked(&r, jti);
+        }
+    }
+    assert_eq!(gw.count().await, ((K - 1) as u64, 0));
+    gw.stop().await;
+
+    // A file that is not a revocation log at all is refused, not overwritten.
+    std::fs::write(&path, b"this is not a revocation log, do not eat it").expect("write");
+    let config = Config::from_toml(&config_text(&up.url(), ""), dir.path()).expect("config");
+    let err = match portcullis::start(config).await {
+        Ok(_) => panic!("started on a file that is not a revocation log"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("revocation"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        b"this is not a revocation log, do not eat it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_every_acknowledged_revocation() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(&up.url(), "[log]\nformat = \"json\"\nlevel = \"info\"\n"),
+    )
+    .expect("write config");
+    let http = client();
+    let gw = spawn_process(&config).await;
+    let admin = |addr: SocketAddr, path: &str| format!("http://{addr}{path}");
+
+    // Before the crash: a subject revocation, and a revocation that is undone.
+    let old_token = token("olga", "olga-1");
+    let undone = token("olga-friend", "undone-1");
+    for body in [json!({ "sub": "olga" }), json!({ "jti": "undone-1" })] {
+        let r = http
+            .post(admin(gw.admin, "/revocations"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(r.status().as_u16(), 201);
+    }
+    let r = http
+        .delete(admin(gw.admin, "/revocations/jti/undone-1"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("unrevoke");
+    assert_eq!(r.status().as_u16(), 204);
+
+    // Eight clients revoke as fast as they can; the process is killed with revocations in
+    // flight, once at least 40 have been acknowledged.
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (http, acked, url) = (http.clone(), acked.clone(), admin(gw.admin, "/revocations"));
+        workers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let jti = format!("crash-{w}-{i}");
+                let sent = http
+                    .post(&url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&json!({ "jti": jti }))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        acked.lock().expect("lock").push(jti);
+                    }
+                    Ok(r) => panic!("revoke answered {}", r.status()),
+                    // The process died under us.
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let enough = wait_until(TIMEOUT, || acked.lock().expect("lock").len() >= 40).await;
+    assert!(enough, "40 revocations not acknowledged within {TIMEOUT:?}");
+    let pid = gw.child.id();
+    tokio::task::spawn_blocking(move || gw.kill_9())
+        .await
+        .expect("kill");
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= 40);
+
+    // Restart on the same store: every acknowledged revocation is in force.
+    let gw = spawn_process(&config).await;
+    assert_ne!(gw.child.id(), pid);
+    for jti in &acked {
+        let r = proxy_get(&http, gw.proxy, &token("paul", jti)).await;
+        assert_revoked(&r, &format!("acknowledged {jti} after kill -9"));
+    }
+    assert_revoked(
+        &proxy_get(&http, gw.proxy, &old_token).await,
+        "subject revoked before kill -9",
+    );
+    assert_passes(
+        &proxy_get(&http, gw.proxy, &undone).await,
+        "revocation undone before kill -9",
+    );
+    assert_passes(
+        &proxy_get(&http, gw.proxy, &token("paul", "never-revoked")).await,
+        "control",
+    );
+    let count: Value = http
+        .get(admin(gw.admin, "/revocations/count"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("count")
+        .json()
+        .await
+        .expect("count json");
+    let tokens_in_force = count["tokens"].as_u64().expect("tokens") as usize;
+    // In-flight revocations may or may not have landed; acknowledged ones all did.
+    assert!(tokens_in_force >= acked.len(), "{count} < {}", acked.len());
+    assert!(tokens_in_force <= acked.len() + 8, "{count}");
+    assert_eq!(count["subjects"], 1);
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_revokes_without_a_file_and_forgets_on_restart() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let extra = "[revocation]\nstore = \"memory\"\n";
+    let gw = Gw::start(dir.path(), &up.url(), extra).await;
+    let t = token("uma", "memory-1");
+    gw.revoke(json!({ "jti": "memory-1" })).await;
+    gw.revoke(json!({ "sub": "uma" })).await;
+    assert_revoked(&gw.get(&t).await, "revoked in memory");
+    assert_eq!(gw.delete("/revocations/jti/memory-1").await.status, 204);
+    assert_revoked(&gw.get(&t).await, "still revoked through its subject");
+    gw.stop().await;
+    assert!(
+        !dir.path().join("data").exists(),
+        "the memory store wrote files"
+    );
+
+    // Documented: `store = "memory"` keeps nothing across a restart.
+    let gw = Gw::start(dir.path(), &up.url(), extra).await;
+    assert_eq!(gw.count().await, (0, 0));
+    assert_passes(&gw.get(&t).await, "after a restart of a memory store");
+    gw.stop().await;
+}
