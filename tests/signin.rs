@@ -476,3 +476,36 @@ async fn reload_picks_up_new_users_and_keeps_sessions() {
     assert_eq!(status, 401, "{body}");
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_can_issue_encrypted_access_tokens() {
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]);
+    let env = env(&format!(
+        "encrypt_kid = \"enc1\"\n\n[[jwt.decryption_keys]]\nkid = \"enc1\"\nalg = \"dir\"\nenc = \"A256GCM\"\nkey = \"{key}\"\n"
+    ))
+    .await;
+    let (access, _) = session(&env.gw, "alice", "wonderland").await;
+    let parts: Vec<&str> = access.split('.').collect();
+    assert_eq!(parts.len(), 5, "a compact JWE: {access}");
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[0])
+            .expect("header"),
+    )
+    .expect("header JSON");
+    assert_eq!(header["alg"], "dir");
+    assert_eq!(header["enc"], "A256GCM");
+    assert_eq!(header["cty"], "JWT");
+    assert!(!access.contains("u-1"), "the user id must not be readable");
+    let r = env.gw.get("/api/me", Some(&access)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.echo().one("x-user-id"), Some("u-1"));
+    let r = post(&env.gw, "/auth/logout", json!({}), Some(&access)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        proxied(&env.gw, &access).await,
+        401,
+        "logout revokes the encrypted token"
+    );
+    let _ = &env.up;
+}

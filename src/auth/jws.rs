@@ -49,7 +49,7 @@ pub struct Validator {
     /// Claims copied to headers, by position in `identity.claims`.
     pub extra_claims: Vec<String>,
     /// Keys for encrypted (JWE) tokens; `None` refuses five-segment tokens.
-    pub jwe: Option<KeyRing>,
+    pub jwe: Option<std::sync::Arc<KeyRing>>,
 }
 
 /// What a verified token says about its bearer.

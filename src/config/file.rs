@@ -190,6 +190,9 @@ pub struct SignIn {
     pub signing_kid: Option<String>,
     /// Access token lifetime, e.g. "15m".
     pub access_ttl: Option<String>,
+    /// Issue encrypted access tokens: the kid of a `[[jwt.decryption_keys]]` entry; the signed
+    /// token is wrapped in a JWE (`cty: "JWT"`) with that key.
+    pub encrypt_kid: Option<String>,
     /// Refresh token lifetime, e.g. "30d" (each rotation starts it again).
     pub refresh_ttl: Option<String>,
     /// Live sessions per user; a login beyond it ends the oldest. Absent: unlimited.

@@ -128,7 +128,7 @@ pub struct Jwt {
     pub cache_size: usize,
     pub keys: KeySet,
     /// Decryption keys for JWE tokens (none: 5-segment tokens are refused).
-    pub decryption_keys: Option<crate::auth::jwe::KeyRing>,
+    pub decryption_keys: Option<std::sync::Arc<crate::auth::jwe::KeyRing>>,
 }
 
 #[derive(Debug, Clone)]
@@ -753,7 +753,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         None
     } else {
         match crate::auth::jwe::KeyRing::new(jwe_keys) {
-            Ok(ring) => Some(ring),
+            Ok(ring) => Some(std::sync::Arc::new(ring)),
             Err(e) => {
                 c.problems.push(format!("jwt.decryption_keys: {e}"));
                 None

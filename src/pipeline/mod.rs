@@ -87,7 +87,7 @@ impl Shared {
                 .iter()
                 .map(|(_, c)| c.clone())
                 .collect(),
-            jwe: config.jwt.decryption_keys.take(),
+            jwe: config.jwt.decryption_keys.clone(),
         };
         let cache = (config.jwt.cache_size > 0
             && (validator.jwe.is_some()

@@ -18,6 +18,8 @@ pub struct Signer {
     issuer: Option<String>,
     audience: Vec<String>,
     pub access_ttl: Duration,
+    /// `[signin] encrypt_kid`: the ring and the index of the key access tokens are encrypted to.
+    encrypt: Option<(std::sync::Arc<crate::auth::jwe::KeyRing>, usize)>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -42,11 +44,30 @@ impl Signer {
         key: &VerifyKey,
         jwt: &crate::config::Jwt,
         access_ttl: Duration,
+        encrypt_kid: Option<&str>,
     ) -> Result<Signer, String> {
         let encoding = key
             .encoding
             .clone()
             .ok_or("signin: the signing key cannot sign")?;
+        let encrypt = match encrypt_kid {
+            None => None,
+            Some(kid) => {
+                let ring = jwt.decryption_keys.clone().ok_or_else(|| {
+                    format!("signin.encrypt_kid: `{kid}` names no [[jwt.decryption_keys]] entry")
+                })?;
+                let idx = ring
+                    .keys()
+                    .iter()
+                    .position(|k| k.kid.as_deref() == Some(kid))
+                    .ok_or_else(|| {
+                        format!(
+                            "signin.encrypt_kid: `{kid}` names no [[jwt.decryption_keys]] entry"
+                        )
+                    })?;
+                Some((ring, idx))
+            }
+        };
         Ok(Signer {
             alg: key.alg,
             kid: key.kid.clone(),
@@ -54,6 +75,7 @@ impl Signer {
             issuer: jwt.issuer.clone(),
             audience: jwt.audience.clone(),
             access_ttl,
+            encrypt,
         })
     }
 
@@ -93,7 +115,16 @@ impl Signer {
         }
         let mut header = Header::new(self.alg);
         header.kid = self.kid.clone();
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())
+        let jws = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())?;
+        match &self.encrypt {
+            None => Ok(jws),
+            // A nested JWT (RFC 7519 section 5.2): the signed token inside a JWE.
+            Some((ring, idx)) => {
+                let key = &ring.keys()[*idx];
+                crate::auth::jwe::encrypt(key, jws.as_bytes(), Some("JWT"), None)
+                    .map_err(|e| format!("cannot encrypt the access token: {e:?}"))
+            }
+        }
     }
 }
 

@@ -49,6 +49,7 @@ pub struct Settings {
     pub users_file: PathBuf,
     pub users: users::UsersFile,
     pub signing_kid: Option<String>,
+    pub encrypt_kid: Option<String>,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     pub max_sessions_per_user: Option<usize>,
@@ -191,6 +192,7 @@ impl Settings {
             users_file,
             users,
             signing_kid: f.signing_kid.clone(),
+            encrypt_kid: f.encrypt_kid.clone(),
             access_ttl,
             refresh_ttl,
             max_sessions_per_user: f.max_sessions_per_user,
@@ -232,7 +234,7 @@ impl SignIn {
             .ok_or("signin: the signing key has no private material")?;
         Ok(SignIn {
             directory: Arc::new(users::Directory::new(s.users)?),
-            signer: issue::Signer::new(key, jwt, s.access_ttl)?,
+            signer: issue::Signer::new(key, jwt, s.access_ttl, s.encrypt_kid.as_deref())?,
             sessions: sessions_for(revocations),
             limits: limits::LoginLimits::new(s.ip_attempts_per_minute, s.user_attempts_per_minute),
             hashing: tokio::sync::Semaphore::new(s.max_concurrent_hashes),
