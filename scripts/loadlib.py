@@ -144,7 +144,8 @@ end
                              capture_output=True, text=True, timeout=seconds + 60).stdout
         return parse_wrk(out)
 
-    def close(self):
+    def close(self, keep: bool = False):
+        """Stop everything; with `keep`, leave the work folder (logs, configs) for diagnosis."""
         for p in self.procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
@@ -152,7 +153,10 @@ end
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
-        shutil.rmtree(self.work, ignore_errors=True)
+        if keep:
+            print(f"# work folder kept for diagnosis: {self.work} (gateway.log, nginx.err)")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def parse_wrk(out: str) -> dict:

@@ -130,9 +130,14 @@ def main():
               f"(median {statistics.median(cut) if cut else 0:.1f}s); valid p99 median {p99:.0f}us; "
               f"RSS warm {warm} KiB -> end {last} KiB ({growth * 100:+.1f}%)")
         failed = v_err or bad_ok or up_err or growth > 0.10
+        if failed:
+            warnings = [l for l in open(f"{b.work}/gateway.log", errors="replace") if "WARN" in l or "ERROR" in l]
+            print(f"gateway warnings/errors: {len(warnings)}; last ones:")
+            for line in warnings[-20:]:
+                print("  " + line.rstrip()[:300])
         return 1 if failed else 0
     finally:
-        b.close()
+        b.close(keep="failed" in locals() and bool(failed))
 
 
 if __name__ == "__main__":
