@@ -654,11 +654,9 @@ async fn healthz_is_open_and_metrics_is_prometheus_text() {
     gw.stop().await;
 }
 
-/// BUG (reported to the lead): `portcullis_revocation_entries` is only set at start-up and by
-/// the sweep (every `sweep_interval`, 60 s by default), so after a revoke or an un-revoke it
-/// reports a stale count for up to a minute.
+/// `portcullis_revocation_entries` follows each revoke and un-revoke at once (it used to be
+/// refreshed only by the sweep, every `sweep_interval`, and lagged up to a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the revocation_entries gauge is only refreshed by the sweep"]
 async fn revocation_entries_gauge_follows_revokes_and_unrevokes() {
     let Env { gw, .. } = env("").await;
     let entries = |gw: &Gw| {

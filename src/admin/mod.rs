@@ -272,6 +272,7 @@ async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest) -> Resp {
     match result {
         Ok(entry) => {
             admin.metrics.revocations_total.inc();
+            update_entries_gauge(admin);
             json_response(StatusCode::CREATED, entry)
         }
         Err(e) => {
@@ -296,7 +297,10 @@ async fn unrevoke(admin: &Arc<AdminState>, kind: &str, value: &str) -> Resp {
         return error(StatusCode::NOT_FOUND, "not revoked");
     }
     match admin.revocations.apply(vec![record]).await {
-        Ok(()) => empty(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            update_entries_gauge(admin);
+            empty(StatusCode::NO_CONTENT)
+        }
         Err(e) => {
             tracing::error!(error = %e, "un-revocation not stored");
             error(
@@ -326,6 +330,16 @@ async fn reload(admin: &Arc<AdminState>) -> Resp {
             json!({ "error": "configuration rejected; the previous configuration stays in force", "reason": e }),
         ),
     }
+}
+
+/// Keep `portcullis_revocation_entries` current after a change made here (the sweep updates
+/// it too, but only every `sweep_interval`).
+fn update_entries_gauge(admin: &AdminState) {
+    let d = admin.revocations.dict();
+    admin
+        .metrics
+        .revocation_entries
+        .set((d.len_tokens() + d.len_subjects()) as i64);
 }
 
 fn counts(revs: &Revocations) -> serde_json::Value {

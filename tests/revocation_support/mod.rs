@@ -265,11 +265,11 @@ impl Process {
             .spawn()
             .expect("spawn portcullis");
         // The gateway logs to stderr.
-        let stdout = child.stderr.take().expect("stderr piped");
+        let log = child.stderr.take().expect("stderr piped");
         let (tx, rx) = std::sync::mpsc::channel();
         // Keeps draining the log for the life of the process, so a full pipe never blocks it.
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
+            for line in BufReader::new(log).lines() {
                 let Ok(line) = line else { break };
                 let _ = tx.send(line);
             }
