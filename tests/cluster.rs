@@ -48,6 +48,8 @@ struct RedisServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Replaces `--port PORT` (e.g. `--port 0 --tls-port PORT ...`).
+    listen_args: Option<Vec<String>>,
 }
 
 impl RedisServer {
@@ -56,15 +58,69 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            listen_args: None,
         };
         server.launch();
         server
     }
 
+    /// A `redis-server` speaking only TLS, with a password, its certificate issued for
+    /// `localhost` by a fresh CA; returns it with the CA certificate (PEM).
+    fn start_tls(password: &str) -> (RedisServer, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("server cert");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(path("ca.pem"), ca.pem()).expect("write CA");
+        std::fs::write(path("cert.pem"), cert.pem()).expect("write cert");
+        std::fs::write(path("key.pem"), key.serialize_pem()).expect("write key");
+        let port = free_port();
+        let mut server = RedisServer {
+            port,
+            listen_args: Some(
+                [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port.to_string(),
+                    "--tls-cert-file",
+                    &path("cert.pem"),
+                    "--tls-key-file",
+                    &path("key.pem"),
+                    "--tls-ca-cert-file",
+                    &path("ca.pem"),
+                    "--tls-auth-clients",
+                    "no",
+                    "--requirepass",
+                    password,
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ),
+            dir,
+            child: None,
+        };
+        server.launch();
+        (server, ca.pem())
+    }
+
     /// Start (again) on the same port and wait until it answers PING.
     fn launch(&mut self) {
+        let listen = self
+            .listen_args
+            .clone()
+            .unwrap_or_else(|| vec!["--port".into(), self.port.to_string()]);
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -74,7 +130,12 @@ impl RedisServer {
             .expect("redis-server must be installed (.ci/run installs it)");
         self.child = Some(child);
         let deadline = std::time::Instant::now() + WAIT;
-        while !ping(self.port) {
+        let up = |port| match self.listen_args {
+            // TLS: no plain PING; accepting connections is enough.
+            Some(_) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            None => ping(port),
+        };
+        while !up(self.port) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server did not start on port {}",
@@ -729,6 +790,39 @@ async fn start_up_waits_for_redis_within_load_timeout() {
         "revoked before b started",
     );
     assert_passes(&b.get(&token("kim", "valid")).await, "valid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_password_and_a_private_ca() {
+    let (redis, ca_pem) = RedisServer::start_tls("s3cret-pw");
+    let up = Upstream::start().await;
+    let url = format!("rediss://:s3cret-pw@localhost:{}/0", redis.port);
+    let more = "tls_ca = \"ca.pem\"";
+    let a = {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), &ca_pem).expect("write CA");
+        let gw = Gw::start(dir.path(), &up.url(), &cluster_toml(&url, more)).await;
+        Node { gw, _dir: dir }
+    };
+    let b = {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("ca.pem"), &ca_pem).expect("write CA");
+        let gw = Gw::start(dir.path(), &up.url(), &cluster_toml(&url, more)).await;
+        Node { gw, _dir: dir }
+    };
+    assert_eq!(readyz(&a).await, 200);
+    a.revoke(json!({ "jti": "tls-1" })).await;
+    wait_refused(&b, &token("lee", "tls-1"), "revoked over TLS, on b").await;
+
+    // Without the CA the server is not trusted: nothing loads, the instance stays unready.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let c = Gw::start(
+        dir.path(),
+        &up.url(),
+        &cluster_toml(&url, "load_timeout = \"300ms\""),
+    )
+    .await;
+    assert_eq!(readyz(&c).await, 503);
 }
 
 #[test]

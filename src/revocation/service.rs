@@ -120,14 +120,22 @@ impl Revocations {
     /// Is this verified token revoked? O(1): one or two sharded map reads. In cluster mode,
     /// before the first full load from Redis, every token counts as revoked (fail closed).
     pub fn is_revoked(&self, v: &Verified) -> bool {
-        if let Store::Redis(cluster) = &self.store {
-            if !cluster.is_loaded() {
-                return true;
-            }
+        if !self.is_loaded() {
+            return true;
         }
         self.dict
             .is_revoked(v.token_key, v.sub_key, v.iat)
             .is_some()
+    }
+
+    /// Does the dictionary hold every revocation in force? False only in cluster mode
+    /// before the first full load from Redis (then [`Self::is_revoked`] refuses everything;
+    /// the request path may prefer to answer 503 rather than 401 while this is false).
+    pub fn is_loaded(&self) -> bool {
+        match &self.store {
+            Store::Redis(cluster) => cluster.is_loaded(),
+            Store::Log(_) | Store::Memory => true,
+        }
     }
 
     pub fn dict(&self) -> &Dictionary {

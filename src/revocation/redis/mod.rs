@@ -1,0 +1,474 @@
+//! Cluster mode: the revocation set shared by every gateway instance through one Redis.
+//!
+//! Each instance keeps the whole set in its own [`Dictionary`], so the request path never
+//! waits on Redis; Redis holds the shared state and carries the changes between instances.
+//!
+//! # Layout (`P` is `[revocation] key_prefix`, "portcullis" by default)
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `P:tok:<32 hex>` | string `exp` | a revoked token, expiring (`EXAT`) at `exp + leeway` |
+//! | `P:sub:<32 hex>` | string `revoked_before:expires` | a revoked subject, expiring at `expires + leeway` |
+//! | `P:stream` | stream, one field `r` | every change in order: the 37-byte record of `record.rs`, trimmed to about `stream_max_len` entries |
+//! | `P:epoch` | string | a random name for this Redis data set, created by the first instance to connect |
+//!
+//! The keys are the full state (what a starting instance loads); the stream is the change
+//! log (what running instances tail). Keys expire when the token would have: `exp` plus the
+//! validator's clock-skew leeway, because a token is accepted that long past its `exp`.
+//!
+//! # A revoke
+//!
+//! One Lua script ([`APPLY_SCRIPT`]) writes the key and appends the record to the stream,
+//! atomically (a script runs alone on the server), so no instance can see one without the
+//! other. The admin call is acknowledged once Redis answered and the change is applied to
+//! this instance's dictionary: a 2xx means "shared, and in force here". If Redis does not
+//! answer within `timeout`, nothing is acknowledged (503).
+//!
+//! # Keeping up
+//!
+//! A background task ([`Cluster::run`]) holds a dedicated connection blocked in
+//! `XREAD BLOCK` on the stream from the last entry it applied, so a change reaches every
+//! instance as soon as Redis has it. On every (re)connect it first decides how to get back
+//! in step ([`Cluster::sync`]):
+//!
+//! * **catch-up**: the stream still holds everything after our position: the tail simply
+//!   reads from there (Redis persisted, or the outage was short).
+//! * **full load**: first start, or entries after our position may have been trimmed away
+//!   (`XINFO STREAM`: the oldest entry left is newer than our position): note the stream's
+//!   last ID, `SCAN` every key, apply them, drop local entries Redis no longer has
+//!   (un-revoked meanwhile, checked key by key so a concurrent revoke is never dropped),
+//!   and tail from the noted ID, replaying whatever changed during the scan.
+//! * **re-seed, then full load**: Redis lost data (the epoch key changed or vanished, or the
+//!   stream is behind our position: a restart without persistence, a failover to a lagging
+//!   replica, a `FLUSHALL`). The instance writes every live entry of its dictionary back
+//!   (publishing only what Redis lacked), so the fleet's memory restores the shared set.
+//!
+//! While the tail is down the instance keeps serving from its dictionary and reports
+//! itself degraded (`/readyz` 503, `portcullis_revocation_store_degraded` 1). Until the
+//! first full load has succeeded, [`Cluster::is_loaded`] is false and every token counts as
+//! revoked: an instance that knows nothing of the fleet's revocations fails closed.
+//!
+//! Files: this one holds the connections, the admin write and the tail; `sync.rs` the
+//! three ways back in step; `wire.rs` key names, the script and reply decoding.
+
+mod sync;
+mod wire;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::{AsyncConnectionConfig, RedisError, Value};
+
+use super::dict::Dictionary;
+use super::record::Record;
+use crate::config::RedisStore;
+use crate::telemetry::metrics::Metrics;
+use wire::{bulk, items, stream_entries, Keys};
+pub use wire::{check_url, redact_url, StreamId, APPLY_SCRIPT};
+
+/// How long one `XREAD` blocks waiting for changes. Short enough that a connection that
+/// died silently is noticed within `TAIL_BLOCK + timeout`, long enough to cost nothing idle.
+const TAIL_BLOCK: Duration = Duration::from_secs(1);
+/// Stream entries read per `XREAD` (catching up on a backlog goes this many at a time).
+const TAIL_BATCH: usize = 1024;
+/// How often an idle tail checks that Redis still holds the data set it synced with.
+const EPOCH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// First and largest wait between reconnection attempts.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Latest `EXAT` we ask for (9999-12-31): a client may send any `exp`, Redis refuses
+/// expiry times that overflow its millisecond clock.
+const MAX_EXPIRE_AT: u64 = 253_402_300_799;
+
+/// Which changes a script call publishes on the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publish {
+    /// Every change (admin writes: the caller is told it is shared).
+    Always,
+    /// Only changes that altered the stored state (re-seeding after Redis lost data).
+    IfChanged,
+}
+
+/// Why a tail session ended.
+#[derive(Debug)]
+enum End {
+    /// The connection or Redis failed: degraded until the next successful sync.
+    Failed(RedisError),
+    /// Redis is fine but the set must be resynchronised (the data set changed under us, or
+    /// a stream entry could not be decoded).
+    Resync(&'static str),
+}
+
+impl From<RedisError> for End {
+    fn from(e: RedisError) -> End {
+        End::Failed(e)
+    }
+}
+
+/// The Redis side of cluster mode: connections, key names, and where this instance stands
+/// in the change stream. Shared by the admin path ([`Cluster::write`]) and the background
+/// task ([`Cluster::run`]).
+pub struct Cluster {
+    client: redis::Client,
+    /// Admin writes; reconnects by itself after a failure.
+    writer: ConnectionManager,
+    script: redis::Script,
+    keys: Keys,
+    stream_max_len: u64,
+    timeout: Duration,
+    load_timeout: Duration,
+    leeway: u64,
+    redacted_url: String,
+    /// The last stream entry applied to the dictionary (by the tail or a full load).
+    /// Held only for in-memory work, never across an await.
+    pos: Mutex<StreamId>,
+    /// The epoch of the data set this instance last synced with.
+    epoch: Mutex<Option<String>>,
+    /// A full load has completed at least once.
+    loaded: AtomicBool,
+    /// The tail is connected and in step.
+    connected: AtomicBool,
+    /// The next sync must do a full load (a stream entry could not be decoded).
+    force_full: AtomicBool,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("url", &self.redacted_url)
+            .field("keys", &self.keys)
+            .field("loaded", &self.is_loaded())
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Set up clients without connecting (needs a tokio runtime).
+    pub fn new(store: &RedisStore, leeway: u64) -> Result<Cluster, RedisError> {
+        if store.url.starts_with("rediss://") {
+            // The redis crate builds its rustls config from the process default provider;
+            // make it ours (a no-op when one is already installed).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
+        let client = match &store.tls_ca {
+            Some(pem) => redis::Client::build_with_tls(
+                store.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )?,
+            None => redis::Client::open(store.url.as_str())?,
+        };
+        let writer = client.get_connection_manager_lazy(
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(store.timeout))
+                .set_response_timeout(Some(store.timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(MAX_BACKOFF),
+        )?;
+        Ok(Cluster {
+            client,
+            writer,
+            script: redis::Script::new(APPLY_SCRIPT),
+            keys: Keys::new(&store.key_prefix),
+            stream_max_len: store.stream_max_len,
+            timeout: store.timeout,
+            load_timeout: store.load_timeout,
+            leeway,
+            redacted_url: store.redacted(),
+            pos: Mutex::new(StreamId::default()),
+            epoch: Mutex::new(None),
+            loaded: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            force_full: AtomicBool::new(false),
+        })
+    }
+
+    /// Has the full set been loaded at least once? Until then every token counts as revoked.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Is the tail connected and in step with Redis?
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Start-up: load the full set into `dict`, waiting at most `load_timeout` for Redis to
+    /// answer. On failure the instance starts unready and [`Cluster::run`] keeps trying.
+    pub async fn initial_load(&self, dict: &Dictionary) {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.load_timeout;
+        let mut backoff = MIN_BACKOFF;
+        let mut last_error = String::from("no attempt within load_timeout");
+        // Wait up to `load_timeout` for Redis to answer (it may be starting beside us). Once
+        // it answers the load runs to its end, each command under its own timeout: a large
+        // set that takes longer to read must not make the instance start unready.
+        let conn = loop {
+            match tokio::time::timeout_at(deadline, self.connect()).await {
+                Ok(Ok(conn)) => break Some(conn),
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => break None,
+            }
+            if tokio::time::Instant::now() + backoff >= deadline {
+                break None;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        };
+        let Some(mut conn) = conn else {
+            tracing::warn!(
+                url = %self.redacted_url, error = %last_error, load_timeout = ?self.load_timeout,
+                "Redis unreachable at start; serving unready, every token refused until the revocations load"
+            );
+            return;
+        };
+        match self.sync(&mut conn, dict).await {
+            Ok(report) => {
+                self.connected.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    url = %self.redacted_url,
+                    tokens = report.tokens,
+                    subjects = report.subjects,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "revocations loaded from Redis"
+                );
+            }
+            Err(e) => tracing::warn!(
+                url = %self.redacted_url, error = %e,
+                "cannot load revocations from Redis; serving unready, every token refused until they load"
+            ),
+        }
+    }
+
+    /// Make `records` shared (keys + stream, atomically), then apply them to `dict`.
+    /// Fails, changing nothing here, when Redis does not confirm within `timeout`.
+    pub async fn write(&self, records: &[Record], dict: &Dictionary) -> Result<(), String> {
+        let attempt = async {
+            let mut conn = self.writer.clone();
+            match self.invoke(&mut conn, records, Publish::Always).await {
+                // The first command after Redis restarted fails on the dead connection
+                // while the manager reconnects; one retry rides on the new connection.
+                // Replaying the script is harmless: revokes only widen, deletes repeat.
+                Err(e) if e.is_unrecoverable_error() || e.is_connection_dropped() => {
+                    self.invoke(&mut conn, records, Publish::Always).await
+                }
+                done => done,
+            }
+        };
+        let ids = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(ids)) => ids,
+            Ok(Err(e)) => return Err(format!("Redis write failed: {e}")),
+            Err(_) => return Err(format!("no answer from Redis within {:?}", self.timeout)),
+        };
+        let pos = self.pos.lock().unwrap_or_else(PoisonError::into_inner);
+        for (record, id) in records.iter().zip(ids) {
+            // The tail applies stream entries in order; one it already passed must not be
+            // applied again out of order (a later un-revoke would be undone).
+            if id.is_some_and(|id| id <= *pos) {
+                continue;
+            }
+            record.apply(dict);
+        }
+        Ok(())
+    }
+
+    /// Keep `dict` in step with Redis for as long as the future is polled: sync, tail the
+    /// stream, and on any failure report degraded, back off, reconnect and sync again.
+    pub async fn run(&self, dict: &Dictionary, metrics: &Metrics) {
+        let mut backoff = MIN_BACKOFF;
+        let mut failures = 0u64;
+        loop {
+            metrics.store_degraded.set(i64::from(!self.is_connected()));
+            match self.session(dict, metrics).await {
+                End::Resync(why) => {
+                    tracing::info!(reason = why, "resynchronising revocations with Redis");
+                }
+                End::Failed(e) => {
+                    let was_connected = self.connected.swap(false, Ordering::Relaxed);
+                    metrics.store_degraded.set(1);
+                    if was_connected {
+                        backoff = MIN_BACKOFF;
+                        failures = 0;
+                        tracing::warn!(
+                            url = %self.redacted_url, error = %e,
+                            "lost Redis: serving from memory, admin revokes refused, /readyz 503 until it is back"
+                        );
+                    } else if failures % 20 == 0 {
+                        tracing::warn!(url = %self.redacted_url, error = %e, attempts = failures + 1, "Redis still unreachable");
+                    }
+                    failures += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// One connection's life: connect, sync, then tail until something breaks.
+    async fn session(&self, dict: &Dictionary, metrics: &Metrics) -> End {
+        let started = Instant::now();
+        let mut conn = match self.connect().await {
+            Ok(c) => c,
+            Err(e) => return End::Failed(e),
+        };
+        let report = match self.sync(&mut conn, dict).await {
+            Ok(r) => r,
+            Err(e) => return End::Failed(e),
+        };
+        let was_connected = self.connected.swap(true, Ordering::Relaxed);
+        metrics.store_degraded.set(0);
+        metrics
+            .revocation_entries
+            .set((dict.len_tokens() + dict.len_subjects()) as i64);
+        let line = if was_connected {
+            "resynchronised with Redis"
+        } else {
+            "in step with Redis"
+        };
+        tracing::info!(
+            url = %self.redacted_url,
+            mode = report.mode,
+            tokens = report.tokens,
+            subjects = report.subjects,
+            dropped = report.dropped,
+            reseeded = report.reseeded,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "{line}"
+        );
+        match self.tail(&mut conn, dict).await {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
+    /// A dedicated connection for the tail and syncs: its response timeout leaves room for
+    /// a blocked `XREAD`.
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(TAIL_BLOCK + self.timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// Tail the stream from our position, applying entries in order, until the connection
+    /// fails or a resync is needed.
+    async fn tail(
+        &self,
+        conn: &mut MultiplexedConnection,
+        dict: &Dictionary,
+    ) -> Result<std::convert::Infallible, End> {
+        let block_ms = TAIL_BLOCK.as_millis() as u64;
+        let mut epoch_checked = Instant::now();
+        loop {
+            let from = *self.pos.lock().unwrap_or_else(PoisonError::into_inner);
+            let reply: Value = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(TAIL_BATCH)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS")
+                .arg(&self.keys.stream)
+                .arg(from.to_string())
+                .query_async(conn)
+                .await?;
+            let entries = stream_entries(reply);
+            if entries.is_empty() {
+                if epoch_checked.elapsed() >= EPOCH_CHECK_INTERVAL {
+                    epoch_checked = Instant::now();
+                    let now: Option<String> = redis::cmd("GET")
+                        .arg(&self.keys.epoch)
+                        .query_async(conn)
+                        .await?;
+                    let known = self
+                        .epoch
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone();
+                    if now != known {
+                        return Err(End::Resync("the Redis data set changed (epoch key)"));
+                    }
+                }
+                continue;
+            }
+            let mut corrupt = false;
+            {
+                let mut pos = self.pos.lock().unwrap_or_else(PoisonError::into_inner);
+                for (id, record) in entries {
+                    if id <= *pos {
+                        continue;
+                    }
+                    match record {
+                        Some(r) => r.apply(dict),
+                        None => corrupt = true,
+                    }
+                    *pos = id;
+                }
+            }
+            if corrupt {
+                self.force_full.store(true, Ordering::Relaxed);
+                return Err(End::Resync("a change-stream entry could not be decoded"));
+            }
+        }
+    }
+
+    /// Run [`APPLY_SCRIPT`] on `records`; per record, the stream ID it was published under.
+    async fn invoke<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        records: &[Record],
+        publish: Publish,
+    ) -> Result<Vec<Option<StreamId>>, RedisError> {
+        let mut call = self.script.prepare_invoke();
+        call.key(&self.keys.stream).arg(self.stream_max_len).arg(
+            if publish == Publish::IfChanged {
+                "1"
+            } else {
+                "0"
+            },
+        );
+        for record in records {
+            let (op, value, at) = match *record {
+                Record::RevokeToken { exp, .. } => ("t", exp.to_string(), self.expire_at(exp)),
+                Record::RevokeSubject {
+                    revoked_before,
+                    expires,
+                    ..
+                } => (
+                    "s",
+                    format!("{revoked_before}:{expires}"),
+                    self.expire_at(expires),
+                ),
+                Record::UnrevokeToken { .. } | Record::UnrevokeSubject { .. } => {
+                    ("d", String::new(), 1)
+                }
+            };
+            call.key(self.keys.of(record))
+                .arg(op)
+                .arg(value)
+                .arg(at)
+                .arg(&record.encode()[..]);
+        }
+        let reply: Value = call.invoke_async(conn).await?;
+        let mut ids: Vec<Option<StreamId>> = items(reply)
+            .iter()
+            .map(|v| bulk(v).and_then(StreamId::parse))
+            .collect();
+        ids.resize(records.len(), None);
+        Ok(ids)
+    }
+
+    /// When Redis may forget an entry expiring at `exp`: once the validator would refuse
+    /// the token anyway, i.e. `exp + leeway`.
+    fn expire_at(&self, exp: u64) -> u64 {
+        exp.saturating_add(self.leeway).clamp(1, MAX_EXPIRE_AT)
+    }
+}
