@@ -1,7 +1,8 @@
 //! The `portcullis` command: a thin clap shell over the library.
 //!
 //! `run` serves, `check` validates a config and prints every problem, `token` mints a token
-//! with a configured key for trying things out, `users` edits the sign-in users file.
+//! with a configured key for trying things out, `users` edits the sign-in users file,
+//! `revoke`, `revocations` and `apikey` talk to a running gateway's admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         command: RevocationsCommand,
     },
+    /// Create, revoke and list API keys for trusted apps, through the admin API of a running
+    /// gateway.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
     /// Manage the sign-in users file (`[signin] users_file`). The password is read from
     /// standard input when it is not a terminal, otherwise prompted for without echo. A
     /// running gateway picks changes up on reload.
@@ -114,6 +121,32 @@ enum UsersCommand {
         /// Username (or id) of the user.
         #[arg(long)]
         username: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Create a key for an app. The key is printed once: store it now, the gateway keeps
+    /// only its SHA-256.
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The app id the upstream receives (in `x-client-id` by default).
+        #[arg(long)]
+        app: String,
+    },
+    /// Revoke a key by its id; refused from the next request on.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The key's id (from `create` or `list`).
+        #[arg(long)]
+        id: String,
+    },
+    /// List the keys: id, app and creation time (never a key).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
@@ -228,6 +261,22 @@ fn main() -> ExitCode {
             }
             RevocationsCommand::Count { admin } => {
                 admin_call(admin, Method::GET, "/revocations/count".into(), None)
+            }
+        },
+        Command::Apikey { command } => match command {
+            ApikeyCommand::Create { admin, app } => admin_call(
+                admin,
+                Method::POST,
+                "/apikeys".into(),
+                Some(serde_json::json!({ "app": app })),
+            ),
+            ApikeyCommand::Revoke { admin, id } => {
+                let id =
+                    percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC);
+                admin_call(admin, Method::DELETE, format!("/apikeys/{id}"), None)
+            }
+            ApikeyCommand::List { admin } => {
+                admin_call(admin, Method::GET, "/apikeys".into(), None)
             }
         },
         Command::Users { command } => users(command),

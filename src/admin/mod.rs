@@ -12,6 +12,9 @@
 //! | DELETE | `/revocations/jti/{jti}` | admin | 204, or 404 if not revoked |
 //! | DELETE | `/revocations/sub/{sub}` | admin | 204, or 404 if not revoked |
 //! | POST | `/reload` | admin | re-read the config file: 200 with notes, or 400 with the reason |
+//! | POST | `/apikeys` | admin | `{"app"}` -> 201 `{"id","app","key","created"}`: the only time the key is shown |
+//! | GET | `/apikeys` | admin | every key's id, app and creation time (never a key or digest) |
+//! | DELETE | `/apikeys/{id}` | admin | 204, refused from the next request on; 404 if no such key |
 //!
 //! Every endpoint but `/healthz` needs `Authorization: Bearer <admin token>`, compared in
 //! constant time. A client that fails authentication too often is refused with 429 for a
@@ -34,6 +37,7 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::apikey::{self, ApiKeys};
 use crate::auth::jws::digest128;
 use crate::pipeline::forward::ConnInfo;
 use crate::pipeline::{unix_now, Shared};
@@ -56,6 +60,8 @@ pub struct AdminState {
     /// the current keys.
     pub gateway: ArcSwap<Shared>,
     pub revocations: Arc<Revocations>,
+    /// App keys (the same set the request path reads: a revoke applies to the next request).
+    pub api_keys: Arc<ApiKeys>,
     pub metrics: Arc<Metrics>,
     /// Set once the gateway is assembled; `POST /reload` goes through it.
     pub reloader: OnceLock<Weak<Reloader>>,
@@ -157,10 +163,12 @@ async fn route(
             );
             r
         }
-        (&Method::POST, ["revocations"]) => match read_json::<RevokeRequest>(req).await {
-            Ok(body) => revoke(admin, body).await,
-            Err(resp) => resp,
-        },
+        (&Method::POST, ["revocations"]) => {
+            match read_json::<RevokeRequest>(req, REVOKE_SHAPE).await {
+                Ok(body) => revoke(admin, body).await,
+                Err(resp) => resp,
+            }
+        }
         (&Method::GET, ["revocations"]) => list(admin, req.uri().query()),
         (&Method::POST, ["reload"]) => reload(admin).await,
         (&Method::GET, ["revocations", "count"]) => {
@@ -172,7 +180,21 @@ async fn route(
             };
             unrevoke(admin, kind, &value).await
         }
-        (_, ["healthz" | "readyz" | "metrics" | "revocations", ..]) => error(
+        (&Method::POST, ["apikeys"]) => {
+            match read_json::<CreateKeyRequest>(req, "expected {\"app\": \"...\"}").await {
+                Ok(body) => create_key(admin, body).await,
+                Err(resp) => resp,
+            }
+        }
+        (&Method::GET, ["apikeys"]) => {
+            let items = admin.api_keys.list();
+            json_response(
+                StatusCode::OK,
+                json!({ "count": items.len(), "items": items }),
+            )
+        }
+        (&Method::DELETE, ["apikeys", id]) => revoke_key(admin, id).await,
+        (_, ["healthz" | "readyz" | "metrics" | "revocations" | "apikeys", ..]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on this path",
         ),
@@ -197,7 +219,12 @@ enum RevokeRequest {
     },
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Resp> {
+const REVOKE_SHAPE: &str = "expected one of {\"jti\": \"...\", \"exp\": <unix seconds>}, {\"token\": \"...\"}, {\"sub\": \"...\"}";
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    expected: &str,
+) -> Result<T, Resp> {
     let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -214,12 +241,56 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
             &format!("body is not valid JSON: {e}"),
         )
     })?;
-    serde_json::from_value(value).map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "expected one of {\"jti\": \"...\", \"exp\": <unix seconds>}, {\"token\": \"...\"}, {\"sub\": \"...\"}",
-        )
-    })
+    serde_json::from_value(value).map_err(|_| error(StatusCode::BAD_REQUEST, expected))
+}
+
+/// `POST /apikeys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKeyRequest {
+    app: String,
+}
+
+/// Create a key for an app; the answer is the only place the key ever appears (the store
+/// keeps its SHA-256, the log line names the id and app only).
+async fn create_key(admin: &Arc<AdminState>, body: CreateKeyRequest) -> Resp {
+    if let Err(why) = apikey::check_app(&body.app) {
+        return error(StatusCode::BAD_REQUEST, &why);
+    }
+    match admin.api_keys.create(&body.app, unix_now()).await {
+        Ok(new) => {
+            tracing::info!(id = %new.info.id, app = %new.info.app, "API key created");
+            json_response(
+                StatusCode::CREATED,
+                json!({ "id": new.info.id, "app": new.info.app, "key": new.key.0, "created": new.info.created }),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "API key not stored");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "API-key store unavailable; no key was created",
+            )
+        }
+    }
+}
+
+/// `DELETE /apikeys/{id}`: stored first, then out of the map the request path reads.
+async fn revoke_key(admin: &Arc<AdminState>, id: &str) -> Resp {
+    match admin.api_keys.revoke(id).await {
+        Ok(Some(info)) => {
+            tracing::info!(id = %info.id, app = %info.app, "API key revoked");
+            empty(StatusCode::NO_CONTENT)
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "no API key with this id"),
+        Err(e) => {
+            tracing::error!(error = %e, "API key revocation not stored");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "API-key store unavailable; the key still works",
+            )
+        }
+    }
 }
 
 async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest) -> Resp {

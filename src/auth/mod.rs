@@ -1,6 +1,7 @@
 //! Authentication: where a token comes from ([`bearer`]), the keys it may be signed with
-//! ([`keys`]), and how it is verified ([`jws`]).
+//! ([`keys`]), and how it is verified ([`jws`]); app keys for trusted apps ([`apikey`]).
 
+pub mod apikey;
 pub mod bearer;
 pub mod cache;
 pub mod jwe;

@@ -5,7 +5,7 @@
 //! them into typed values and says what would be valid when one is wrong.
 //!
 //! The shape of `[listen]`, `[jwt]`, `[[jwt.keys]]`, `[identity]`, `[[routes]]`, `[admin]`,
-//! `[revocation]` and `[signin]` is public interface: extend it, never rename.
+//! `[revocation]`, `[signin]` and `[api_keys]` is public interface: extend it, never rename.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,6 +36,8 @@ pub struct File {
     pub dev: Dev,
     #[serde(default)]
     pub signin: Option<SignIn>,
+    #[serde(default)]
+    pub api_keys: Option<ApiKeys>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +146,9 @@ pub struct Route {
     pub timeout: Option<String>,
     /// Largest request body accepted on this route, in bytes (413 beyond).
     pub max_body_bytes: Option<u64>,
+    /// Require an app key (`[api_keys] header`): alone with `auth = "public"`, in addition
+    /// to the bearer token with `auth = "jwt"`.
+    pub api_key: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +212,18 @@ pub struct SignIn {
     pub user_attempts_per_minute: Option<u32>,
     /// Password verifications running at once (default: twice the cores).
     pub max_concurrent_hashes: Option<usize>,
+}
+
+/// `[api_keys]`: app keys for trusted apps (every key optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeys {
+    /// The request header carrying the key, e.g. "x-api-key".
+    pub header: Option<String>,
+    /// The header the gateway sets to the key's app id for the upstream, e.g. "x-client-id".
+    pub client_header: Option<String>,
+    /// A JSON file path, or "memory". Absent: follows `[revocation] store`.
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -51,6 +51,12 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9443";
 pub const DEFAULT_REVOCATION_STORE: &str = "data/revocations.log";
 /// How often expired revocations are swept from memory.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Request header that carries an app key.
+pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+/// Header the gateway sets to the app id of an accepted key.
+pub const DEFAULT_API_KEY_CLIENT_HEADER: &str = "x-client-id";
+/// File name of the embedded API-key store, in the revocation store's folder.
+pub const DEFAULT_API_KEY_STORE_FILE: &str = "apikeys.json";
 /// Cluster mode: prefix of every Redis key (`portcullis:tok:<hex>`, `portcullis:stream`, ...).
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "portcullis";
 /// Cluster mode: change-stream entries kept in Redis (approximate `MAXLEN`), about 50 bytes
@@ -84,6 +90,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[signin]`: the gateway's own login, refresh and logout endpoints.
     pub signin: Option<crate::signin::Settings>,
+    /// `[api_keys]`: header names and where the keys are stored (defaults when absent).
+    pub api_keys: ApiKeys,
     /// Files `run` must write before starting (dev material generated in memory).
     pub pending_dev_files: Vec<DevFile>,
 }
@@ -193,6 +201,27 @@ impl fmt::Debug for RedisStore {
 pub struct Revocation {
     pub store: StoreKind,
     pub sweep_interval: Duration,
+}
+
+/// `[api_keys]`, validated.
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    /// The request header a client sends its key in.
+    pub header: HeaderName,
+    /// The header the upstream receives the app id in (stripped from every client request).
+    pub client_header: HeaderName,
+    pub store: ApiKeyStore,
+}
+
+/// Where API keys are kept.
+#[derive(Debug, Clone)]
+pub enum ApiKeyStore {
+    /// Lost on restart (`store = "memory"`, or the revocation store is `memory`).
+    Memory,
+    /// A JSON file rewritten atomically on each change.
+    File(PathBuf),
+    /// Cluster mode: a Redis hash shared by every instance (`{key_prefix}:apikeys`).
+    Redis(RedisStore),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -882,6 +911,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             connect_timeout,
             timeout,
             max_body_bytes: r.max_body_bytes,
+            api_key: r.api_key.unwrap_or(false),
         });
     }
 
@@ -974,6 +1004,14 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         ),
     };
 
+    // [api_keys]
+    let api_keys = api_keys(
+        &mut c,
+        f.api_keys.unwrap_or_default(),
+        &identity,
+        &revocation,
+    );
+
     // [log]
     let format = match f.log.format.as_deref() {
         None | Some("pretty") => LogFormat::Pretty,
@@ -1042,8 +1080,103 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         log,
         limits,
         signin,
+        api_keys,
         pending_dev_files: c.dev_files,
     })
+}
+
+/// Headers an API-key setting may not name: the gateway sets or routes on these itself, or
+/// they carry other credentials.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];
+
+/// Validate `[api_keys]`. The two headers must differ from each other, from the identity
+/// headers (the key header would be stripped as spoofable before it is read; the client
+/// header would overwrite a user claim) and from the headers the gateway handles itself.
+/// The store follows `[revocation] store` unless set: a log file puts `apikeys.json` in
+/// the same folder, `memory` keeps keys in memory, Redis keeps them in a Redis hash.
+fn api_keys(
+    c: &mut Checker<'_>,
+    f: file::ApiKeys,
+    identity: &Identity,
+    revocation: &Revocation,
+) -> ApiKeys {
+    let mut name = |key: &str, value: Option<&str>, default: &'static str| {
+        let h = header_name(c, key, value.unwrap_or(default))
+            .unwrap_or(HeaderName::from_static(default));
+        if RESERVED_HEADERS.contains(&h.as_str()) {
+            c.problems.push(format!(
+                "{key}: `{h}` is handled by the gateway itself; choose another header name"
+            ));
+        }
+        if h == identity.user_header || identity.claims.iter().any(|(n, _)| *n == h) {
+            c.problems.push(format!(
+                "{key}: `{h}` is already an identity header ([identity]); choose another name"
+            ));
+        }
+        h
+    };
+    let header = name(
+        "api_keys.header",
+        f.header.as_deref(),
+        DEFAULT_API_KEY_HEADER,
+    );
+    let client_header = name(
+        "api_keys.client_header",
+        f.client_header.as_deref(),
+        DEFAULT_API_KEY_CLIENT_HEADER,
+    );
+    if header == client_header {
+        c.problems.push(format!(
+            "api_keys.client_header: `{client_header}` is also api_keys.header; the key would be \
+             replaced by the app id (or the app id taken from the client)"
+        ));
+    }
+    let store = match f.store.as_deref() {
+        Some("memory") => ApiKeyStore::Memory,
+        Some("") => {
+            c.problems.push(
+                "api_keys.store: empty; give a file path or \"memory\" (or leave it out)".into(),
+            );
+            ApiKeyStore::Memory
+        }
+        Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
+            c.problems.push(
+                "api_keys.store: a Redis URL is not accepted here; leave api_keys.store out \
+                 and the keys follow revocation.store to Redis"
+                    .into(),
+            );
+            ApiKeyStore::Memory
+        }
+        Some(s) => ApiKeyStore::File(resolve(c.base, Path::new(s))),
+        None => match &revocation.store {
+            StoreKind::Memory => ApiKeyStore::Memory,
+            StoreKind::Log(log) => ApiKeyStore::File(
+                log.parent()
+                    .unwrap_or(Path::new("."))
+                    .join(DEFAULT_API_KEY_STORE_FILE),
+            ),
+            StoreKind::Redis(r) => ApiKeyStore::Redis(r.clone()),
+        },
+    };
+    ApiKeys {
+        header,
+        client_header,
+        store,
+    }
 }
 
 /// An upstream base URL: `http://host:port[/base/path]`.
@@ -1222,6 +1355,48 @@ auth = "jwt"
         ] {
             assert!(msg.contains(key), "{key}: {msg}");
         }
+    }
+
+    #[test]
+    fn api_keys_default_beside_the_revocation_store_and_name_their_problems() {
+        let text = MINIMAL.replace("auth = \"jwt\"", "auth = \"public\"\napi_key = true");
+        let c = Config::from_toml(&text, Path::new("/srv/gw")).unwrap();
+        assert_eq!(c.api_keys.header.as_str(), "x-api-key");
+        assert_eq!(c.api_keys.client_header.as_str(), "x-client-id");
+        assert!(
+            matches!(&c.api_keys.store, ApiKeyStore::File(p) if p == Path::new("/srv/gw/data/apikeys.json")),
+            "{:?}",
+            c.api_keys.store
+        );
+        assert!(c.routes.iter().all(|r| r.api_key));
+
+        let memory = format!("{text}\n[revocation]\nstore = \"memory\"\n");
+        let c = Config::from_toml(&memory, Path::new(".")).unwrap();
+        assert!(matches!(c.api_keys.store, ApiKeyStore::Memory));
+
+        let bad = format!(
+            "{text}\n[api_keys]\nheader = \"x-user-id\"\nclient_header = \"bad header\"\nstore = \"redis://x\"\n"
+        );
+        let msg = Config::from_toml(&bad, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        for key in [
+            "api_keys.header",
+            "api_keys.client_header",
+            "api_keys.store",
+        ] {
+            assert!(msg.contains(key), "{key}: {msg}");
+        }
+        let same = format!("{text}\n[api_keys]\nheader = \"x-app\"\nclient_header = \"X-App\"\n");
+        let msg = Config::from_toml(&same, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("api_keys.client_header"), "{msg}");
+        let unknown = format!("{text}\n[api_keys]\nheadr = \"x\"\n");
+        let msg = Config::from_toml(&unknown, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("headr"), "{msg}");
     }
 
     #[test]

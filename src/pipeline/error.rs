@@ -3,6 +3,10 @@
 //! Client-facing text stays generic (see `AuthError::description`); the precise reason goes
 //! to the log and the metrics label. 401s carry `WWW-Authenticate` as RFC 6750 section 3
 //! requires: a bare challenge when no token was sent, `error="invalid_token"` otherwise.
+//! An app-key failure is not a bearer-token matter, so its challenge names the `ApiKey`
+//! scheme instead (RFC 9110 section 11.6.1 asks every 401 for a challenge, and a `Bearer`
+//! one would send a client after the wrong credential): `ApiKey realm="portcullis"`, with
+//! `error="invalid_key"` when a key was sent but refused.
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
@@ -10,6 +14,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::route::PathError;
+use crate::auth::apikey::ApiKeyError;
 use crate::auth::AuthError;
 
 /// Realm named in `WWW-Authenticate` challenges.
@@ -28,6 +33,8 @@ pub enum GatewayError {
     PayloadTooLarge,
     #[error("authentication failed: {0}")]
     Auth(#[from] AuthError),
+    #[error("API key refused: {0}")]
+    ApiKey(#[from] ApiKeyError),
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
@@ -42,7 +49,7 @@ impl GatewayError {
             GatewayError::BadPath(_) | GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Auth(_) | GatewayError::ApiKey(_) => StatusCode::UNAUTHORIZED,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -56,6 +63,7 @@ impl GatewayError {
             GatewayError::NoRoute => "no_route",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::Auth(a) => a.reason(),
+            GatewayError::ApiKey(k) => k.reason(),
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_error",
@@ -76,6 +84,10 @@ impl GatewayError {
                 ("unauthorized", AuthError::Missing.description())
             }
             GatewayError::Auth(a) => ("invalid_token", a.description()),
+            GatewayError::ApiKey(ApiKeyError::Missing) => {
+                ("unauthorized", ApiKeyError::Missing.description())
+            }
+            GatewayError::ApiKey(k) => ("invalid_api_key", k.description()),
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => {
                 ("bad_gateway", "the upstream service is unavailable")
             }
@@ -91,8 +103,14 @@ impl GatewayError {
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let GatewayError::Auth(a) = self {
-            h.insert(WWW_AUTHENTICATE, challenge(*a));
+        match self {
+            GatewayError::Auth(a) => {
+                h.insert(WWW_AUTHENTICATE, challenge(*a));
+            }
+            GatewayError::ApiKey(k) => {
+                h.insert(WWW_AUTHENTICATE, api_key_challenge(*k));
+            }
+            _ => {}
         }
         resp
     }
@@ -108,6 +126,14 @@ fn challenge(a: AuthError) -> HeaderValue {
     };
     // Built from constants without quotes or control characters, so always valid.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+fn api_key_challenge(k: ApiKeyError) -> HeaderValue {
+    let text = match k {
+        ApiKeyError::Missing => format!("ApiKey realm=\"{REALM}\""),
+        _ => format!("ApiKey realm=\"{REALM}\", error=\"invalid_key\""),
+    };
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("ApiKey"))
 }
 
 #[cfg(test)]
@@ -147,6 +173,21 @@ mod tests {
             ),
             (GatewayError::Auth(AuthError::Revoked), 401, "invalid_token"),
             (
+                GatewayError::ApiKey(ApiKeyError::Missing),
+                401,
+                "unauthorized",
+            ),
+            (
+                GatewayError::ApiKey(ApiKeyError::Malformed),
+                401,
+                "invalid_api_key",
+            ),
+            (
+                GatewayError::ApiKey(ApiKeyError::Unknown),
+                401,
+                "invalid_api_key",
+            ),
+            (
                 GatewayError::UpstreamConnect("refused".into()),
                 502,
                 "bad_gateway",
@@ -175,6 +216,22 @@ mod tests {
             "{v}"
         );
         assert!(v.contains("error_description=\"token expired\""), "{v}");
+    }
+
+    #[test]
+    fn api_key_failures_challenge_with_the_api_key_scheme() {
+        let r = GatewayError::ApiKey(ApiKeyError::Missing).to_response();
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "ApiKey realm=\"portcullis\"");
+        let r = GatewayError::ApiKey(ApiKeyError::Unknown).to_response();
+        assert_eq!(
+            r.headers()[WWW_AUTHENTICATE],
+            "ApiKey realm=\"portcullis\", error=\"invalid_key\""
+        );
+        // Wrong and revoked read the same as malformed: nothing to tell them apart.
+        assert_eq!(
+            body_json(&GatewayError::ApiKey(ApiKeyError::Unknown)),
+            body_json(&GatewayError::ApiKey(ApiKeyError::Malformed))
+        );
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! The request path, in order:
 //!
 //! ```text
-//! route -> strip spoofable headers -> authenticate -> check revocation -> inject identity -> forward
+//! route -> strip spoofable headers -> check app key -> authenticate -> check revocation
+//!       -> inject identity -> forward
 //! ```
+//!
+//! The app key (routes with `api_key = true`) is checked before the bearer token: a map
+//! lookup is far cheaper than a signature check, so a request without a valid key is
+//! refused before it can spend the gateway's CPU on token verification.
 //!
 //! [`handle`] is the outer layer: it runs [`handle_inner`], logs a failure once and turns it
 //! into a response. Each step below is one function that says what it may reject.
@@ -26,6 +31,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::auth::apikey::{ApiKeyError, ApiKeys};
 use crate::auth::cache::TokenCache;
 use crate::auth::jws::{Validator, Verified};
 use crate::auth::{bearer, AuthError};
@@ -50,6 +56,12 @@ pub struct Shared {
     pub identity: Identity,
     protected: Protected,
     pub revocations: Arc<Revocations>,
+    /// App keys; the same set across reloads.
+    pub api_keys: Arc<ApiKeys>,
+    /// `[api_keys] header`: where a client sends its app key.
+    api_key_header: HeaderName,
+    /// `[api_keys] client_header`: where the upstream gets the app id.
+    client_header: HeaderName,
     pub metrics: Arc<Metrics>,
     limits: crate::config::Limits,
     /// Route labels for metrics and logs, same order as `routes`.
@@ -61,7 +73,12 @@ pub struct Shared {
 
 impl Shared {
     /// Build the shared request-path state; `config.jwt.keys` moves into the validator.
-    pub fn new(config: &mut Config, revocations: Arc<Revocations>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: &mut Config,
+        revocations: Arc<Revocations>,
+        api_keys: Arc<ApiKeys>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         // Sign-in borrows the signing key before the validator takes the key set.
         let signin = config.signin.take().and_then(|settings| {
             match SignIn::new(settings, &config.jwt.keys, &config.jwt, &revocations) {
@@ -100,7 +117,14 @@ impl Shared {
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
             routes: config.routes.clone(),
-            protected: Protected::new(&config.identity, &[]),
+            // The client header is an identity header too: stripped on every route.
+            protected: Protected::new(
+                &config.identity,
+                std::slice::from_ref(&config.api_keys.client_header),
+            ),
+            api_key_header: config.api_keys.header.clone(),
+            client_header: config.api_keys.client_header.clone(),
+            api_keys,
             identity: config.identity.clone(),
             validator,
             cache,
@@ -237,6 +261,10 @@ pub async fn handle(
                     state.metrics.auth_failure(a.reason());
                     tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
+                GatewayError::ApiKey(k) => {
+                    state.metrics.auth_failure(k.reason());
+                    tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
+                }
                 _ => {
                     tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
@@ -334,6 +362,14 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo
     // able to delete the identity the gateway is about to inject.
     let upgrade = forward::strip_hop_by_hop(req.headers_mut());
     strip_spoofable(state, &mut req);
+    let app = if route.api_key {
+        match check_api_key(state, &mut req) {
+            Ok(app) => Some(app),
+            Err(e) => return fail(e.into(), None),
+        }
+    } else {
+        None
+    };
     let mut user = None;
     if route.auth == AuthPolicy::Jwt {
         let verified = match authenticate(state, &req).and_then(|v| check_revocation(state, v)) {
@@ -342,6 +378,9 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo
         };
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
+    }
+    if let Some(app) = app {
+        inject_client(state, &mut req, app);
     }
     let result = forward::forward(
         &state.clients[idx],
@@ -406,6 +445,20 @@ fn route<'s>(
 /// Never rejects.
 fn strip_spoofable(state: &State, req: &mut Request<Incoming>) {
     state.protected.strip(req.headers_mut());
+}
+
+/// Take the app key out of the request (the upstream never needs the secret) and find its
+/// app. Rejects with 401: no key (`ApiKey` challenge), or a key that is malformed, sent
+/// twice, wrong or revoked (`error="invalid_key"`, one answer for all of them).
+fn check_api_key(state: &State, req: &mut Request<Incoming>) -> Result<HeaderValue, ApiKeyError> {
+    let app = state.api_keys.check(req.headers(), &state.api_key_header);
+    req.headers_mut().remove(&state.api_key_header);
+    app
+}
+
+/// Set the client header to the accepted key's app id. Never rejects.
+fn inject_client(state: &State, req: &mut Request<Incoming>, app: HeaderValue) {
+    req.headers_mut().insert(state.client_header.clone(), app);
 }
 
 /// A verified token, fresh from verification or shared from the cache.

@@ -46,6 +46,8 @@ pub struct Route {
     pub timeout: Duration,
     /// Largest request body accepted (413 beyond); `None`: unlimited, streamed.
     pub max_body_bytes: Option<u64>,
+    /// An app key is required (`[[routes]] api_key = true`), alone or with the token.
+    pub api_key: bool,
 }
 
 /// Routes ordered for matching: longest prefix first, host-specific before host-less.
@@ -314,6 +316,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             max_body_bytes: None,
+            api_key: false,
         }
     }
 

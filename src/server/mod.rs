@@ -24,6 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminAuth, AdminState};
+use crate::auth::apikey::ApiKeys;
 use crate::config::Config;
 use crate::pipeline::{self, Shared, State};
 use crate::revocation::Revocations;
@@ -94,7 +95,8 @@ impl Gateway {
 /// validated first; an invalid one changes nothing and the reason is returned. Requests in
 /// flight finish with the state they started with; open connections keep their certificate,
 /// new ones get the new one. The listen and admin addresses, worker count, connection limit
-/// and revocation store are fixed at start: changing them needs a restart (a reload says so).
+/// and revocation and API-key stores are fixed at start (the keys themselves outlive a
+/// reload, like the revocations): changing them needs a restart (a reload says so).
 pub struct Reloader {
     source: Option<PathBuf>,
     shared: ArcSwap<Shared>,
@@ -103,6 +105,9 @@ pub struct Reloader {
     admin: Option<Arc<AdminState>>,
     admin_tls: Option<TlsSource>,
     revocations: Arc<Revocations>,
+    api_keys: Arc<ApiKeys>,
+    /// Where the API keys live (fixed at start; a reload that changes it says so).
+    api_key_store: String,
     metrics: Arc<Metrics>,
     listen_addr: SocketAddr,
     shutdown_grace: Duration,
@@ -168,6 +173,12 @@ impl Reloader {
                 )
             }
         };
+        if store_label(&config.api_keys.store) != self.api_key_store {
+            notes.push(
+                "api_keys.store changed: takes effect after a restart (the keys in force stay)"
+                    .into(),
+            );
+        }
         config.write_dev_files().map_err(|e| e.to_string())?;
         // Everything validated: swap.
         if let (Some(src), Some(cfg)) = (&self.tls, tls) {
@@ -183,6 +194,7 @@ impl Reloader {
         let shared = Arc::new(Shared::new(
             &mut config,
             self.revocations.clone(),
+            self.api_keys.clone(),
             self.metrics.clone(),
         ));
         for w in &self.workers {
@@ -193,6 +205,16 @@ impl Reloader {
             admin.gateway.store(shared);
         }
         Ok(notes)
+    }
+}
+
+/// The API-key store a config names, for comparing across a reload (no password inside).
+fn store_label(store: &crate::config::ApiKeyStore) -> String {
+    use crate::config::ApiKeyStore;
+    match store {
+        ApiKeyStore::Memory => "memory".into(),
+        ApiKeyStore::File(p) => p.display().to_string(),
+        ApiKeyStore::Redis(r) => format!("{} {}", r.redacted(), r.key_prefix),
     }
 }
 
@@ -232,9 +254,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     metrics
         .revocation_entries
         .set((revocations.dict().len_tokens() + revocations.dict().len_subjects()) as i64);
+    let api_keys = Arc::new(ApiKeys::open(&config.api_keys.store).await?);
     let shared = Arc::new(Shared::new(
         &mut config,
         revocations.clone(),
+        api_keys.clone(),
         metrics.clone(),
     ));
 
@@ -317,6 +341,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
             auth: ArcSwap::from_pointee(AdminAuth::new(token)),
             gateway: ArcSwap::new(shared.clone()),
             revocations: revocations.clone(),
+            api_keys: api_keys.clone(),
             metrics: metrics.clone(),
             reloader: std::sync::OnceLock::new(),
         });
@@ -349,6 +374,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         },
     );
     tasks.push(maintenance);
+    let mut api_keys_stop = shutdown_rx.clone();
+    tasks.push(api_keys.clone().spawn_sync(async move {
+        let _ = api_keys_stop.changed().await;
+    }));
 
     tracing::info!(
         %addr,
@@ -367,6 +396,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         admin: admin_state.clone(),
         admin_tls,
         revocations,
+        api_key_store: store_label(&config.api_keys.store),
+        api_keys,
         metrics,
         listen_addr: config.listen.addr,
         shutdown_grace: config.listen.shutdown_grace,

@@ -147,24 +147,30 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// A Redis client for `store` (URL, and the private CA for `rediss://`), not connected yet.
+/// Also used by the API-key store, which keeps its hash in the same Redis.
+pub fn client(store: &RedisStore) -> Result<redis::Client, RedisError> {
+    if store.url.starts_with("rediss://") {
+        // The redis crate builds its rustls config from the process default provider;
+        // make it ours (a no-op when one is already installed).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+    match &store.tls_ca {
+        Some(pem) => redis::Client::build_with_tls(
+            store.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        None => redis::Client::open(store.url.as_str()),
+    }
+}
+
 impl Cluster {
     /// Set up clients without connecting (needs a tokio runtime).
     pub fn new(store: &RedisStore, leeway: u64) -> Result<Cluster, RedisError> {
-        if store.url.starts_with("rediss://") {
-            // The redis crate builds its rustls config from the process default provider;
-            // make it ours (a no-op when one is already installed).
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        }
-        let client = match &store.tls_ca {
-            Some(pem) => redis::Client::build_with_tls(
-                store.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            )?,
-            None => redis::Client::open(store.url.as_str())?,
-        };
+        let client = client(store)?;
         let writer = client.get_connection_manager_lazy(
             ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(store.timeout))
