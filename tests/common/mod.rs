@@ -184,6 +184,12 @@ impl TestGateway {
         self.addr.port()
     }
 
+    /// `http://ADMIN_ADDR`, when the config has an `[admin]` section (plain HTTP).
+    pub fn admin_url(&self) -> Option<String> {
+        let addr = self.gateway.as_ref()?.admin_addr()?;
+        Some(format!("http://{addr}"))
+    }
+
     /// `https://localhost:PORT{path}`; clients resolve `localhost` to the gateway.
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.port())
