@@ -396,6 +396,84 @@ async fn a_revoke_on_one_instance_is_refused_by_the_others() {
     }
 }
 
+/// A route needing an app key, appended to a node's config.
+fn keyed_route(up: &Upstream) -> String {
+    format!(
+        "\n[[routes]]\nprefix = \"/keyed\"\nupstream = \"{}\"\nauth = \"public\"\napi_key = true\n",
+        up.url()
+    )
+}
+
+/// The status of `GET /keyed` with this app key.
+async fn keyed(n: &Gw, key: &str) -> u16 {
+    n.http
+        .get(format!("http://{}/keyed", n.proxy))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_shared_through_redis_and_a_revoke_reaches_every_instance() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let route = keyed_route(&up);
+    let a = node(&up, &redis.url(), &route).await;
+    let b = node(&up, &redis.url(), &route).await;
+
+    let r = a
+        .admin(
+            Method::POST,
+            "/apikeys",
+            Some(json!({ "app": "fleet-app" })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r:?}");
+    let created = r.json();
+    let key = created["key"].as_str().expect("key").to_owned();
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        keyed(&a, &key).await,
+        200,
+        "at once on the instance that created it"
+    );
+    eventually("the key works on b", || async {
+        keyed(&b, &key).await == 200
+    })
+    .await;
+
+    // Redis holds the digest under the key id, never the key.
+    let mut conn = redis.conn().await;
+    let stored: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(format!("{PREFIX}:apikeys"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].0, id);
+    assert!(!stored[0].1.contains(&key[4..]), "{stored:?}");
+
+    // An instance started later loads the set before serving.
+    let c = node(&up, &redis.url(), &route).await;
+    assert_eq!(keyed(&c, &key).await, 200);
+
+    // Revoked through b: refused there on the next request, elsewhere within a poll.
+    assert_eq!(b.delete(&format!("/apikeys/{id}")).await.status, 204);
+    assert_eq!(keyed(&b, &key).await, 401);
+    for (n, what) in [(&a, "a"), (&c, "c")] {
+        eventually(&format!("the revoked key refused on {what}"), || async {
+            keyed(n, &key).await == 401
+        })
+        .await;
+    }
+    // Revocations and keys share the Redis without stepping on each other.
+    a.revoke(json!({ "jti": "k1" })).await;
+    wait_refused(&b, &token("alice", "k1"), "revocation beside the keys").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_holds_each_revocation_until_its_token_expires() {
     let redis = RedisServer::start();
