@@ -1,8 +1,9 @@
-//! Authentication: where a token comes from ([`bearer`]), the keys it may be signed with
-//! ([`keys`]), and how it is verified ([`jws`]).
+//! Authentication: where a token comes from ([`bearer`], or [`cookie`] in cookie mode), the
+//! keys it may be signed with ([`keys`]), and how it is verified ([`jws`]).
 
 pub mod bearer;
 pub mod cache;
+pub mod cookie;
 pub mod jwe;
 pub mod jwks;
 pub mod jws;
