@@ -10,6 +10,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::route::PathError;
+use crate::auth::cookie::Refusal;
 use crate::auth::AuthError;
 
 /// Realm named in `WWW-Authenticate` challenges.
@@ -28,6 +29,10 @@ pub enum GatewayError {
     PayloadTooLarge,
     #[error("authentication failed: {0}")]
     Auth(#[from] AuthError),
+    /// Cookie mode: a state-changing request authenticated by cookie without a CSRF header
+    /// matching the CSRF cookie.
+    #[error("CSRF token missing or not matching the CSRF cookie")]
+    Csrf,
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
@@ -43,6 +48,7 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Csrf => StatusCode::FORBIDDEN,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -56,6 +62,7 @@ impl GatewayError {
             GatewayError::NoRoute => "no_route",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::Auth(a) => a.reason(),
+            GatewayError::Csrf => "csrf",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_error",
@@ -76,6 +83,7 @@ impl GatewayError {
                 ("unauthorized", AuthError::Missing.description())
             }
             GatewayError::Auth(a) => ("invalid_token", a.description()),
+            GatewayError::Csrf => ("forbidden", "CSRF token required"),
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => {
                 ("bad_gateway", "the upstream service is unavailable")
             }
@@ -95,6 +103,15 @@ impl GatewayError {
             h.insert(WWW_AUTHENTICATE, challenge(*a));
         }
         resp
+    }
+}
+
+impl From<Refusal> for GatewayError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Auth(a) => GatewayError::Auth(a),
+            Refusal::Csrf => GatewayError::Csrf,
+        }
     }
 }
 
@@ -146,6 +163,7 @@ mod tests {
                 "invalid_token",
             ),
             (GatewayError::Auth(AuthError::Revoked), 401, "invalid_token"),
+            (GatewayError::Csrf, 403, "forbidden"),
             (
                 GatewayError::UpstreamConnect("refused".into()),
                 502,
@@ -175,6 +193,18 @@ mod tests {
             "{v}"
         );
         assert!(v.contains("error_description=\"token expired\""), "{v}");
+    }
+
+    #[test]
+    fn csrf_refusal_is_403_without_a_challenge() {
+        let r = GatewayError::Csrf.to_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
+        assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+        assert_eq!(
+            GatewayError::from(Refusal::Auth(AuthError::Malformed)).status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[test]
