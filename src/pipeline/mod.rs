@@ -1,7 +1,8 @@
 //! The request path, in order:
 //!
 //! ```text
-//! route -> strip spoofable headers -> authenticate -> check revocation -> inject identity -> forward
+//! route -> strip spoofable headers -> authenticate -> check revocation -> inject identity
+//!       -> strip gateway cookies -> forward
 //! ```
 //!
 //! [`handle`] is the outer layer: it runs [`handle_inner`], logs a failure once and turns it
@@ -27,6 +28,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 use crate::auth::cache::TokenCache;
+use crate::auth::cookie::CookieAuth;
 use crate::auth::jws::{Validator, Verified};
 use crate::auth::{bearer, AuthError};
 use crate::config::{Config, Identity};
@@ -57,6 +59,9 @@ pub struct Shared {
     access_log: bool,
     /// `[signin]`: login, refresh and logout answered by the gateway itself.
     pub signin: Option<Arc<SignIn>>,
+    /// `[signin.cookies]`: cookie mode is on (and sign-in started), so a request without
+    /// `Authorization` may authenticate by cookie.
+    cookie_auth: Option<CookieAuth>,
 }
 
 impl Shared {
@@ -96,7 +101,12 @@ impl Shared {
                     .iter()
                     .any(|k| !matches!(k.alg.family(), jsonwebtoken::AlgorithmFamily::Hmac))))
         .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
+        let cookie_auth = signin
+            .as_ref()
+            .and_then(|s| s.cookies.as_ref())
+            .map(|c| c.names.clone());
         Shared {
+            cookie_auth,
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
             routes: config.routes.clone(),
@@ -233,8 +243,8 @@ pub async fn handle(
                     state.metrics.upstream_error(e.reason());
                     tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = ?request_id, "upstream failure")
                 }
-                GatewayError::Auth(a) => {
-                    state.metrics.auth_failure(a.reason());
+                GatewayError::Auth(_) | GatewayError::Csrf => {
+                    state.metrics.auth_failure(e.reason());
                     tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
                 _ => {
@@ -336,13 +346,16 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo
     strip_spoofable(state, &mut req);
     let mut user = None;
     if route.auth == AuthPolicy::Jwt {
-        let verified = match authenticate(state, &req).and_then(|v| check_revocation(state, v)) {
+        let verified = match authenticate(state, &req)
+            .and_then(|v| check_revocation(state, v).map_err(GatewayError::from))
+        {
             Ok(v) => v,
-            Err(e) => return fail(e.into(), None),
+            Err(e) => return fail(e, None),
         };
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
     }
+    strip_gateway_cookies(state, &mut req);
     let result = forward::forward(
         &state.clients[idx],
         route,
@@ -429,8 +442,26 @@ impl std::ops::Deref for Authenticated {
 /// Find and verify the bearer token (or find it in the verified-token cache, where `exp` is
 /// checked again). Rejects with 401: no token (bare challenge), or a token that fails any
 /// check (`invalid_token`).
-fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Authenticated, AuthError> {
-    let token = bearer::from_headers(req.headers(), state.validator.max_token_bytes)?;
+///
+/// The token is the `Authorization: Bearer` one. In cookie mode a request with no
+/// `Authorization` header at all uses the access cookie instead, and a state-changing one
+/// (not GET, HEAD, OPTIONS) must then carry the CSRF header matching the CSRF cookie, else
+/// 403. A request with `Authorization` is never read for cookies, so it is never subject to
+/// CSRF; a browser attaches cookies on its own, not that header.
+fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Authenticated, GatewayError> {
+    let headers = req.headers();
+    let max = state.validator.max_token_bytes;
+    let token = match &state.cookie_auth {
+        Some(cookies) if !headers.contains_key(http::header::AUTHORIZATION) => {
+            cookies.access_token(req.method(), headers, max)?
+        }
+        _ => bearer::from_headers(headers, max)?,
+    };
+    Ok(verify(state, token)?)
+}
+
+/// Verify `token`, through the verified-token cache when there is one.
+fn verify(state: &State, token: &str) -> Result<Authenticated, AuthError> {
     let now = unix_now();
     let Some(cache) = &state.cache else {
         return state.validator.verify(token, now).map(Authenticated::Fresh);
@@ -460,6 +491,15 @@ fn check_revocation(state: &State, v: Authenticated) -> Result<Authenticated, Au
 /// Set the user and claim headers from the verified token. Never rejects.
 fn inject_identity(state: &State, req: &mut Request<Incoming>, v: &Verified) {
     identity::inject(req.headers_mut(), &state.identity, v);
+}
+
+/// Cookie mode: remove the access and refresh cookies, so no upstream ever holds a gateway
+/// credential. Runs on every route, public ones too, after `authenticate` has read them.
+/// Never rejects.
+fn strip_gateway_cookies(state: &State, req: &mut Request<Incoming>) {
+    if let Some(cookies) = &state.cookie_auth {
+        cookies.strip(req.headers_mut());
+    }
 }
 
 /// The request's host, lower-cased and without port: `Host` for HTTP/1.1, the URI authority
