@@ -1,9 +1,11 @@
-//! Authentication: where a token comes from ([`bearer`]), the keys it may be signed with
-//! ([`keys`]), and how it is verified ([`jws`]); app keys for trusted apps ([`apikey`]).
+//! Authentication: where a token comes from ([`bearer`], or [`cookie`] in cookie mode), the
+//! keys it may be signed with ([`keys`]), and how it is verified ([`jws`]); app keys for
+//! trusted apps ([`apikey`]).
 
 pub mod apikey;
 pub mod bearer;
 pub mod cache;
+pub mod cookie;
 pub mod jwe;
 pub mod jwks;
 pub mod jws;

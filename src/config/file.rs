@@ -212,6 +212,29 @@ pub struct SignIn {
     pub user_attempts_per_minute: Option<u32>,
     /// Password verifications running at once (default: twice the cores).
     pub max_concurrent_hashes: Option<usize>,
+    /// `[signin.cookies]`: browser clients get their tokens as cookies.
+    pub cookies: Option<Cookies>,
+}
+
+/// `[signin.cookies]`: cookie mode for browser clients (tokens in `HttpOnly` cookies, a
+/// double-submit CSRF token for state-changing requests).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cookies {
+    /// Off unless true (an absent section is off too).
+    pub enabled: Option<bool>,
+    /// Name of the access token cookie.
+    pub access_cookie: Option<String>,
+    /// Name of the refresh token cookie.
+    pub refresh_cookie: Option<String>,
+    /// Name of the CSRF cookie (readable by the page's scripts).
+    pub csrf_cookie: Option<String>,
+    /// Request header that must repeat the CSRF cookie.
+    pub csrf_header: Option<String>,
+    /// "strict" (default) or "lax".
+    pub same_site: Option<String>,
+    /// Mark the cookies `Secure` (default true; false only for plain-HTTP local development).
+    pub secure: Option<bool>,
 }
 
 /// `[api_keys]`: app keys for trusted apps (every key optional).

@@ -1064,6 +1064,15 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         .signin
         .as_ref()
         .and_then(|s| crate::signin::Settings::validate(s, base, &jwt.keys, &mut c.problems));
+    let insecure_cookies = signin
+        .as_ref()
+        .and_then(|s| s.cookies.as_ref())
+        .is_some_and(|k| !k.secure);
+    if insecure_cookies && listen.tls.is_some() {
+        c.problems.push(
+            "signin.cookies.secure: false is only for plain-HTTP local development; this listener has TLS, so the cookies must be Secure (remove the key)".into(),
+        );
+    }
 
     if !c.problems.is_empty() {
         return Err(c.problems);

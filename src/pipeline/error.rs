@@ -15,6 +15,7 @@ use http_body_util::Full;
 
 use super::route::PathError;
 use crate::auth::apikey::ApiKeyError;
+use crate::auth::cookie::Refusal;
 use crate::auth::AuthError;
 
 /// Realm named in `WWW-Authenticate` challenges.
@@ -35,6 +36,10 @@ pub enum GatewayError {
     Auth(#[from] AuthError),
     #[error("API key refused: {0}")]
     ApiKey(#[from] ApiKeyError),
+    /// Cookie mode: a state-changing request authenticated by cookie without a CSRF header
+    /// matching the CSRF cookie.
+    #[error("CSRF token missing or not matching the CSRF cookie")]
+    Csrf,
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
@@ -50,6 +55,7 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Auth(_) | GatewayError::ApiKey(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Csrf => StatusCode::FORBIDDEN,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -64,6 +70,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::Auth(a) => a.reason(),
             GatewayError::ApiKey(k) => k.reason(),
+            GatewayError::Csrf => "csrf",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_error",
@@ -88,6 +95,7 @@ impl GatewayError {
                 ("unauthorized", ApiKeyError::Missing.description())
             }
             GatewayError::ApiKey(k) => ("invalid_api_key", k.description()),
+            GatewayError::Csrf => ("forbidden", "CSRF token required"),
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => {
                 ("bad_gateway", "the upstream service is unavailable")
             }
@@ -113,6 +121,15 @@ impl GatewayError {
             _ => {}
         }
         resp
+    }
+}
+
+impl From<Refusal> for GatewayError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Auth(a) => GatewayError::Auth(a),
+            Refusal::Csrf => GatewayError::Csrf,
+        }
     }
 }
 
@@ -172,6 +189,7 @@ mod tests {
                 "invalid_token",
             ),
             (GatewayError::Auth(AuthError::Revoked), 401, "invalid_token"),
+            (GatewayError::Csrf, 403, "forbidden"),
             (
                 GatewayError::ApiKey(ApiKeyError::Missing),
                 401,
@@ -231,6 +249,18 @@ mod tests {
         assert_eq!(
             body_json(&GatewayError::ApiKey(ApiKeyError::Unknown)),
             body_json(&GatewayError::ApiKey(ApiKeyError::Malformed))
+        );
+    }
+
+    #[test]
+    fn csrf_refusal_is_403_without_a_challenge() {
+        let r = GatewayError::Csrf.to_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(r.headers().get(WWW_AUTHENTICATE).is_none());
+        assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+        assert_eq!(
+            GatewayError::from(Refusal::Auth(AuthError::Malformed)).status(),
+            StatusCode::UNAUTHORIZED
         );
     }
 

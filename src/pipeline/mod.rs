@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! route -> strip spoofable headers -> check app key -> authenticate -> check revocation
-//!       -> inject identity -> forward
+//!       -> inject identity -> strip gateway cookies -> forward
 //! ```
 //!
 //! The app key (routes with `api_key = true`) is checked before the bearer token: a map
@@ -33,6 +33,7 @@ use hyper::body::Incoming;
 
 use crate::auth::apikey::{ApiKeyError, ApiKeys};
 use crate::auth::cache::TokenCache;
+use crate::auth::cookie::CookieAuth;
 use crate::auth::jws::{Validator, Verified};
 use crate::auth::{bearer, AuthError};
 use crate::config::{Config, Identity};
@@ -69,6 +70,9 @@ pub struct Shared {
     access_log: bool,
     /// `[signin]`: login, refresh and logout answered by the gateway itself.
     pub signin: Option<Arc<SignIn>>,
+    /// `[signin.cookies]`: cookie mode is on (and sign-in started), so a request without
+    /// `Authorization` may authenticate by cookie.
+    cookie_auth: Option<CookieAuth>,
 }
 
 impl Shared {
@@ -113,7 +117,12 @@ impl Shared {
                     .iter()
                     .any(|k| !matches!(k.alg.family(), jsonwebtoken::AlgorithmFamily::Hmac))))
         .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
+        let cookie_auth = signin
+            .as_ref()
+            .and_then(|s| s.cookies.as_ref())
+            .map(|c| c.names.clone());
         Shared {
+            cookie_auth,
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
             routes: config.routes.clone(),
@@ -257,8 +266,8 @@ pub async fn handle(
                     state.metrics.upstream_error(e.reason());
                     tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = ?request_id, "upstream failure")
                 }
-                GatewayError::Auth(a) => {
-                    state.metrics.auth_failure(a.reason());
+                GatewayError::Auth(_) | GatewayError::Csrf => {
+                    state.metrics.auth_failure(e.reason());
                     tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
                 GatewayError::ApiKey(k) => {
@@ -372,9 +381,11 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo
     };
     let mut user = None;
     if route.auth == AuthPolicy::Jwt {
-        let verified = match authenticate(state, &req).and_then(|v| check_revocation(state, v)) {
+        let verified = match authenticate(state, &req)
+            .and_then(|v| check_revocation(state, v).map_err(GatewayError::from))
+        {
             Ok(v) => v,
-            Err(e) => return fail(e.into(), None),
+            Err(e) => return fail(e, None),
         };
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
@@ -382,6 +393,7 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo
     if let Some(app) = app {
         inject_client(state, &mut req, app);
     }
+    strip_gateway_cookies(state, &mut req);
     let result = forward::forward(
         &state.clients[idx],
         route,
@@ -482,8 +494,26 @@ impl std::ops::Deref for Authenticated {
 /// Find and verify the bearer token (or find it in the verified-token cache, where `exp` is
 /// checked again). Rejects with 401: no token (bare challenge), or a token that fails any
 /// check (`invalid_token`).
-fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Authenticated, AuthError> {
-    let token = bearer::from_headers(req.headers(), state.validator.max_token_bytes)?;
+///
+/// The token is the `Authorization: Bearer` one. In cookie mode a request with no
+/// `Authorization` header at all uses the access cookie instead, and a state-changing one
+/// (not GET, HEAD, OPTIONS) must then carry the CSRF header matching the CSRF cookie, else
+/// 403. A request with `Authorization` is never read for cookies, so it is never subject to
+/// CSRF; a browser attaches cookies on its own, not that header.
+fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Authenticated, GatewayError> {
+    let headers = req.headers();
+    let max = state.validator.max_token_bytes;
+    let token = match &state.cookie_auth {
+        Some(cookies) if !headers.contains_key(http::header::AUTHORIZATION) => {
+            cookies.access_token(req.method(), headers, max)?
+        }
+        _ => bearer::from_headers(headers, max)?,
+    };
+    Ok(verify(state, token)?)
+}
+
+/// Verify `token`, through the verified-token cache when there is one.
+fn verify(state: &State, token: &str) -> Result<Authenticated, AuthError> {
     let now = unix_now();
     let Some(cache) = &state.cache else {
         return state.validator.verify(token, now).map(Authenticated::Fresh);
@@ -513,6 +543,15 @@ fn check_revocation(state: &State, v: Authenticated) -> Result<Authenticated, Au
 /// Set the user and claim headers from the verified token. Never rejects.
 fn inject_identity(state: &State, req: &mut Request<Incoming>, v: &Verified) {
     identity::inject(req.headers_mut(), &state.identity, v);
+}
+
+/// Cookie mode: remove the access and refresh cookies, so no upstream ever holds a gateway
+/// credential. Runs on every route, public ones too, after `authenticate` has read them.
+/// Never rejects.
+fn strip_gateway_cookies(state: &State, req: &mut Request<Incoming>) {
+    if let Some(cookies) = &state.cookie_auth {
+        cookies.strip(req.headers_mut());
+    }
 }
 
 /// The request's host, lower-cased and without port: `Host` for HTTP/1.1, the URI authority

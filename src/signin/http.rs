@@ -3,6 +3,10 @@
 //! Success bodies follow RFC 6749 section 5.1 (`access_token`, `token_type`, `expires_in`,
 //! `refresh_token`, with `Cache-Control: no-store`); errors follow section 5.2 (`error`,
 //! `error_description`). A wrong password and an unknown username get the very same answer.
+//!
+//! In cookie mode (`[signin.cookies]`) a token answer carries no token: the tokens go into
+//! `Set-Cookie` (see `signin::cookies`) and the body is
+//! `{"token_type":"cookie","expires_in","csrf_token"}`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use hyper::body::Incoming;
 
 use super::sessions::{refresh_digest, Issued, NewSession, RefreshError};
 use super::{limits, Endpoint, SignIn};
+use crate::auth::cookie::Refusal;
 use crate::auth::{bearer, AuthError};
 use crate::pipeline::error::GatewayError;
 use crate::pipeline::{unix_now, Shared};
@@ -43,6 +48,10 @@ pub enum SignInError {
     RateLimited(Duration),
     #[error("bearer token refused: {0}")]
     Auth(AuthError),
+    #[error("CSRF token missing or not matching the CSRF cookie")]
+    Csrf,
+    #[error("cross-site login refused in cookie mode")]
+    CrossSite,
     #[error("sign-in unavailable: {0}")]
     Unavailable(String),
 }
@@ -58,13 +67,16 @@ impl SignInError {
             | SignInError::Auth(_) => StatusCode::UNAUTHORIZED,
             SignInError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             SignInError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SignInError::Csrf | SignInError::CrossSite => StatusCode::FORBIDDEN,
         }
     }
 
     /// The response the client sees; generic text, the detail goes to the log.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
-        if let SignInError::Auth(a) = self {
-            return GatewayError::Auth(*a).to_response();
+        match self {
+            SignInError::Auth(a) => return GatewayError::Auth(*a).to_response(),
+            SignInError::Csrf => return GatewayError::Csrf.to_response(),
+            _ => {}
         }
         let (code, description) = match self {
             SignInError::MethodNotAllowed => ("invalid_request", "use POST"),
@@ -80,7 +92,8 @@ impl SignInError {
                 "temporarily_unavailable",
                 "sign-in is unavailable; retry later",
             ),
-            SignInError::Auth(_) => ("invalid_token", ""),
+            SignInError::CrossSite => ("forbidden", "sign in from this site's own pages"),
+            SignInError::Auth(_) | SignInError::Csrf => ("invalid_token", ""),
         };
         let body = serde_json::json!({ "error": code, "error_description": description });
         let mut resp = json_response(self.status(), &body);
@@ -111,6 +124,17 @@ impl SignInError {
             SignInError::RateLimited(_) => "rate_limited",
             SignInError::Auth(a) => a.reason(),
             SignInError::Unavailable(_) => "unavailable",
+            SignInError::Csrf => "csrf",
+            SignInError::CrossSite => "cross_site",
+        }
+    }
+}
+
+impl From<Refusal> for SignInError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Auth(a) => SignInError::Auth(a),
+            Refusal::Csrf => SignInError::Csrf,
         }
     }
 }
@@ -172,6 +196,17 @@ async fn login(
     req: Request<Incoming>,
     peer: IpAddr,
 ) -> Result<Response<Full<Bytes>>, SignInError> {
+    // Login CSRF: a cross-site form could sign the victim in as the attacker, and SameSite
+    // does not stop a top-level POST from setting cookies. Browsers say where a request
+    // comes from in `Sec-Fetch-Site`; other clients do not send it.
+    if signin.cookies.is_some()
+        && req
+            .headers()
+            .get("sec-fetch-site")
+            .is_some_and(|v| v == "cross-site")
+    {
+        return Err(SignInError::CrossSite);
+    }
     let mut form = read_form(req).await?;
     let username = form.take("username").ok_or(SignInError::BadRequest(
         "username and password are required",
@@ -228,7 +263,7 @@ async fn login(
         return Err(e);
     }
     tracing::info!(user = %user, ended_sessions = ended.len(), "signed in");
-    Ok(token_response(signin, &access, &refresh))
+    token_response(signin, &access, &refresh, None)
 }
 
 /// `POST refresh`: spend the refresh token and issue the next pair. A token spent before
@@ -238,10 +273,22 @@ async fn refresh(
     signin: &SignIn,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, SignInError> {
+    // Cookie mode: the refresh cookie (CSRF-checked), used when the body names no token, and
+    // the CSRF value the page already holds, kept across the rotation.
+    let cookie = signin.cookies.as_ref().map(|c| {
+        let token = c.names.refresh_token(req.headers());
+        let csrf = c.names.csrf_cookie(req.headers()).map(<[u8]>::to_vec);
+        (token.map(|t| t.map(str::to_owned)), csrf)
+    });
     let mut form = read_form(req).await?;
-    let presented = form
-        .take("refresh_token")
-        .ok_or(SignInError::BadRequest("refresh_token is required"))?;
+    let (presented, keep_csrf) = match (form.take("refresh_token"), cookie) {
+        (Some(t), _) => (t, None),
+        (None, Some((token, csrf))) => match token? {
+            Some(t) => (t, csrf.and_then(|c| String::from_utf8(c).ok())),
+            None => return Err(SignInError::BadRequest("refresh_token is required")),
+        },
+        (None, None) => return Err(SignInError::BadRequest("refresh_token is required")),
+    };
     let now = unix_now();
     let pending = signin
         .signer
@@ -278,11 +325,13 @@ async fn refresh(
         .signer
         .sign(&pending, &user)
         .map_err(SignInError::Unavailable)?;
-    Ok(token_response(signin, &access, &next))
+    token_response(signin, &access, &next, keep_csrf.as_deref())
 }
 
 /// `POST logout` / `logout-all`: the bearer access token must verify and not be revoked.
-/// Revokes it and ends its family (or every family of its user).
+/// Revokes it and ends its family (or every family of its user). In cookie mode a request
+/// without `Authorization` uses the access cookie and needs the CSRF header; the answer
+/// clears the cookies.
 async fn logout(
     shared: &Shared,
     signin: &SignIn,
@@ -290,8 +339,13 @@ async fn logout(
     all: bool,
 ) -> Result<Response<Full<Bytes>>, SignInError> {
     let now = unix_now();
-    let token = bearer::from_headers(req.headers(), shared.validator.max_token_bytes)
-        .map_err(SignInError::Auth)?;
+    let max = shared.validator.max_token_bytes;
+    let token = match &signin.cookies {
+        Some(c) if !req.headers().contains_key(http::header::AUTHORIZATION) => {
+            c.names.access_token(req.method(), req.headers(), max)?
+        }
+        _ => bearer::from_headers(req.headers(), max).map_err(SignInError::Auth)?,
+    };
     let v = shared
         .validator
         .verify(token, now)
@@ -321,10 +375,15 @@ async fn logout(
     // user that sign-in did not issue; a login after this has `iat >= now` and is spared.
     revoke(shared, &ended, all.then_some((sub, now))).await?;
     tracing::info!(user = %sub, all, revoked = ended.len(), "signed out");
-    Ok(json_response(
+    let mut resp = json_response(
         StatusCode::OK,
         &serde_json::json!({ "revoked": ended.len() }),
-    ))
+    );
+    if let Some(c) = &signin.cookies {
+        c.clear_session(resp.headers_mut())
+            .map_err(SignInError::Unavailable)?;
+    }
+    Ok(resp)
 }
 
 /// Revoke access tokens (and, for logout-all, a subject's tokens issued before a second)
@@ -359,16 +418,52 @@ async fn revoke(
         .map_err(|e| SignInError::Unavailable(format!("revocation store: {e}")))
 }
 
-fn token_response(signin: &SignIn, access: &str, refresh: &str) -> Response<Full<Bytes>> {
-    json_response(
+/// The answer to a login or refresh: the tokens in the body, or in cookie mode in cookies
+/// with only the CSRF token in the body (a script must not be able to read the tokens).
+/// `csrf`: the CSRF token to keep (a cookie refresh), else a new one is drawn.
+fn token_response(
+    signin: &SignIn,
+    access: &str,
+    refresh: &str,
+    csrf: Option<&str>,
+) -> Result<Response<Full<Bytes>>, SignInError> {
+    let expires_in = signin.signer.access_ttl.as_secs();
+    let Some(cookies) = &signin.cookies else {
+        return Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": expires_in,
+                "refresh_token": refresh,
+            }),
+        ));
+    };
+    let csrf = match csrf.filter(|c| super::cookies::is_csrf_token(c.as_bytes())) {
+        Some(c) => c.to_owned(),
+        None => super::issue::csrf_token().map_err(SignInError::Unavailable)?,
+    };
+    let mut resp = json_response(
         StatusCode::OK,
         &serde_json::json!({
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": signin.signer.access_ttl.as_secs(),
-            "refresh_token": refresh,
+            "token_type": "cookie",
+            "expires_in": expires_in,
+            "csrf_token": csrf,
         }),
-    )
+    );
+    cookies
+        .set_session(
+            resp.headers_mut(),
+            &super::cookies::SessionCookies {
+                access,
+                refresh,
+                csrf: &csrf,
+                access_ttl: expires_in,
+                refresh_ttl: signin.refresh_ttl.as_secs(),
+            },
+        )
+        .map_err(SignInError::Unavailable)?;
+    Ok(resp)
 }
 
 /// The request's fields, from a JSON object of strings or an
@@ -401,6 +496,10 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, SignInError> {
         .await
         .map_err(|_| SignInError::BadRequest("request body unreadable or too large"))?
         .to_bytes();
+    if body.is_empty() {
+        // A cookie-mode refresh or a logout needs no body; a login then lacks its fields.
+        return Ok(Form::default());
+    }
     match content_type.as_str() {
         "application/x-www-form-urlencoded" => parse_urlencoded(&body),
         "application/json" | "" => parse_json(&body),
@@ -475,6 +574,8 @@ mod tests {
             ),
             (SignInError::Auth(AuthError::Expired), 401, "invalid_token"),
             (SignInError::Auth(AuthError::Missing), 401, "unauthorized"),
+            (SignInError::Csrf, 403, "forbidden"),
+            (SignInError::CrossSite, 403, "forbidden"),
             (
                 SignInError::Unavailable("x".into()),
                 503,

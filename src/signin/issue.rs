@@ -133,6 +133,11 @@ pub fn refresh_token() -> Result<String, String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(os_random::<32>()?))
 }
 
+/// A CSRF token for cookie mode: 256 bits from the OS CSPRNG, base64url without padding.
+pub fn csrf_token() -> Result<String, String> {
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(os_random::<32>()?))
+}
+
 /// `N` bytes straight from the operating system's CSPRNG (`getrandom`).
 fn os_random<const N: usize>() -> Result<[u8; N], String> {
     use rand::TryRngCore as _;
@@ -163,5 +168,8 @@ mod tests {
             32
         );
         assert_ne!(refresh_token().unwrap(), r);
+        let c = csrf_token().unwrap();
+        assert!(crate::signin::cookies::is_csrf_token(c.as_bytes()), "{c}");
+        assert_ne!(csrf_token().unwrap(), c);
     }
 }

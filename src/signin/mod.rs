@@ -11,10 +11,15 @@
 //! | `POST /auth/logout` | bearer access token | revoke it and end its family |
 //! | `POST /auth/logout-all` | bearer access token | end every family of the user, revoking their access tokens |
 //!
+//! In cookie mode (`[signin.cookies]`, see [`cookies`]) the tokens travel as cookies instead:
+//! login and refresh set them, refresh and logout also accept them (with the CSRF header),
+//! logout clears them.
+//!
 //! Files: [`users`] (users file, password hashing), [`sessions`] (refresh tokens and
-//! families), [`limits`] (login rate limits), [`issue`] (minting access tokens), [`http`]
-//! (the endpoints).
+//! families), [`limits`] (login rate limits), [`issue`] (minting access tokens), [`cookies`]
+//! (cookie mode settings and `Set-Cookie`), [`http`] (the endpoints).
 
+pub mod cookies;
 pub mod http;
 pub mod issue;
 pub mod limits;
@@ -57,6 +62,8 @@ pub struct Settings {
     pub ip_attempts_per_minute: u32,
     pub user_attempts_per_minute: u32,
     pub max_concurrent_hashes: usize,
+    /// `[signin.cookies]` when cookie mode is on.
+    pub cookies: Option<cookies::Settings>,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +195,10 @@ impl Settings {
                 users::UsersFile::default()
             }
         };
+        let cookies = f
+            .cookies
+            .as_ref()
+            .and_then(|c| cookies::Settings::validate(c, &paths.refresh, problems));
         (problems.len() == before).then(|| Settings {
             users_file,
             users,
@@ -200,6 +211,7 @@ impl Settings {
             ip_attempts_per_minute: ip,
             user_attempts_per_minute: user,
             max_concurrent_hashes,
+            cookies,
         })
     }
 }
@@ -217,6 +229,8 @@ pub struct SignIn {
     pub hashing: tokio::sync::Semaphore,
     pub refresh_ttl: Duration,
     pub max_sessions_per_user: Option<usize>,
+    /// Cookie mode: tokens go to browsers as cookies (see [`cookies`]).
+    pub cookies: Option<cookies::Settings>,
 }
 
 impl SignIn {
@@ -232,6 +246,11 @@ impl SignIn {
         let key = keys
             .signing_key(s.signing_kid.as_deref())
             .ok_or("signin: the signing key has no private material")?;
+        if s.cookies.as_ref().is_some_and(|c| !c.secure) {
+            tracing::warn!(
+                "signin.cookies.secure = false: token cookies may travel over plain HTTP; for local development only"
+            );
+        }
         Ok(SignIn {
             directory: Arc::new(users::Directory::new(s.users)?),
             signer: issue::Signer::new(key, jwt, s.access_ttl, s.encrypt_kid.as_deref())?,
@@ -240,6 +259,7 @@ impl SignIn {
             hashing: tokio::sync::Semaphore::new(s.max_concurrent_hashes),
             refresh_ttl: s.refresh_ttl,
             max_sessions_per_user: s.max_sessions_per_user,
+            cookies: s.cookies,
             paths: s.paths,
         })
     }
