@@ -126,7 +126,11 @@ auth = "jwt"
     def wrk(self, token_file: str, seconds: int, conns: int, path: str = "/", script_extra: str = "",
             rate_delay_ms: int = 0):
         """Run wrk with tokens from `token_file`, round robin; returns parsed figures."""
-        lua = f"{self.work}/wrk-{os.path.basename(token_file)}-{rate_delay_ms}.lua"
+        # One script file per call: concurrent runs (the soak runs three at once) must never
+        # read a file another run is rewriting, or wrk starts with a half-written script and
+        # sends requests without a token.
+        fd, lua = tempfile.mkstemp(prefix=f"wrk-{os.path.basename(token_file)}-", suffix=".lua", dir=self.work)
+        os.close(fd)
         delay = f"function delay() return {rate_delay_ms} end" if rate_delay_ms else ""
         open(lua, "w").write(f"""
 local tokens = {{}}
