@@ -229,7 +229,9 @@ async fn login(
             .await
             .map_err(|e| SignInError::Unavailable(e.to_string()))?;
         let directory = Arc::clone(&signin.directory);
-        tokio::task::spawn_blocking(move || directory.authenticate(&username, &password))
+        signin
+            .hasher
+            .run(move || directory.authenticate(&username, &password))
             .await
             .map_err(|e| SignInError::Unavailable(e.to_string()))?
     };

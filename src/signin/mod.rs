@@ -17,9 +17,11 @@
 //!
 //! Files: [`users`] (users file, password hashing), [`sessions`] (refresh tokens and
 //! families), [`limits`] (login rate limits), [`issue`] (minting access tokens), [`cookies`]
-//! (cookie mode settings and `Set-Cookie`), [`http`] (the endpoints).
+//! (cookie mode settings and `Set-Cookie`), [`hashing`] (the low-priority threads that verify
+//! passwords), [`http`] (the endpoints).
 
 pub mod cookies;
+pub mod hashing;
 pub mod http;
 pub mod issue;
 pub mod limits;
@@ -227,6 +229,8 @@ pub struct SignIn {
     /// Bounds password verifications in flight, so a login storm queues here instead of
     /// taking every blocking thread and core from proxied traffic.
     pub hashing: tokio::sync::Semaphore,
+    /// Runs those verifications on low-priority threads of their own.
+    pub hasher: hashing::HashPool,
     pub refresh_ttl: Duration,
     pub max_sessions_per_user: Option<usize>,
     /// Cookie mode: tokens go to browsers as cookies (see [`cookies`]).
@@ -257,6 +261,8 @@ impl SignIn {
             sessions: sessions_for(revocations),
             limits: limits::LoginLimits::new(s.ip_attempts_per_minute, s.user_attempts_per_minute),
             hashing: tokio::sync::Semaphore::new(s.max_concurrent_hashes),
+            hasher: hashing::HashPool::new(s.max_concurrent_hashes)
+                .map_err(|e| format!("signin: cannot start the password hashing threads: {e}"))?,
             refresh_ttl: s.refresh_ttl,
             max_sessions_per_user: s.max_sessions_per_user,
             cookies: s.cookies,
