@@ -79,6 +79,7 @@ fn setup(alg: Algorithm, now: u64) -> (Validator, String) {
         user_claim: "sub".into(),
         extra_claims: Vec::new(),
         jwe: None,
+        jwks: None,
     };
     let mut header = Header::new(alg);
     header.kid = Some("k".into());

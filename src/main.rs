@@ -308,6 +308,20 @@ fn check(path: PathBuf) -> ExitCode {
                     "plain HTTP"
                 }
             );
+            if let Some(j) = &c.jwt.jwks {
+                // `check` stays offline: say what `run` will fetch instead of fetching it.
+                match &j.source {
+                    portcullis::auth::jwks::Source::Url(u) => println!(
+                        "  note: `run` will fetch the key set from {u} before it binds (not fetched by check), then every {}",
+                        humantime::format_duration(j.refresh_interval)
+                    ),
+                    portcullis::auth::jwks::Source::File(p) => println!(
+                        "  note: key set file {} parses; `run` re-reads it every {}",
+                        p.display(),
+                        humantime::format_duration(j.refresh_interval)
+                    ),
+                }
+            }
             for f in &c.pending_dev_files {
                 println!(
                     "  note: `run` will generate {} at {}",

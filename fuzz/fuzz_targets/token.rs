@@ -75,6 +75,7 @@ static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| {
             ])
             .expect("key ring"),
         ),
+        jwks: None,
     }
 });
 

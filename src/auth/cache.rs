@@ -6,7 +6,13 @@
 //! its `exp` checked here and its revocation status checked by the pipeline, exactly like a
 //! freshly verified token. Keys are SHA-256 of the whole token: a token differing in any
 //! byte is a different entry.
+//!
+//! When a published key set (`[jwt.jwks]`) changes, [`TokenCache::clear`] forgets every
+//! entry, so a token verified with a key the issuer has since retired stops passing. A
+//! verification racing with the change is dropped too: [`TokenCache::insert`] takes the
+//! generation read before verifying and keeps nothing verified under an older one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use quick_cache::sync::Cache;
@@ -21,6 +27,8 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 65_536;
 pub struct TokenCache {
     entries: Cache<[u8; 32], Arc<Verified>>,
     leeway: u64,
+    /// Bumped by every [`TokenCache::clear`].
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -37,6 +45,7 @@ impl TokenCache {
         TokenCache {
             entries: Cache::new(capacity.max(1)),
             leeway,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -56,8 +65,27 @@ impl TokenCache {
         Some(Ok(v))
     }
 
-    pub fn insert(&self, key: [u8; 32], v: Arc<Verified>) {
+    /// The generation to pass to [`TokenCache::insert`]; read it before verifying.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Remember a verification made with the keys in force at `generation`. If the cache
+    /// was cleared since (the keys changed), the entry is dropped again: either the clear
+    /// came after the insert and removed it, or the check below sees the new generation.
+    pub fn insert(&self, key: [u8; 32], v: Arc<Verified>, generation: u64) {
         self.entries.insert(key, v);
+        if self.generation.load(Ordering::SeqCst) != generation {
+            self.entries.remove(&key);
+        }
+    }
+
+    /// Forget every entry (the key set changed).
+    pub fn clear(&self) {
+        // Bump first: an insert that misses this bump happened before it, so before the
+        // clear below, which removes it.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -92,7 +120,7 @@ mod tests {
     fn hit_until_expiry_then_expired() {
         let c = TokenCache::new(10, 5);
         let k = TokenCache::key("a.b.c");
-        c.insert(k, verified(100));
+        c.insert(k, verified(100), c.generation());
         assert!(c.get(&k, 104).unwrap().is_ok());
         assert_eq!(c.get(&k, 105).unwrap().unwrap_err(), AuthError::Expired);
         assert!(c.get(&k, 105).is_none(), "expired entry is dropped");
@@ -102,8 +130,30 @@ mod tests {
     fn bounded() {
         let c = TokenCache::new(100, 0);
         for i in 0..10_000 {
-            c.insert(TokenCache::key(&format!("t{i}")), verified(u64::MAX));
+            c.insert(
+                TokenCache::key(&format!("t{i}")),
+                verified(u64::MAX),
+                c.generation(),
+            );
         }
         assert!(c.len() <= 100, "{}", c.len());
+    }
+
+    #[test]
+    fn clear_forgets_entries_and_stale_inserts() {
+        let c = TokenCache::new(10, 0);
+        let k = TokenCache::key("a.b.c");
+        c.insert(k, verified(u64::MAX), c.generation());
+        let before = c.generation();
+        c.clear();
+        assert!(c.get(&k, 0).is_none(), "cleared");
+        // Verified before the clear, inserted after it: not kept.
+        c.insert(k, verified(u64::MAX), before);
+        assert!(
+            c.get(&k, 0).is_none(),
+            "a verification from the old key set"
+        );
+        c.insert(k, verified(u64::MAX), c.generation());
+        assert!(c.get(&k, 0).is_some());
     }
 }

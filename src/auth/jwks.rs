@@ -17,6 +17,7 @@ use http::header::{ACCEPT, HOST, USER_AGENT};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -71,7 +72,7 @@ impl std::fmt::Display for Source {
 }
 
 /// How to fetch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchOptions {
     pub timeout: Duration,
     /// PEM CA certificates to trust for `https://` instead of the system roots.
@@ -108,6 +109,12 @@ pub enum JwksError {
 /// Fetch and parse a key set. Symmetric (`oct`) keys are refused from a URL: a JWKS
 /// endpoint is normally public, and a shared secret published there lets anyone sign.
 pub async fn fetch(source: &Source, opts: &FetchOptions) -> Result<Vec<VerifyKey>, JwksError> {
+    let bytes = fetch_document(source, opts).await?;
+    parse_document(source, &bytes)
+}
+
+/// The raw JWKS document, at most [`MAX_JWKS_BYTES`].
+async fn fetch_document(source: &Source, opts: &FetchOptions) -> Result<Vec<u8>, JwksError> {
     let bytes = match source {
         Source::File(path) => tokio::fs::read(path).await.map_err(JwksError::File)?,
         Source::Url(uri) => tokio::time::timeout(opts.timeout, get(uri, opts))
@@ -118,7 +125,13 @@ pub async fn fetch(source: &Source, opts: &FetchOptions) -> Result<Vec<VerifyKey
     if bytes.len() > MAX_JWKS_BYTES {
         return Err(JwksError::TooLarge);
     }
-    let keys = parse_jwks(&bytes).map_err(JwksError::Parse)?;
+    Ok(bytes)
+}
+
+/// Parse a JWKS document from `source` with the rules of [`fetch`] (used by config
+/// validation to check a file source without the runtime).
+pub fn parse_document(source: &Source, bytes: &[u8]) -> Result<Vec<VerifyKey>, JwksError> {
+    let keys = parse_jwks(bytes).map_err(JwksError::Parse)?;
     if matches!(source, Source::Url(_))
         && keys
             .iter()
@@ -169,7 +182,9 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| JwksError::Connect(e.to_string()))?;
-    let driver = tokio::spawn(conn);
+    // Aborted however this function ends, a timeout dropping it included: a server that
+    // holds the connection open must not keep a task alive per attempt.
+    let driver = AbortOnDrop(tokio::spawn(conn));
     let request = Request::get(path)
         .header(HOST, authority)
         .header(ACCEPT, "application/jwk-set+json, application/json")
@@ -184,7 +199,6 @@ where
         .await
         .map_err(|e| JwksError::Connect(e.to_string()))?;
     if response.status() != StatusCode::OK {
-        driver.abort();
         return Err(JwksError::Status(response.status()));
     }
     let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
@@ -198,8 +212,16 @@ where
             }
         })?
         .to_bytes();
-    driver.abort();
+    drop(driver);
     Ok(body)
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn tls_config(opts: &FetchOptions) -> Result<rustls::ClientConfig, JwksError> {
@@ -235,6 +257,28 @@ fn tls_config(opts: &FetchOptions) -> Result<rustls::ClientConfig, JwksError> {
         .with_no_client_auth())
 }
 
+/// What one fetch did to the key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// A different document was published: the new set is in force.
+    Changed,
+    /// The same document as before: the set in force stays (and so do cached verifications).
+    Unchanged,
+    /// Unreachable, refused, or unparsable: the previous set stays in force.
+    Failed,
+}
+
+impl Refreshed {
+    /// Metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refreshed::Changed => "changed",
+            Refreshed::Unchanged => "unchanged",
+            Refreshed::Failed => "failed",
+        }
+    }
+}
+
 /// Keeps the current key set of one [`Source`] fresh. Share it as `Arc<Refresher>`; spawn
 /// [`Refresher::run`] once.
 pub struct Refresher {
@@ -245,6 +289,8 @@ pub struct Refresher {
     current: ArcSwap<Vec<VerifyKey>>,
     /// When the last fetch started (successful or not), for the rate limit.
     last_fetch: Mutex<Option<Instant>>,
+    /// SHA-256 of the document in force, to tell a new publication from the same one.
+    digest: Mutex<Option<[u8; 32]>>,
     early: Notify,
 }
 
@@ -274,13 +320,38 @@ impl Refresher {
             min_interval,
             current: ArcSwap::from_pointee(initial),
             last_fetch: Mutex::new(Some(Instant::now())),
+            digest: Mutex::new(None),
             early: Notify::new(),
         })
+    }
+
+    /// Fetch the first set, then return a refresher starting from it; the error says why
+    /// there is no first set (the caller should not serve without one).
+    pub async fn start(
+        source: Source,
+        opts: FetchOptions,
+        interval: Duration,
+        min_interval: Duration,
+    ) -> Result<Arc<Refresher>, JwksError> {
+        let doc = fetch_document(&source, &opts).await?;
+        let keys = parse_document(&source, &doc)?;
+        let r = Refresher::new(source, opts, keys, interval, min_interval);
+        *lock(&r.digest) = Some(Sha256::digest(&doc).into());
+        Ok(r)
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     /// The key set in force. Cheap: an atomic load, no lock.
     pub fn keys(&self) -> Arc<Vec<VerifyKey>> {
         self.current.load_full()
+    }
+
+    /// The key set in force without touching its reference count, for the request path.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Vec<VerifyKey>>> {
+        self.current.load()
     }
 
     /// A token named a `kid` no key has: ask for an early refresh. Rate-limited by
@@ -289,60 +360,75 @@ impl Refresher {
         self.early.notify_one();
     }
 
-    /// Fetch now unless the last fetch started less than `min_interval` ago. Returns whether
-    /// the key set was replaced; on failure the previous set stays and the error is logged.
-    pub async fn refresh(&self) -> bool {
+    fn since_last_fetch(&self) -> Duration {
+        lock(&self.last_fetch).map_or(Duration::MAX, |t| t.elapsed())
+    }
+
+    /// Fetch now unless the last fetch started less than `min_interval` ago (`None`).
+    /// On failure the previous set stays and the error is logged.
+    pub async fn refresh(&self) -> Option<Refreshed> {
         {
-            let mut last = self
-                .last_fetch
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut last = lock(&self.last_fetch);
             if last.is_some_and(|t| t.elapsed() < self.min_interval) {
-                return false;
+                return None;
             }
             *last = Some(Instant::now());
         }
-        match fetch(&self.source, &self.opts).await {
-            Ok(keys) => {
+        let fetched = match fetch_document(&self.source, &self.opts).await {
+            Ok(doc) => parse_document(&self.source, &doc).map(|keys| (doc, keys)),
+            Err(e) => Err(e),
+        };
+        match fetched {
+            Ok((doc, keys)) => {
+                let digest: [u8; 32] = Sha256::digest(&doc).into();
+                let mut known = lock(&self.digest);
+                if *known == Some(digest) {
+                    tracing::debug!(source = %self.source, "JWKS unchanged");
+                    return Some(Refreshed::Unchanged);
+                }
                 let kids: Vec<&str> = keys.iter().filter_map(|k| k.kid.as_deref()).collect();
                 tracing::info!(source = %self.source, keys = keys.len(), ?kids, "JWKS refreshed");
                 self.current.store(Arc::new(keys));
-                true
+                *known = Some(digest);
+                Some(Refreshed::Changed)
             }
             Err(e) => {
                 tracing::warn!(source = %self.source, error = %e, "JWKS refresh failed; keeping the previous key set");
-                false
+                Some(Refreshed::Failed)
             }
         }
     }
 
     /// Refresh every `interval`, and early (rate-limited) after [`Refresher::unknown_kid`],
-    /// until dropped; `on_change` gets each new set (e.g. to rebuild the validator).
-    pub async fn run(self: Arc<Self>, on_change: impl Fn(Arc<Vec<VerifyKey>>)) {
+    /// until dropped; `on_fetch` hears the outcome of each fetch (after a `Changed` one the
+    /// new set is already in force, e.g. to forget verifications made with a retired key).
+    pub async fn run(self: Arc<Self>, on_fetch: impl Fn(Refreshed)) {
+        // An interval shorter than the rate limit would wake the loop only to be refused.
+        let interval = self.interval.max(self.min_interval);
         loop {
-            let since = self
-                .last_fetch
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .map_or(Duration::MAX, |t| t.elapsed());
-            let due = self.interval.saturating_sub(since);
+            let due = interval.saturating_sub(self.since_last_fetch());
             tokio::select! {
                 _ = tokio::time::sleep(due) => {}
                 _ = self.early.notified() => {
-                    // Hold an early request until the rate limit allows it.
-                    let wait = self.min_interval.saturating_sub(since);
+                    // Hold an early request until the rate limit allows it (measured now, not
+                    // when the loop went to sleep).
+                    let wait = self.min_interval.saturating_sub(self.since_last_fetch());
                     tokio::time::sleep(wait).await;
                 }
             }
-            let replaced = self.refresh().await;
+            let outcome = self.refresh().await;
             // Misses reported before this fetch are answered by it: drop a pending wake-up
             // so a burst of unknown kids costs one fetch, not two.
             let _ = futures_util::FutureExt::now_or_never(self.early.notified());
-            if replaced {
-                on_change(self.keys());
+            if let Some(outcome) = outcome {
+                on_fetch(outcome);
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -351,6 +437,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const RSA_JWKS: &str = r#"{"keys":[{"kty":"RSA","kid":"r1","alg":"RS256","use":"sig",
+        "n":"u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9xNAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw",
+        "e":"AQAB"}]}"#;
+    /// The same key as [`RSA_JWKS`] under another kid: a different document.
+    const RSA_JWKS_2: &str = r#"{"keys":[{"kty":"RSA","kid":"r2","alg":"RS256",
         "n":"u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0_IzW7yWR7QkrmBL7jTKEn5u-qKhbwKfBstIs-bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW_VDL5AaWTg0nLVkjRo9z-40RQzuVaE8AkAFmxZzow3x-VJYKdjykkJ0iT9wCS0DRTXu269V264Vf_3jvredZiKRkgwlL9xNAwxXFg0x_XFw005UWVRIkdgcKWTjpBP2dPwVZ4WWC-9aGVd-Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbcmw",
         "e":"AQAB"}]}"#;
     const HMAC_JWKS: &str = r#"{"keys":[{"kty":"oct","kid":"h1","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAxMjM0NQ"}]}"#;
@@ -456,19 +546,23 @@ mod tests {
             Duration::from_millis(200),
         );
         // Created just now: the first refresh waits for the rate limit.
-        assert!(!r.refresh().await);
+        assert_eq!(r.refresh().await, None);
         assert_eq!(hits.load(Ordering::SeqCst), 0);
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(!r.refresh().await, "500: kept the previous (empty) set");
+        assert_eq!(
+            r.refresh().await,
+            Some(Refreshed::Failed),
+            "500: kept the previous (empty) set"
+        );
         assert!(r.keys().is_empty());
-        assert!(!r.refresh().await, "rate-limited");
+        assert_eq!(r.refresh().await, None, "rate-limited");
         assert_eq!(hits.load(Ordering::SeqCst), 1);
 
         // An unknown kid wakes the task, which waits out the rate limit, then fetches.
         let changes = Arc::new(AtomicUsize::new(0));
         let seen = changes.clone();
-        let task = tokio::spawn(r.clone().run(move |keys| {
-            assert_eq!(keys.len(), 1);
+        let task = tokio::spawn(r.clone().run(move |outcome| {
+            assert_eq!(outcome, Refreshed::Changed);
             seen.fetch_add(1, Ordering::SeqCst);
         }));
         for _ in 0..50 {
@@ -483,6 +577,53 @@ mod tests {
         // Fifty misses, one fetch.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(hits.load(Ordering::SeqCst), 2);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn the_same_document_again_is_unchanged() {
+        let (uri, hits) = server(vec![(200, RSA_JWKS)]).await;
+        let r = Refresher::start(
+            Source::Url(uri),
+            FetchOptions::default(),
+            Duration::from_secs(3600),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap();
+        let first = r.keys();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(r.refresh().await, Some(Refreshed::Unchanged));
+        assert!(Arc::ptr_eq(&first, &r.keys()), "the set in force stays");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_early_refresh_waits_only_for_the_rest_of_the_rate_limit() {
+        let (uri, hits) = server(vec![(200, RSA_JWKS), (200, RSA_JWKS_2)]).await;
+        let r = Refresher::start(
+            Source::Url(uri),
+            FetchOptions::default(),
+            Duration::from_secs(3600),
+            Duration::from_millis(400),
+        )
+        .await
+        .unwrap();
+        let task = tokio::spawn(r.clone().run(|_| {}));
+        // The loop went to sleep at start-up; a miss well past the rate limit must be
+        // answered at once, not one more `min_interval` later.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let asked = Instant::now();
+        r.unknown_kid();
+        while hits.load(Ordering::SeqCst) < 2 {
+            assert!(asked.elapsed() < Duration::from_secs(5), "no early refresh");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_millis(300),
+            "waited {:?} though the rate limit had passed",
+            asked.elapsed()
+        );
         task.abort();
     }
 }

@@ -27,7 +27,8 @@ use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
 use super::jwe::{self, JweError, KeyRing};
-use super::keys::{parse_alg, KeySet};
+use super::jwks::Refresher;
+use super::keys::{parse_alg, KeySet, VerifyKey};
 use super::AuthError;
 
 /// Most members accepted in a header or payload object.
@@ -50,6 +51,8 @@ pub struct Validator {
     pub extra_claims: Vec<String>,
     /// Keys for encrypted (JWE) tokens; `None` refuses five-segment tokens.
     pub jwe: Option<std::sync::Arc<KeyRing>>,
+    /// `[jwt.jwks]`: the published key set, tried after `keys`; `None` costs nothing.
+    pub jwks: Option<std::sync::Arc<Refresher>>,
 }
 
 /// What a verified token says about its bearer.
@@ -145,22 +148,55 @@ impl Validator {
             Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|_| AuthError::Malformed)?),
         };
 
+        let verifies = |key: &VerifyKey| {
+            jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.decoding, alg)
+                .unwrap_or(false)
+        };
         let mut tried = false;
         let mut ok = false;
         for key in self.keys.candidates(kid.as_deref(), alg) {
             tried = true;
-            if jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.decoding, alg)
-                .unwrap_or(false)
-            {
+            if verifies(key) {
                 ok = true;
                 break;
             }
         }
+        // The published set is read only when the configured keys did not verify, so a
+        // gateway without `[jwt.jwks]` pays one branch.
+        let published = match (&self.jwks, ok) {
+            (Some(jwks), false) => Some(jwks.current()),
+            _ => None,
+        };
+        if let Some(published) = &published {
+            for key in published
+                .iter()
+                .filter(|k| k.may_verify(kid.as_deref(), alg))
+            {
+                tried = true;
+                if verifies(key) {
+                    ok = true;
+                    break;
+                }
+            }
+        }
         if !tried {
             // A kid we know under another alg is an algorithm mismatch; otherwise unknown.
+            let known = |k: &str| {
+                self.keys.has_kid(k)
+                    || published
+                        .as_ref()
+                        .is_some_and(|p| p.iter().any(|key| key.kid.as_deref() == Some(k)))
+            };
             return Err(match kid.as_deref() {
-                Some(k) if self.keys.has_kid(k) => AuthError::Algorithm,
-                Some(_) => AuthError::UnknownKey,
+                Some(k) if known(k) => AuthError::Algorithm,
+                Some(_) => {
+                    // Perhaps the issuer published a new key since the last fetch: ask for
+                    // an early (rate-limited) refresh. This request is refused all the same.
+                    if let Some(jwks) = &self.jwks {
+                        jwks.unknown_kid();
+                    }
+                    AuthError::UnknownKey
+                }
                 None => AuthError::Algorithm,
             });
         }
@@ -431,6 +467,7 @@ mod tests {
             user_claim: "sub".into(),
             extra_claims: vec!["roles".into()],
             jwe: None,
+            jwks: None,
         }
     }
 

@@ -32,6 +32,18 @@ pub struct VerifyKey {
     pub encoding: Option<EncodingKey>,
 }
 
+impl VerifyKey {
+    /// May a token with this header be verified with this key: same algorithm, and the same
+    /// `kid` when the token names one?
+    pub fn may_verify(&self, kid: Option<&str>, alg: Algorithm) -> bool {
+        self.alg == alg
+            && match kid {
+                Some(kid) => self.kid.as_deref() == Some(kid),
+                None => true,
+            }
+    }
+}
+
 impl fmt::Debug for VerifyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifyKey")
@@ -122,13 +134,7 @@ impl KeySet {
         kid: Option<&'a str>,
         alg: Algorithm,
     ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
-        self.keys.iter().filter(move |k| {
-            k.alg == alg
-                && match kid {
-                    Some(kid) => k.kid.as_deref() == Some(kid),
-                    None => true,
-                }
-        })
+        self.keys.iter().filter(move |k| k.may_verify(kid, alg))
     }
 
     /// Is there any key with this kid (whatever its algorithm)?

@@ -72,11 +72,31 @@ pub struct Jwt {
     pub cache_size: Option<usize>,
     /// A local JWKS file whose keys are added to `keys`.
     pub jwks_file: Option<PathBuf>,
+    /// `[jwt.jwks]`: a published key set, fetched at start and refreshed while running.
+    pub jwks: Option<Jwks>,
     #[serde(default)]
     pub keys: Vec<Key>,
     /// Keys for encrypted (JWE) tokens.
     #[serde(default)]
     pub decryption_keys: Vec<DecryptionKey>,
+}
+
+/// `[jwt.jwks]`: where the issuer publishes its keys and how often to look.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwks {
+    /// `https://...` (or `http://` to a loopback address).
+    pub url: Option<String>,
+    /// A local JWKS file, re-read on the same schedule (instead of `url`).
+    pub file: Option<PathBuf>,
+    /// How often the set is fetched again, e.g. "5m".
+    pub refresh_interval: Option<String>,
+    /// Least time between two fetches (the rate limit on unknown-`kid` refreshes), e.g. "10s".
+    pub min_refresh_interval: Option<String>,
+    /// Time allowed for one fetch of `url`, e.g. "5s".
+    pub timeout: Option<String>,
+    /// PEM CA certificate(s) to verify an `https://` url with, instead of the system roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 //! so `portcullis check` can print them all at once.
 
 pub mod file;
+pub mod jwks;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -137,6 +138,8 @@ pub struct Jwt {
     pub keys: KeySet,
     /// Decryption keys for JWE tokens (none: 5-segment tokens are refused).
     pub decryption_keys: Option<std::sync::Arc<crate::auth::jwe::KeyRing>>,
+    /// `[jwt.jwks]`: a published key set, fetched by start-up and kept fresh while running.
+    pub jwks: Option<jwks::JwksSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -789,10 +792,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             }
         }
     };
+    let published = f.jwt.jwks.as_ref().and_then(|j| c.jwks(j));
     let has_jwt_route = f.routes.iter().any(|r| r.auth == "jwt");
-    if has_jwt_route && keys.is_empty() && decryption_keys.is_none() {
+    if has_jwt_route && keys.is_empty() && decryption_keys.is_none() && f.jwt.jwks.is_none() {
         c.problems.push(
-            "jwt.keys: a route uses auth = \"jwt\" but no key is configured; add a [[jwt.keys]] entry or jwt.jwks_file".into(),
+            "jwt.keys: a route uses auth = \"jwt\" but no key is configured; add a [[jwt.keys]] entry, jwt.jwks_file or a [jwt.jwks] section".into(),
         );
     }
     let max_token_bytes = f.jwt.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
@@ -817,6 +821,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             .unwrap_or(crate::auth::cache::DEFAULT_CACHE_ENTRIES),
         keys,
         decryption_keys,
+        jwks: published,
     };
 
     // [identity]

@@ -34,6 +34,7 @@ use hyper::body::Incoming;
 use crate::auth::apikey::{ApiKeyError, ApiKeys};
 use crate::auth::cache::TokenCache;
 use crate::auth::cookie::CookieAuth;
+use crate::auth::jwks::Refresher;
 use crate::auth::jws::{Validator, Verified};
 use crate::auth::{bearer, AuthError};
 use crate::config::{Config, Identity};
@@ -76,12 +77,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Build the shared request-path state; `config.jwt.keys` moves into the validator.
+    /// Build the shared request-path state; `config.jwt.keys` moves into the validator, and
+    /// `jwks` (the running `[jwt.jwks]` refresher, owned by the server) joins it.
     pub fn new(
         config: &mut Config,
         revocations: Arc<Revocations>,
         api_keys: Arc<ApiKeys>,
         metrics: Arc<Metrics>,
+        jwks: Option<Arc<Refresher>>,
     ) -> Self {
         // Sign-in borrows the signing key before the validator takes the key set.
         let signin = config.signin.take().and_then(|settings| {
@@ -109,9 +112,11 @@ impl Shared {
                 .map(|(_, c)| c.clone())
                 .collect(),
             jwe: config.jwt.decryption_keys.clone(),
+            jwks,
         };
         let cache = (config.jwt.cache_size > 0
             && (validator.jwe.is_some()
+                || validator.jwks.is_some()
                 || validator
                     .keys
                     .iter()
@@ -146,6 +151,14 @@ impl Shared {
 }
 
 impl Shared {
+    /// The `[jwt.jwks]` key set changed: forget cached verifications, so a token signed by a
+    /// key the issuer retired stops passing now rather than at its `exp`.
+    pub fn key_set_changed(&self) {
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
     pub fn route_label(&self, idx: usize) -> &'static str {
         self.route_labels.get(idx).copied().unwrap_or("-")
     }
@@ -522,12 +535,13 @@ fn verify(state: &State, token: &str) -> Result<Authenticated, AuthError> {
     if let Some(hit) = cache.get(&key, now) {
         return hit.map(Authenticated::Cached);
     }
+    let generation = cache.generation();
     let v = state.validator.verify(token, now)?;
     if !v.cacheable {
         return Ok(Authenticated::Fresh(v));
     }
     let v = Arc::new(v);
-    cache.insert(key, v.clone());
+    cache.insert(key, v.clone(), generation);
     Ok(Authenticated::Cached(v))
 }
 

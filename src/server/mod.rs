@@ -9,6 +9,7 @@
 //! a quarter (cross-thread wake-ups were the largest cost in the profile). Worker 0 runs on the
 //! caller's runtime, together with the admin listener and background tasks.
 
+mod jwks;
 pub mod listener;
 pub mod tls;
 
@@ -99,7 +100,9 @@ impl Gateway {
 /// reload, like the revocations): changing them needs a restart (a reload says so).
 pub struct Reloader {
     source: Option<PathBuf>,
-    shared: ArcSwap<Shared>,
+    shared: Arc<ArcSwap<Shared>>,
+    /// `[jwt.jwks]`: the refresher task, restarted when a reload changes the section.
+    published_keys: jwks::PublishedKeys,
     workers: Vec<Arc<ArcSwap<State>>>,
     tls: Option<TlsSource>,
     admin: Option<Arc<AdminState>>,
@@ -179,6 +182,8 @@ impl Reloader {
                     .into(),
             );
         }
+        // A new key source is fetched now, so an unreachable one refuses the reload.
+        let jwks_plan = self.published_keys.plan(config.jwt.jwks.as_ref()).await?;
         config.write_dev_files().map_err(|e| e.to_string())?;
         // Everything validated: swap.
         if let (Some(src), Some(cfg)) = (&self.tls, tls) {
@@ -196,11 +201,13 @@ impl Reloader {
             self.revocations.clone(),
             self.api_keys.clone(),
             self.metrics.clone(),
+            jwks_plan.refresher(),
         ));
         for w in &self.workers {
             w.store(Arc::new(State::new(shared.clone())));
         }
         self.shared.store(shared.clone());
+        self.published_keys.apply(jwks_plan);
         if let Some(admin) = &self.admin {
             admin.gateway.store(shared);
         }
@@ -255,11 +262,22 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         .revocation_entries
         .set((revocations.dict().len_tokens() + revocations.dict().len_subjects()) as i64);
     let api_keys = Arc::new(ApiKeys::open(&config.api_keys.store).await?);
+    // Fail closed: without a first key set no token could verify, so do not start.
+    let jwks_first = match &config.jwt.jwks {
+        Some(settings) => Some((
+            settings.clone(),
+            jwks::first_fetch(settings)
+                .await
+                .map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let shared = Arc::new(Shared::new(
         &mut config,
         revocations.clone(),
         api_keys.clone(),
         metrics.clone(),
+        jwks_first.as_ref().map(|(_, r)| r.clone()),
     ));
 
     let tls: Option<TlsSource> = match &config.listen.tls {
@@ -386,11 +404,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         admin = ?admin_addr,
         routes = shared.routes.len(),
         keys = shared.validator.keys.len(),
+        jwks = ?config.jwt.jwks.as_ref().map(|j| j.source.to_string()),
         "portcullis listening"
     );
+    let shared = Arc::new(ArcSwap::new(shared));
+    let published_keys = jwks::PublishedKeys::new(shared.clone(), metrics.clone(), shutdown_rx);
+    published_keys.apply(jwks::Plan::Replace(jwks_first));
     let reloader = Arc::new(Reloader {
         source: config.source.clone(),
-        shared: ArcSwap::new(shared),
+        shared,
+        published_keys,
         workers: worker_states,
         tls,
         admin: admin_state.clone(),

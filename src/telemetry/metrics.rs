@@ -45,6 +45,7 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter<u64, AtomicU64>,
     pub revocations_total: Counter<u64, AtomicU64>,
     pub store_degraded: Gauge<i64, AtomicI64>,
+    pub jwks_refreshes: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -124,6 +125,12 @@ impl Metrics {
             "1 while the revocation store is unreachable",
             store_degraded.clone(),
         );
+        let jwks_refreshes = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "jwks_refreshes",
+            "[jwt.jwks] fetches after start-up, by outcome (changed, unchanged, failed)",
+            jwks_refreshes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -136,6 +143,7 @@ impl Metrics {
             tls_handshake_failures,
             revocations_total,
             store_degraded,
+            jwks_refreshes,
         }
     }
 

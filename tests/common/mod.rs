@@ -321,6 +321,19 @@ impl TestGateway {
         self.raw(&req).await
     }
 
+    /// The admin listener's address, when the config has `[admin]`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref().and_then(Gateway::admin_addr)
+    }
+
+    /// Reload the config file the gateway was started from (see `Gateway::reload`).
+    pub async fn reload(&self) -> Result<Vec<String>, String> {
+        match &self.gateway {
+            Some(g) => g.reload().await,
+            None => Err("the gateway was shut down".into()),
+        }
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(g) = self.gateway.take() {
             g.shutdown_with_grace(Duration::from_secs(5)).await;
