@@ -235,7 +235,7 @@ async fn login(
         // Best effort: the client never sees this session's tokens either way.
         let _ = signin
             .sessions
-            .end_by_access(&user, pending.issued.key, now)
+            .end_by_access(&user, &pending.issued.key, now)
             .await;
         return Err(e);
     }
@@ -260,17 +260,17 @@ async fn refresh(
         .prepare(now)
         .map_err(SignInError::Unavailable)?;
     let next = super::issue::refresh_token().map_err(SignInError::Unavailable)?;
-    let rotated = signin
+    let user = match signin
         .sessions
         .rotate(
-            refresh_digest(&presented),
+            &refresh_digest(&presented),
             refresh_digest(&next),
             now.saturating_add(signin.refresh_ttl.as_secs()),
             pending.issued,
             now,
         )
-        .await?;
-    let user = match rotated {
+        .await?
+    {
         Ok(user) => user,
         Err(RefreshError::Invalid) => return Err(SignInError::InvalidRefresh),
         Err(RefreshError::Reused(ended)) => {
@@ -286,7 +286,7 @@ async fn refresh(
         // Removed from the users file since the login: the session ends here.
         let ended = signin
             .sessions
-            .end_by_access(&user, pending.issued.key, now)
+            .end_by_access(&user, &pending.issued.key, now)
             .await?;
         revoke(shared, &ended, None).await?;
         return Err(SignInError::InvalidRefresh);
@@ -322,7 +322,10 @@ async fn logout(
     let mut ended = if all {
         signin.sessions.end_all(sub, now).await?
     } else {
-        signin.sessions.end_by_access(sub, v.token_key, now).await?
+        signin
+            .sessions
+            .end_by_access(sub, &v.token_key, now)
+            .await?
     };
     // The presented token goes too, even when it was not issued by sign-in.
     let own = Issued {

@@ -277,12 +277,13 @@ impl SessionStore for RedisSessions {
 
     fn rotate(
         &self,
-        old: RefreshDigest,
+        old: &RefreshDigest,
         next: RefreshDigest,
         next_exp: u64,
         access: Issued,
         now: u64,
     ) -> SessionFuture<'_, Result<String, RefreshError>> {
+        let old = *old;
         Box::pin(async move {
             let (old, next) = (hex(&old), hex(&next));
             let mut call = self.rotate.prepare_invoke();
@@ -308,7 +309,8 @@ impl SessionStore for RedisSessions {
         })
     }
 
-    fn end_by_access(&self, user: &str, key: Key, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+    fn end_by_access(&self, user: &str, key: &Key, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+        let key = *key;
         let (user_key, _) = self.user_key(user);
         Box::pin(async move {
             let mut call = self.end_by_access.prepare_invoke();

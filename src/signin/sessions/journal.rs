@@ -522,12 +522,13 @@ impl SessionStore for JournalSessions {
 
     fn rotate(
         &self,
-        old: RefreshDigest,
+        old: &RefreshDigest,
         next: RefreshDigest,
         next_exp: u64,
         access: Issued,
         now: u64,
     ) -> SessionFuture<'_, Result<String, RefreshError>> {
+        let old = *old;
         let op = Op::Rotate {
             old,
             next,
@@ -538,7 +539,8 @@ impl SessionStore for JournalSessions {
         Box::pin(async move { run.await.map(Outcome::rotated) })
     }
 
-    fn end_by_access(&self, user: &str, key: Key, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+    fn end_by_access(&self, user: &str, key: &Key, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+        let key = *key;
         let run = self.run(Op::EndByAccess(user.to_owned(), key), now);
         Box::pin(async move { run.await.map(Outcome::ended) })
     }

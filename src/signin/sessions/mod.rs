@@ -100,7 +100,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// The inner result gives the family's user, or why the token was refused.
     fn rotate(
         &self,
-        old: RefreshDigest,
+        old: &RefreshDigest,
         next: RefreshDigest,
         next_exp: u64,
         access: Issued,
@@ -108,7 +108,7 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     ) -> SessionFuture<'_, Result<String, RefreshError>>;
 
     /// End the family in which the access token `key` of `user` was issued.
-    fn end_by_access(&self, user: &str, key: Key, now: u64) -> SessionFuture<'_, Vec<Issued>>;
+    fn end_by_access(&self, user: &str, key: &Key, now: u64) -> SessionFuture<'_, Vec<Issued>>;
 
     /// End every family of `user`.
     fn end_all(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<Issued>>;
@@ -524,12 +524,13 @@ impl SessionStore for MemorySessions {
 
     fn rotate(
         &self,
-        old: RefreshDigest,
+        old: &RefreshDigest,
         next: RefreshDigest,
         next_exp: u64,
         access: Issued,
         now: u64,
     ) -> SessionFuture<'_, Result<String, RefreshError>> {
+        let old = *old;
         let op = Op::Rotate {
             old,
             next,
@@ -540,7 +541,8 @@ impl SessionStore for MemorySessions {
         Box::pin(std::future::ready(Ok(out)))
     }
 
-    fn end_by_access(&self, user: &str, key: Key, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+    fn end_by_access(&self, user: &str, key: &Key, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+        let key = *key;
         let out = self.run(Op::EndByAccess(user.to_owned(), key), now).ended();
         Box::pin(std::future::ready(Ok(out)))
     }
