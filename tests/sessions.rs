@@ -1,7 +1,8 @@
 //! Sign-in sessions kept in the revocation store, over real sockets. Embedded store: refresh
 //! sessions survive a restart of the gateway (in-process, and `kill -9` of the real binary):
 //! the current refresh token still rotates, a token spent before the restart is still
-//! detected as reuse, a logout before the restart stays in force. Cluster mode, with a real
+//! detected as reuse, a logout before the restart stays in force; a file in the journal's
+//! place that is not a journal stops the start untouched. Cluster mode, with a real
 //! `redis-server`: a login on one instance refreshes on another, reuse detected on one ends
 //! the family on all, two instances spending one token at once leave exactly one winner,
 //! `max_sessions_per_user` holds across instances, and sign-in answers 503 while Redis is
@@ -182,6 +183,24 @@ async fn refresh_sessions_survive_a_restart_of_the_embedded_store() {
     )
     .await;
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_a_session_journal_stops_the_start_and_is_kept() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_users(dir.path());
+    let path = dir.path().join("data/revocations.log.sessions");
+    std::fs::create_dir_all(path.parent().expect("folder")).expect("mkdir");
+    std::fs::write(&path, b"someone else's file").expect("write");
+    let text = config_text(&up.url(), &signin_toml(""));
+    let config = portcullis::Config::from_toml(&text, dir.path()).expect("valid config");
+    let err = match portcullis::start(config).await {
+        Ok(_) => panic!("started over a file that is not a session journal"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("session journal"), "{err}");
+    assert_eq!(std::fs::read(&path).expect("read"), b"someone else's file");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

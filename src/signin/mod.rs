@@ -287,8 +287,7 @@ pub fn sessions_for(
         Backing::Log(log) => {
             let path = sessions::journal_path(log);
             let started = std::time::Instant::now();
-            let (journal, loaded) = sessions::JournalSessions::open(&path)
-                .map_err(|e| format!("{e} ({})", path.display()))?;
+            let (journal, loaded) = sessions::JournalSessions::open(&path)?;
             tracing::info!(
                 path = %path.display(),
                 families = loaded.families,
