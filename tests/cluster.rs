@@ -13,7 +13,6 @@ mod common;
 mod revocation_support;
 
 use std::future::Future;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::redis_server::{free_port, RedisServer};
 use common::{tokens, Upstream};
 use portcullis::revocation::{digest, key_to_hex};
 use reqwest::Method;
@@ -39,160 +39,9 @@ const WAIT: Duration = Duration::from_secs(8);
 const PREFIX: &str = "pct";
 
 // ---------------------------------------------------------------------------------------
-// Harness: redis-server, a severable TCP relay, gateways configured for cluster mode.
+// Harness: a severable TCP relay in front of redis-server (`common::redis_server`),
+// gateways configured for cluster mode.
 // ---------------------------------------------------------------------------------------
-
-/// A throwaway `redis-server` on an ephemeral loopback port, without persistence, so a
-/// restart loses every key (the worst case for the gateways).
-struct RedisServer {
-    port: u16,
-    dir: TempDir,
-    child: Option<Child>,
-    /// Replaces `--port PORT` (e.g. `--port 0 --tls-port PORT ...`).
-    listen_args: Option<Vec<String>>,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-            listen_args: None,
-        };
-        server.launch();
-        server
-    }
-
-    /// A `redis-server` speaking only TLS, with a password, its certificate issued for
-    /// `localhost` by a fresh CA; returns it with the CA certificate (PEM).
-    fn start_tls(password: &str) -> (RedisServer, String) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("server cert");
-        let path = |name: &str| dir.path().join(name).display().to_string();
-        std::fs::write(path("ca.pem"), ca.pem()).expect("write CA");
-        std::fs::write(path("cert.pem"), cert.pem()).expect("write cert");
-        std::fs::write(path("key.pem"), key.serialize_pem()).expect("write key");
-        let port = free_port();
-        let mut server = RedisServer {
-            port,
-            listen_args: Some(
-                [
-                    "--port",
-                    "0",
-                    "--tls-port",
-                    &port.to_string(),
-                    "--tls-cert-file",
-                    &path("cert.pem"),
-                    "--tls-key-file",
-                    &path("key.pem"),
-                    "--tls-ca-cert-file",
-                    &path("ca.pem"),
-                    "--tls-auth-clients",
-                    "no",
-                    "--requirepass",
-                    password,
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ),
-            dir,
-            child: None,
-        };
-        server.launch();
-        (server, ca.pem())
-    }
-
-    /// Start (again) on the same port and wait until it answers PING.
-    fn launch(&mut self) {
-        let listen = self
-            .listen_args
-            .clone()
-            .unwrap_or_else(|| vec!["--port".into(), self.port.to_string()]);
-        let child = Command::new("redis-server")
-            .args(listen)
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server must be installed (.ci/run installs it)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + WAIT;
-        let up = |port| match self.listen_args {
-            // TLS: no plain PING; accepting connections is enough.
-            Some(_) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            None => ping(port),
-        };
-        while !up(self.port) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// SIGKILL: no shutdown, no save.
-    fn kill_9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL redis-server");
-            child.wait().expect("reap redis-server");
-        }
-    }
-
-    /// A connection for checking what the gateways stored.
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the test redis")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("ephemeral port")
-        .port()
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
 
 /// A TCP relay in front of Redis: [`Relay::sever`] closes every relayed connection and
 /// refuses new ones (accepted, then closed at once), as a network partition seen from the

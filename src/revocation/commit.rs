@@ -1,4 +1,4 @@
-//! Group commit for the revocation log: the open file handle, and the batching that lets
+//! Group commit for the revocation log (and the sign-in session journal): the open file handle, and the batching that lets
 //! many concurrent appends share one write and one fsync.
 //!
 //! Callers add their encoded records to `pending`; whoever finds no batch being written
@@ -16,7 +16,7 @@ use super::dict::Dictionary;
 use super::log::LogError;
 use super::record::{Record, RECORD_LEN};
 
-pub(super) struct Committer {
+pub(crate) struct Committer {
     /// For error messages.
     path: PathBuf,
     state: Mutex<State>,
@@ -44,7 +44,7 @@ struct State {
 }
 
 /// What a swap closure decided.
-pub(super) enum Swap {
+pub(crate) enum Swap {
     /// Nothing changed; appends go on to the old file.
     Keep(LogError),
     /// The new file is in place under the log's name: appends go to it from now on. If
@@ -58,7 +58,7 @@ pub(super) enum Swap {
 }
 
 impl Committer {
-    pub(super) fn new(path: PathBuf, file: File, end: u64) -> Self {
+    pub(crate) fn new(path: PathBuf, file: File, end: u64) -> Self {
         Committer {
             path,
             state: Mutex::new(State {
@@ -95,7 +95,7 @@ impl Committer {
     }
 
     /// The file length including every batch handed to a writer, or the earlier failure.
-    pub(super) fn end(&self) -> Result<u64, LogError> {
+    pub(crate) fn end(&self) -> Result<u64, LogError> {
         let st = self.lock();
         match &st.failed {
             Some((_, reason)) => Err(self.failed(reason)),
@@ -113,28 +113,47 @@ impl Committer {
         if records.is_empty() {
             return Ok(());
         }
+        self.commit_with(|pending| {
+            pending.reserve(records.len() * RECORD_LEN);
+            for r in records {
+                pending.extend_from_slice(&r.encode());
+                if let Some(dict) = dict {
+                    r.apply(dict);
+                }
+            }
+        })
+    }
+
+    /// Runs `queue` under the committer's lock, where it appends encoded records to the
+    /// pending batch (and applies them to whatever in-memory state they describe, which
+    /// therefore changes in file order), and returns its result once those bytes are
+    /// written and fsynced. Nothing runs after an earlier failure. When `queue` appends
+    /// nothing, returns at once. The session journal (`signin::sessions::journal`) shares
+    /// this group commit.
+    pub(crate) fn commit_with<T>(
+        &self,
+        queue: impl FnOnce(&mut Vec<u8>) -> T,
+    ) -> Result<T, LogError> {
         let mut st = self.lock();
         if let Some((_, reason)) = &st.failed {
             return Err(self.failed(reason));
         }
-        st.pending.reserve(records.len() * RECORD_LEN);
-        for r in records {
-            st.pending.extend_from_slice(&r.encode());
-            if let Some(dict) = dict {
-                r.apply(dict);
-            }
+        let before = st.pending.len();
+        let out = queue(&mut st.pending);
+        if st.pending.len() == before {
+            return Ok(out);
         }
         let mine = st.open_batch;
         loop {
             if let Some((batch, reason)) = &st.failed {
                 // Batches before the failure are durable; anything later was never written.
                 if st.done_batch >= mine && mine < *batch {
-                    return Ok(());
+                    return Ok(out);
                 }
                 return Err(self.failed(reason));
             }
             if st.done_batch >= mine {
-                return Ok(());
+                return Ok(out);
             }
             if !st.writing && !st.hold {
                 // Nobody is writing, so every earlier batch is done and `mine` is the open one.
@@ -165,7 +184,7 @@ impl Committer {
     /// Runs `swap` with no batch in flight and none allowed to start, passing it the current
     /// file and its length, and installs the file it returns. Returns how long appends were
     /// held up.
-    pub(super) fn swap(
+    pub(crate) fn swap(
         &self,
         swap: impl FnOnce(&File, u64) -> Swap,
     ) -> (Duration, Result<(), LogError>) {

@@ -92,7 +92,10 @@ impl std::fmt::Debug for Log {
     }
 }
 
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> LogError + 'a {
+pub(crate) fn io_err<'a>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(io::Error) -> LogError + 'a {
     move |source| LogError::Io {
         path: path.to_path_buf(),
         op,
@@ -108,7 +111,7 @@ pub fn now_unix() -> u64 {
 }
 
 /// Makes a rename or a new directory entry in `path`'s folder durable.
-fn sync_parent(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         let dir = match path.parent() {
@@ -352,38 +355,52 @@ impl Log {
     /// Copies the records appended between `base` and `end` from the old file, fsyncs,
     /// renames over the log, and fsyncs the folder. Runs with appends held.
     fn swap(&self, old: &File, base: u64, end: u64, tmp: File) -> Swap {
-        let copy = || -> io::Result<u64> {
-            let tail_len = end.saturating_sub(base);
-            let mut tail = Vec::with_capacity(usize::try_from(tail_len).unwrap_or(0));
-            let mut old = old;
-            old.seek(SeekFrom::Start(base))?;
-            old.take(tail_len).read_to_end(&mut tail)?;
-            if tail.len() as u64 != tail_len {
-                let msg = "log is shorter than what was written to it";
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
-            }
-            (&tmp).write_all(&tail)?;
-            tmp.sync_data()?;
-            tmp.metadata().map(|m| m.len())
-        };
-        let new_end = match copy() {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = fs::remove_file(&self.tmp_path);
-                return Swap::Keep(io_err(&self.tmp_path, "copy appended records")(e));
-            }
-        };
-        if let Err(e) = fs::rename(&self.tmp_path, &self.path) {
-            let _ = fs::remove_file(&self.tmp_path);
-            return Swap::Keep(io_err(&self.path, "rename compacted log")(e));
+        swap_in(&self.path, &self.tmp_path, old, base, end, tmp)
+    }
+}
+
+/// The end of a compaction, shared with the session journal: copies the bytes appended to
+/// `old` between `base` and `end` onto the fsynced snapshot `tmp` (at `tmp_path`), fsyncs,
+/// renames it over `path`, and fsyncs the folder. Runs with appends held.
+pub(crate) fn swap_in(
+    path: &Path,
+    tmp_path: &Path,
+    old: &File,
+    base: u64,
+    end: u64,
+    tmp: File,
+) -> Swap {
+    let copy = || -> io::Result<u64> {
+        let tail_len = end.saturating_sub(base);
+        let mut tail = Vec::with_capacity(usize::try_from(tail_len).unwrap_or(0));
+        let mut old = old;
+        old.seek(SeekFrom::Start(base))?;
+        old.take(tail_len).read_to_end(&mut tail)?;
+        if tail.len() as u64 != tail_len {
+            let msg = "log is shorter than what was written to it";
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
         }
-        // If the folder is not synced the rename may not survive a crash, and appends to
-        // the new file would be lost with it: the committer then refuses further writes.
-        Swap::Replace {
-            file: tmp,
-            end: new_end,
-            durable: sync_parent(&self.path).map_err(io_err(&self.path, "fsync folder")),
+        (&tmp).write_all(&tail)?;
+        tmp.sync_data()?;
+        tmp.metadata().map(|m| m.len())
+    };
+    let new_end = match copy() {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = fs::remove_file(tmp_path);
+            return Swap::Keep(io_err(tmp_path, "copy appended records")(e));
         }
+    };
+    if let Err(e) = fs::rename(tmp_path, path) {
+        let _ = fs::remove_file(tmp_path);
+        return Swap::Keep(io_err(path, "rename compacted log")(e));
+    }
+    // If the folder is not synced the rename may not survive a crash, and appends to
+    // the new file would be lost with it: the committer then refuses further writes.
+    Swap::Replace {
+        file: tmp,
+        end: new_end,
+        durable: sync_parent(path).map_err(io_err(path, "fsync folder")),
     }
 }
 

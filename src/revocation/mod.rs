@@ -51,7 +51,7 @@
 //! | compaction of 1M live entries | ~130 ms, appends held 10-15 ms (the final swap) |
 //! | appends, each fsynced | 1 caller 2,700-3,300/s; 8 callers 9,800-12,500/s; 32 callers 21,800-28,100/s |
 
-mod commit;
+pub(crate) mod commit;
 pub mod dict;
 pub mod log;
 pub mod record;
@@ -63,4 +63,4 @@ pub use dict::{
 pub use log::{now_unix, CompactStats, Log, LogError, Replay, REPLAY_LEEWAY};
 pub use record::{decode_file, decode_records, HeaderError, Record, Scan};
 pub mod service;
-pub use service::{Revocations, StoreError};
+pub use service::{Backing, Revocations, StoreError};

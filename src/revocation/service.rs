@@ -35,6 +35,15 @@ enum Store {
     Redis(Arc<Cluster>),
 }
 
+/// Where a [`Revocations`] keeps its state, for the sign-in session store that sits beside
+/// it (`signin::sessions`): same kind of store, same place.
+pub enum Backing<'a> {
+    Memory,
+    /// The embedded log at this path.
+    Log(&'a std::path::Path),
+    Redis(&'a Arc<Cluster>),
+}
+
 /// The revocation dictionary and its store.
 pub struct Revocations {
     dict: Dictionary,
@@ -152,6 +161,15 @@ impl Revocations {
 
     pub fn max_lifetime(&self) -> u64 {
         self.max_lifetime
+    }
+
+    /// The store behind this service.
+    pub fn backing(&self) -> Backing<'_> {
+        match &self.store {
+            Store::Memory => Backing::Memory,
+            Store::Log(log) => Backing::Log(log.path()),
+            Store::Redis(cluster) => Backing::Redis(cluster),
+        }
     }
 
     /// Make `records` durable, then apply them. Returns once both are done.

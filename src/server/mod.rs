@@ -258,6 +258,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
     let revocations = Revocations::open(&store, leeway, max_lifetime).await?;
     let revocations = Arc::new(revocations);
+    if config.signin.is_some() {
+        // Sign-in sessions live beside the revocations (a journal file, or Redis); open them
+        // now, off the runtime, so one that cannot be read stops the start before any bind.
+        let r = revocations.clone();
+        tokio::task::spawn_blocking(move || crate::signin::sessions_for(&r).map(drop))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+    }
     metrics
         .revocation_entries
         .set((revocations.dict().len_tokens() + revocations.dict().len_subjects()) as i64);

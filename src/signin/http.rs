@@ -18,7 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use super::sessions::{refresh_digest, Issued, NewSession, RefreshError};
+use super::sessions::{refresh_digest, Issued, NewSession, RefreshError, SessionError};
 use super::{limits, Endpoint, SignIn};
 use crate::auth::cookie::Refusal;
 use crate::auth::{bearer, AuthError};
@@ -54,6 +54,13 @@ pub enum SignInError {
     CrossSite,
     #[error("sign-in unavailable: {0}")]
     Unavailable(String),
+}
+
+/// The session store did not answer or could not store the change: 503, nothing issued.
+impl From<SessionError> for SignInError {
+    fn from(e: SessionError) -> Self {
+        SignInError::Unavailable(e.to_string())
+    }
 }
 
 impl SignInError {
@@ -246,22 +253,27 @@ async fn login(
         .sign(&pending, &user)
         .map_err(SignInError::Unavailable)?;
     let refresh = super::issue::refresh_token().map_err(SignInError::Unavailable)?;
-    let ended = signin.sessions.start(
-        NewSession {
-            user: user.clone(),
-            access: pending.issued,
-            refresh: refresh_digest(&refresh),
-            refresh_exp: now.saturating_add(signin.refresh_ttl.as_secs()),
-        },
-        signin.max_sessions_per_user,
-        now,
-    );
+    let ended = signin
+        .sessions
+        .start(
+            NewSession {
+                user: user.clone(),
+                access: pending.issued,
+                refresh: refresh_digest(&refresh),
+                refresh_exp: now.saturating_add(signin.refresh_ttl.as_secs()),
+            },
+            signin.max_sessions_per_user,
+            now,
+        )
+        .await?;
     // The previous sessions are revoked before the new token is handed out, so "one valid
     // token at a time" holds from the moment the client has the new one.
     if let Err(e) = revoke(shared, &ended, None).await {
-        signin
+        // Best effort: the client never sees this session's tokens either way.
+        let _ = signin
             .sessions
-            .end_by_access(&user, &pending.issued.key, now);
+            .end_by_access(&user, &pending.issued.key, now)
+            .await;
         return Err(e);
     }
     tracing::info!(user = %user, ended_sessions = ended.len(), "signed in");
@@ -297,13 +309,17 @@ async fn refresh(
         .prepare(now)
         .map_err(SignInError::Unavailable)?;
     let next = super::issue::refresh_token().map_err(SignInError::Unavailable)?;
-    let user = match signin.sessions.rotate(
-        &refresh_digest(&presented),
-        refresh_digest(&next),
-        now.saturating_add(signin.refresh_ttl.as_secs()),
-        pending.issued,
-        now,
-    ) {
+    let user = match signin
+        .sessions
+        .rotate(
+            &refresh_digest(&presented),
+            refresh_digest(&next),
+            now.saturating_add(signin.refresh_ttl.as_secs()),
+            pending.issued,
+            now,
+        )
+        .await?
+    {
         Ok(user) => user,
         Err(RefreshError::Invalid) => return Err(SignInError::InvalidRefresh),
         Err(RefreshError::Reused(ended)) => {
@@ -319,7 +335,8 @@ async fn refresh(
         // Removed from the users file since the login: the session ends here.
         let ended = signin
             .sessions
-            .end_by_access(&user, &pending.issued.key, now);
+            .end_by_access(&user, &pending.issued.key, now)
+            .await?;
         revoke(shared, &ended, None).await?;
         return Err(SignInError::InvalidRefresh);
     }
@@ -359,9 +376,12 @@ async fn logout(
         return Err(SignInError::Auth(AuthError::Claims));
     };
     let mut ended = if all {
-        signin.sessions.end_all(sub, now)
+        signin.sessions.end_all(sub, now).await?
     } else {
-        signin.sessions.end_by_access(sub, &v.token_key, now)
+        signin
+            .sessions
+            .end_by_access(sub, &v.token_key, now)
+            .await?
     };
     // The presented token goes too, even when it was not issued by sign-in.
     let own = Issued {

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use crate::auth::keys::KeySet;
 use crate::config::file;
-use crate::revocation::Revocations;
+use crate::revocation::{Backing, Revocations};
 
 /// Lifetime of an access token issued at login or refresh.
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
@@ -258,7 +258,7 @@ impl SignIn {
         Ok(SignIn {
             directory: Arc::new(users::Directory::new(s.users)?),
             signer: issue::Signer::new(key, jwt, s.access_ttl, s.encrypt_kid.as_deref())?,
-            sessions: sessions_for(revocations),
+            sessions: sessions_for(revocations)?,
             limits: limits::LoginLimits::new(s.ip_attempts_per_minute, s.user_attempts_per_minute),
             hashing: tokio::sync::Semaphore::new(s.max_concurrent_hashes),
             hasher: hashing::HashPool::new(s.max_concurrent_hashes)
@@ -287,10 +287,17 @@ impl SignIn {
     }
 }
 
-/// The session store that goes with a revocation service: created with the first sign-in
-/// service built on it, found again by each one a reload builds. (Ending a session revokes
-/// through that service, so the two belong together.)
-fn sessions_for(revocations: &Arc<Revocations>) -> Arc<dyn sessions::SessionStore> {
+/// The session store that goes with a revocation service: opened with the first sign-in
+/// service built on it, found again by each one a reload builds, so sessions outlive a
+/// reload. (Ending a session revokes through that service, so the two belong together.)
+///
+/// It lives where the revocations do: in memory for `store = "memory"`, in a journal beside
+/// the embedded log (`<store>.sessions`), or in the cluster's Redis. Opening the journal
+/// reads it whole, so start-up calls this on a blocking thread before any socket binds
+/// (see `server::start`), and a journal that cannot be opened stops the start.
+pub fn sessions_for(
+    revocations: &Arc<Revocations>,
+) -> Result<Arc<dyn sessions::SessionStore>, String> {
     type Entry = (Weak<Revocations>, Arc<dyn sessions::SessionStore>);
     static STORES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
     let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
@@ -299,9 +306,28 @@ fn sessions_for(revocations: &Arc<Revocations>) -> Arc<dyn sessions::SessionStor
         .iter()
         .find(|(r, _)| std::ptr::eq(r.as_ptr(), Arc::as_ptr(revocations)))
     {
-        return s.clone();
+        return Ok(s.clone());
     }
-    let store: Arc<dyn sessions::SessionStore> = Arc::new(sessions::MemorySessions::default());
+    let store: Arc<dyn sessions::SessionStore> = match revocations.backing() {
+        Backing::Memory => Arc::new(sessions::MemorySessions::default()),
+        Backing::Log(log) => {
+            let path = sessions::journal_path(log);
+            let started = std::time::Instant::now();
+            let (journal, loaded) = sessions::JournalSessions::open(&path)?;
+            tracing::info!(
+                path = %path.display(),
+                families = loaded.families,
+                spent_tokens = loaded.spent,
+                records = loaded.records,
+                corrupt = loaded.corrupt,
+                truncated_bytes = loaded.truncated,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "sign-in sessions loaded"
+            );
+            Arc::new(journal)
+        }
+        Backing::Redis(cluster) => Arc::new(sessions::RedisSessions::new(cluster)),
+    };
     stores.push((Arc::downgrade(revocations), store.clone()));
-    store
+    Ok(store)
 }

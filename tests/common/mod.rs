@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod faulty;
+pub mod redis_server;
 pub mod tokens;
 pub mod upstream;
 

@@ -67,8 +67,9 @@ use super::dict::Dictionary;
 use super::record::Record;
 use crate::config::RedisStore;
 use crate::telemetry::metrics::Metrics;
-use wire::{bulk, items, stream_entries, Keys};
+pub use wire::{bulk, items};
 pub use wire::{check_url, redact_url, StreamId, APPLY_SCRIPT};
+use wire::{stream_entries, Keys};
 
 /// How long one `XREAD` blocks waiting for changes. Short enough that a connection that
 /// died silently is noticed within `TAIL_BLOCK + timeout`, long enough to cost nothing idle.
@@ -199,6 +200,13 @@ impl Cluster {
     /// Has the full set been loaded at least once? Until then every token counts as revoked.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    /// What the sign-in session store needs to keep its families in this Redis: the admin
+    /// write connection (it reconnects by itself), `P:` (the prefix every key starts with),
+    /// and the time Redis has to answer one call.
+    pub fn session_link(&self) -> (ConnectionManager, String, Duration) {
+        (self.writer.clone(), self.keys.root.clone(), self.timeout)
     }
 
     /// Is the tail connected and in step with Redis?

@@ -154,7 +154,7 @@ impl Keys {
 }
 
 /// The bytes of a string reply.
-pub(super) fn bulk(v: &Value) -> Option<&[u8]> {
+pub fn bulk(v: &Value) -> Option<&[u8]> {
     match v {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.as_bytes()),
@@ -164,7 +164,7 @@ pub(super) fn bulk(v: &Value) -> Option<&[u8]> {
 }
 
 /// The elements of an array reply (empty for nil or anything else).
-pub(super) fn items(v: Value) -> Vec<Value> {
+pub fn items(v: Value) -> Vec<Value> {
     match v {
         Value::Array(a) | Value::Set(a) => a,
         _ => Vec::new(),
