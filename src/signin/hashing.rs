@@ -6,6 +6,10 @@
 //! p99 of proxied requests by 12. These threads lower their own nice value to 19 (Linux
 //! keeps nice per thread), so the scheduler gives the request path's threads the CPU first
 //! and hashing gets what is left; logins slow down under load instead of everything else.
+//! There are fewer of them than cores ([`super::default_concurrent_hashes`]): even at the
+//! lowest priority, a core busy hashing delays the wake-up of a request thread placed on it.
+//! SCHED_IDLE was tried and is worse here: the scheduler counts a core running only
+//! SCHED_IDLE work as idle and places request threads there, to wait for the preemption.
 //! The semaphore in [`super::SignIn`] bounds how many verifications wait here.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -83,9 +87,7 @@ fn lower_priority() {
         // thread id sets that thread's nice value only.
         let ok = unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            let param = libc::sched_param { sched_priority: 0 };
-            let idle = libc::sched_setscheduler(tid as libc::pid_t, libc::SCHED_IDLE, &param) == 0;
-            libc::setpriority(libc::PRIO_PROCESS, tid, HASHING_NICE) == 0 && idle
+            libc::setpriority(libc::PRIO_PROCESS, tid, HASHING_NICE) == 0
         };
         if !ok {
             tracing::debug!("could not lower the priority of a password hashing thread");
