@@ -55,7 +55,6 @@ fn verified() -> Verified {
         sub: Some("user".into()),
         iat: Some(portcullis::revocation::now_unix()),
         exp: None,
-        cacheable: false,
     }
 }
 

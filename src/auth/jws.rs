@@ -70,8 +70,6 @@ pub struct Verified {
     pub sub: Option<String>,
     pub iat: Option<u64>,
     pub exp: Option<u64>,
-    /// Verified with public-key or decryption work worth caching (not HMAC).
-    pub cacheable: bool,
 }
 
 impl Validator {
@@ -106,7 +104,7 @@ impl Validator {
             JweError::Unsupported => AuthError::Algorithm,
             JweError::Decrypt | JweError::Encrypt => AuthError::Decrypt,
         })?;
-        let mut v = if d.cty_jwt {
+        let v = if d.cty_jwt {
             let inner = std::str::from_utf8(&d.plaintext).map_err(|_| AuthError::Malformed)?;
             // One layer of nesting only: a JWE inside a JWE is refused.
             self.verify_jws(inner, now)?
@@ -114,7 +112,6 @@ impl Validator {
             let claims = JsonObject::parse(&d.plaintext)?;
             self.check_claims(&claims, token, now)?
         };
-        v.cacheable = true;
         Ok(v)
     }
 
@@ -206,9 +203,7 @@ impl Validator {
 
         let payload_json = b64(payload_b64)?;
         let claims = JsonObject::parse(&payload_json)?;
-        let mut v = self.check_claims(&claims, token, now)?;
-        v.cacheable = !matches!(alg.family(), jsonwebtoken::AlgorithmFamily::Hmac);
-        Ok(v)
+        self.check_claims(&claims, token, now)
     }
 
     fn check_times(
@@ -293,7 +288,6 @@ impl Validator {
             sub: sub.map(Cow::into_owned),
             iat,
             exp,
-            cacheable: false,
         })
     }
 }

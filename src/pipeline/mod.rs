@@ -114,14 +114,10 @@ impl Shared {
             jwe: config.jwt.decryption_keys.clone(),
             jwks,
         };
-        let cache = (config.jwt.cache_size > 0
-            && (validator.jwe.is_some()
-                || validator.jwks.is_some()
-                || validator
-                    .keys
-                    .iter()
-                    .any(|k| !matches!(k.alg.family(), jsonwebtoken::AlgorithmFamily::Hmac))))
-        .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
+        // Every algorithm, HMAC too: a hit (SHA-256 of the token, one map lookup) costs a
+        // fraction of parsing, decoding and checking the token again (see `auth::cache`).
+        let cache = (config.jwt.cache_size > 0)
+            .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
         let cookie_auth = signin
             .as_ref()
             .and_then(|s| s.cookies.as_ref())
@@ -536,11 +532,7 @@ fn verify(state: &State, token: &str) -> Result<Authenticated, AuthError> {
         return hit.map(Authenticated::Cached);
     }
     let generation = cache.generation();
-    let v = state.validator.verify(token, now)?;
-    if !v.cacheable {
-        return Ok(Authenticated::Fresh(v));
-    }
-    let v = Arc::new(v);
+    let v = Arc::new(state.validator.verify(token, now)?);
     cache.insert(key, v.clone(), generation);
     Ok(Authenticated::Cached(v))
 }
