@@ -53,7 +53,7 @@ pub type ResBody = Either<Incoming, Full<Bytes>>;
 pub struct Shared {
     pub routes: RouteTable,
     pub validator: Validator,
-    /// Present when some key is asymmetric (HMAC is cheaper to verify than to cache).
+    /// The verified-token cache (`jwt.cache_size`; absent when it is 0).
     cache: Option<TokenCache>,
     pub identity: Identity,
     protected: Protected,
