@@ -92,6 +92,50 @@ impl std::fmt::Debug for Log {
     }
 }
 
+/// Open an append-only file (log or journal), creating it and its folder, and read it whole.
+/// First removes the `.tmp` sibling that compaction writes to, a leftover from a compaction
+/// that died before its rename (the file itself is whole then). Returns the file, its bytes
+/// and that `.tmp` path.
+pub(crate) fn open_append_only(path: &Path) -> Result<(File, Vec<u8>, PathBuf), LogError> {
+    let mut tmp: OsString = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp_path = PathBuf::from(tmp);
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io_err(path, "create folder"))?;
+    }
+    match fs::remove_file(&tmp_path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(io_err(&tmp_path, "remove stale compaction file")(e))
+        }
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io_err(path, "open"))?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(io_err(path, "read"))?;
+    Ok((file, bytes, tmp_path))
+}
+
+/// Make `file` hold only `magic`, durably (file and folder fsynced): for a new file, or one
+/// whose creator died before its header was durable. Returns the bytes it now holds.
+pub(crate) fn reset_to_header(
+    file: &mut File,
+    path: &Path,
+    magic: &[u8],
+) -> Result<Vec<u8>, LogError> {
+    file.set_len(0).map_err(io_err(path, "truncate"))?;
+    file.write_all(magic)
+        .map_err(io_err(path, "write header"))?;
+    file.sync_all().map_err(io_err(path, "fsync"))?;
+    sync_parent(path).map_err(io_err(path, "fsync folder"))?;
+    Ok(magic.to_vec())
+}
+
 pub(crate) fn io_err<'a>(
     path: &'a Path,
     op: &'static str,
@@ -150,42 +194,13 @@ impl Log {
         leeway: u64,
     ) -> Result<(Log, Replay), LogError> {
         let path = path.as_ref().to_path_buf();
-        let mut tmp_path: OsString = path.clone().into_os_string();
-        tmp_path.push(".tmp");
-        let tmp_path = PathBuf::from(tmp_path);
-
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(io_err(&path, "create folder"))?;
-        }
-        // A leftover from a compaction that died before its rename; the log itself is whole.
-        match fs::remove_file(&tmp_path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io_err(&tmp_path, "remove stale compaction file")(e))
-            }
-            _ => {}
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err(&path, "open"))?;
-        let size = file.metadata().map_or(0, |m| m.len());
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        file.read_to_end(&mut bytes)
-            .map_err(io_err(&path, "read"))?;
-
+        let (mut file, mut bytes, tmp_path) = open_append_only(&path)?;
         match check_header(&bytes) {
             Err(source) => return Err(LogError::Header { path, source }),
             Ok(Header::Valid) => {}
             Ok(Header::Incomplete) => {
                 // New file, or one whose creator died before the header was durable.
-                file.set_len(0).map_err(io_err(&path, "truncate"))?;
-                file.write_all(&MAGIC)
-                    .map_err(io_err(&path, "write header"))?;
-                file.sync_all().map_err(io_err(&path, "fsync"))?;
-                sync_parent(&path).map_err(io_err(&path, "fsync folder"))?;
-                bytes = MAGIC.to_vec();
+                bytes = reset_to_header(&mut file, &path, &MAGIC)?;
             }
         }
         let body = bytes.get(HEADER_LEN..).unwrap_or_default();

@@ -25,7 +25,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -36,7 +36,7 @@ use super::{
 };
 use crate::revocation::commit::Committer;
 use crate::revocation::dict::Key;
-use crate::revocation::log::{io_err, now_unix, swap_in, sync_parent};
+use crate::revocation::log::{io_err, now_unix, open_append_only, reset_to_header, swap_in};
 use crate::revocation::LogError;
 
 /// First bytes of every journal; the last byte is the format version.
@@ -317,35 +317,10 @@ impl JournalSessions {
     /// [`JournalSessions::open`] with an explicit clock.
     pub fn open_at(path: &Path, now: u64) -> Result<(JournalSessions, Loaded), LogError> {
         let path = path.to_path_buf();
-        let mut tmp: OsString = path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp_path = PathBuf::from(tmp);
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(io_err(&path, "create folder"))?;
-        }
-        match fs::remove_file(&tmp_path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io_err(&tmp_path, "remove stale compaction file")(e))
-            }
-            _ => {}
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err(&path, "open"))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(io_err(&path, "read"))?;
+        let (mut file, mut bytes, tmp_path) = open_append_only(&path)?;
         if bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) {
             // New, or its creator died before the header was durable: holds no record.
-            file.set_len(0).map_err(io_err(&path, "truncate"))?;
-            file.write_all(&MAGIC)
-                .map_err(io_err(&path, "write header"))?;
-            file.sync_all().map_err(io_err(&path, "fsync"))?;
-            sync_parent(&path).map_err(io_err(&path, "fsync folder"))?;
-            bytes = MAGIC.to_vec();
+            bytes = reset_to_header(&mut file, &path, &MAGIC)?;
         } else if bytes.get(..MAGIC.len()) != Some(&MAGIC[..]) {
             // Refused and left alone, like a revocation log with the wrong header.
             let e = io::Error::new(
