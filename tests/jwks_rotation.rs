@@ -34,24 +34,15 @@ struct KeyServer {
 
 impl KeyServer {
     async fn start(keys: &[Jwk]) -> KeyServer {
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("server cert");
+        let pki = common::private_ca_for_localhost();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_no_client_auth()
             .with_single_cert(
-                vec![CertificateDer::from(cert.der().to_vec())],
-                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key"),
+                vec![CertificateDer::from(pki.cert_der.clone())],
+                PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).expect("key"),
             )
             .expect("server TLS config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
@@ -90,7 +81,7 @@ impl KeyServer {
         });
         KeyServer {
             url: format!("https://localhost:{port}/.well-known/jwks.json"),
-            ca_pem: ca.pem(),
+            ca_pem: pki.ca_pem,
             answer,
             hits,
         }

@@ -44,7 +44,8 @@ pub fn parse(value: &[u8], max_bytes: usize) -> Result<&str, AuthError> {
     std::str::from_utf8(token).map_err(|_| AuthError::Malformed)
 }
 
-fn trim_spaces(mut b: &[u8]) -> &[u8] {
+/// `b` without leading and trailing spaces and tabs (OWS, RFC 9110 section 5.6.3).
+pub(crate) fn trim_spaces(mut b: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = b {
         b = rest;
     }

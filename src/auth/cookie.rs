@@ -13,6 +13,7 @@ use http::header::{HeaderName, HeaderValue, COOKIE};
 use http::{HeaderMap, Method};
 use subtle::ConstantTimeEq;
 
+use super::bearer::trim_spaces;
 use super::AuthError;
 
 /// Why a request authenticating by cookie was refused.
@@ -140,7 +141,7 @@ fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
         .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
         .filter_map(|pair| {
             let eq = pair.iter().position(|&b| b == b'=')?;
-            Some((trim(&pair[..eq]), trim(&pair[eq + 1..])))
+            Some((trim_spaces(&pair[..eq]), trim_spaces(&pair[eq + 1..])))
         })
 }
 
@@ -169,16 +170,6 @@ pub fn strip(headers: &mut HeaderMap, names: &[&str]) {
     if let Ok(v) = HeaderValue::from_bytes(&kept) {
         headers.insert(COOKIE, v);
     }
-}
-
-fn trim(mut b: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = b {
-        b = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = b {
-        b = rest;
-    }
-    b
 }
 
 #[cfg(test)]

@@ -38,20 +38,11 @@ impl RedisServer {
     /// `localhost` by a fresh CA; returns it with the CA certificate (PEM).
     pub fn start_tls(password: &str) -> (RedisServer, String) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca_key = rcgen::KeyPair::generate().expect("CA key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("CA cert");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("server cert");
+        let pki = super::private_ca_for_localhost();
         let path = |name: &str| dir.path().join(name).display().to_string();
-        std::fs::write(path("ca.pem"), ca.pem()).expect("write CA");
-        std::fs::write(path("cert.pem"), cert.pem()).expect("write cert");
-        std::fs::write(path("key.pem"), key.serialize_pem()).expect("write key");
+        std::fs::write(path("ca.pem"), &pki.ca_pem).expect("write CA");
+        std::fs::write(path("cert.pem"), &pki.cert_pem).expect("write cert");
+        std::fs::write(path("key.pem"), &pki.key_pem).expect("write key");
         let port = free_port();
         let mut server = RedisServer {
             port,
@@ -79,7 +70,7 @@ impl RedisServer {
             child: None,
         };
         server.launch();
-        (server, ca.pem())
+        (server, pki.ca_pem)
     }
 
     /// Start (again) on the same port and wait until it answers PING.
