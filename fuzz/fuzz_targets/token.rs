@@ -3,7 +3,7 @@
 //! encrypted: JWS (HS256, RS256) and JWE (`dir`/A256GCM, A128KW), nested or not.
 #![no_main]
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::auth::jwe::{DecryptionKey, KeyRing};
@@ -52,7 +52,7 @@ static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| {
         max_token_bytes: 8192,
         user_claim: "sub".into(),
         extra_claims: vec!["roles".into(), "email".into()],
-        jwe: Some(
+        jwe: Some(Arc::new(
             KeyRing::new(vec![
                 DecryptionKey::from_config(
                     Some("jwe".into()),
@@ -74,7 +74,7 @@ static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| {
                 .expect("A128KW key"),
             ])
             .expect("key ring"),
-        ),
+        )),
         jwks: None,
     }
 });
