@@ -564,3 +564,69 @@ async fn access_log_lines_are_json_with_the_fields_and_never_the_token() {
     assert_eq!(access[1]["status"], 401);
     assert_eq!(access[1]["user"], "-");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_never_reach_the_log_even_at_debug() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let up = Upstream::start().await;
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = format!(
+        "\n[log]\nformat = \"json\"\nlevel = \"debug\"\naccess_log = true\n\n[[routes]]\nprefix = \"/keyed\"\nupstream = \"{}\"\nauth = \"public\"\napi_key = true\n",
+        up.url()
+    );
+    let config = config_text(false, &up.url(), &up.url(), &extra).replace(
+        "[admin]\naddr = \"127.0.0.1:0\"",
+        &format!("[admin]\naddr = \"127.0.0.1:{admin_port}\""),
+    );
+    let (mut child, log, addr) = spawn_binary(dir.path(), &config);
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let tcp = TcpStream::connect(admin_addr).await.expect("admin connect");
+    let req = Request::post("/apikeys")
+        .header("host", "admin")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"app":"mobile"}"#)))
+        .expect("request");
+    let resp = send(tcp, req).await;
+    assert_eq!(resp.status(), 201);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let created: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let key = created["key"].as_str().expect("the key").to_owned();
+    // The right key, then a wrong one that differs in its last characters only: both are
+    // logged (access line, debug refusal), neither may be.
+    let wrong = format!("{}AAAA", &key[..key.len() - 4]);
+    let mut statuses = Vec::new();
+    for k in [&key, &wrong] {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let req = Request::get("/keyed/x")
+            .header("host", "localhost")
+            .header("x-api-key", k.as_str())
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = send(tcp, req).await;
+        statuses.push(resp.status().as_u16());
+        let _ = resp.into_body().collect().await;
+    }
+    assert_eq!(statuses, [200, 401]);
+    sigterm(&child);
+    tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(15)))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    // The secret part of a key, not the common `pck_` prefix.
+    for k in [&key, &wrong] {
+        assert!(
+            !text.contains(&k[4..]),
+            "an API key reached the log: {text}"
+        );
+    }
+    let access = text
+        .lines()
+        .filter(|l| l.contains("\"message\":\"access\"") && l.contains("/keyed/x"))
+        .count();
+    assert_eq!(access, 2, "both requests are in the access log: {text}");
+}
