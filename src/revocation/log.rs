@@ -136,6 +136,32 @@ pub(crate) fn reset_to_header(
     Ok(magic.to_vec())
 }
 
+/// A torn or damaged last record (a crash during a write) is cut off, durably, so the next
+/// append lands on a record boundary; `good_end` is where the intact records end. `kind`
+/// names the file in the warning.
+pub(crate) fn cut_torn_tail(
+    file: &File,
+    path: &Path,
+    kind: &'static str,
+    good_end: u64,
+    torn_bytes: usize,
+    kept_records: usize,
+) -> Result<(), LogError> {
+    if torn_bytes == 0 {
+        return Ok(());
+    }
+    tracing::warn!(
+        path = %path.display(),
+        file = kind,
+        torn_bytes,
+        kept_records,
+        "{kind} ends in a torn or damaged record (crash during a write?); truncating to the last intact record"
+    );
+    file.set_len(good_end)
+        .map_err(io_err(path, "truncate torn tail"))?;
+    file.sync_all().map_err(io_err(path, "fsync"))
+}
+
 pub(crate) fn io_err<'a>(
     path: &'a Path,
     op: &'static str,
@@ -229,18 +255,14 @@ impl Log {
             );
         }
         let good_end = (HEADER_LEN + found.good_len) as u64;
-        if found.torn > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                torn_bytes = found.torn,
-                kept_records = found.records,
-                "revocation log ends in a torn or damaged record (crash during a write?); \
-                 truncating to the last intact record"
-            );
-            file.set_len(good_end)
-                .map_err(io_err(&path, "truncate torn tail"))?;
-            file.sync_all().map_err(io_err(&path, "fsync"))?;
-        }
+        cut_torn_tail(
+            &file,
+            &path,
+            "revocation log",
+            good_end,
+            found.torn,
+            found.records,
+        )?;
 
         let log = Log {
             committer: Committer::new(path.clone(), file, good_end),

@@ -31,12 +31,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{
-    Change, FamilyId, Index, Issued, NewSession, Op, Outcome, RefreshDigest, RefreshError,
-    SessionError, SessionFuture, SessionStore,
+    Change, FamilyId, Index, IndexStore, Issued, Op, Outcome, RefreshDigest, SessionError,
+    SessionFuture,
 };
 use crate::revocation::commit::Committer;
 use crate::revocation::dict::Key;
-use crate::revocation::log::{io_err, now_unix, open_append_only, reset_to_header, swap_in};
+use crate::revocation::log::{
+    cut_torn_tail, io_err, now_unix, open_append_only, reset_to_header, swap_in,
+};
 use crate::revocation::LogError;
 
 /// First bytes of every journal; the last byte is the format version.
@@ -341,18 +343,14 @@ impl JournalSessions {
             );
         }
         let good_end = (MAGIC.len() + found.good_len) as u64;
-        if found.torn > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                torn_bytes = found.torn,
-                kept_records = found.records,
-                "session journal ends in a torn or damaged record (crash during a write?); \
-                 truncating to the last intact record"
-            );
-            file.set_len(good_end)
-                .map_err(io_err(&path, "truncate torn tail"))?;
-            file.sync_all().map_err(io_err(&path, "fsync"))?;
-        }
+        cut_torn_tail(
+            &file,
+            &path,
+            "session journal",
+            good_end,
+            found.torn,
+            found.records,
+        )?;
         let (families, spent) = index.len();
         let loaded = Loaded {
             records: found.records,
@@ -377,6 +375,13 @@ impl JournalSessions {
         ))
     }
 
+    #[cfg(test)]
+    fn execute(&self, op: Op, now: u64) -> Result<Outcome, LogError> {
+        self.inner.execute(op, now)
+    }
+}
+
+impl IndexStore for JournalSessions {
     /// Run `op` on a blocking thread (it ends in an fsync); then start a compaction in the
     /// background when the journal has grown well past the live state.
     fn run(&self, op: Op, now: u64) -> SessionFuture<'_, Outcome> {
@@ -403,11 +408,6 @@ impl JournalSessions {
             }
             Ok(out)
         })
-    }
-
-    #[cfg(test)]
-    fn execute(&self, op: Op, now: u64) -> Result<Outcome, LogError> {
-        self.inner.execute(op, now)
     }
 }
 
@@ -484,52 +484,11 @@ impl Journal {
     }
 }
 
-impl SessionStore for JournalSessions {
-    fn start(
-        &self,
-        s: NewSession,
-        max_sessions: Option<usize>,
-        now: u64,
-    ) -> SessionFuture<'_, Vec<Issued>> {
-        let run = self.run(Op::Start(s, max_sessions), now);
-        Box::pin(async move { run.await.map(Outcome::ended) })
-    }
-
-    fn rotate(
-        &self,
-        old: &RefreshDigest,
-        next: RefreshDigest,
-        next_exp: u64,
-        access: Issued,
-        now: u64,
-    ) -> SessionFuture<'_, Result<String, RefreshError>> {
-        let old = *old;
-        let op = Op::Rotate {
-            old,
-            next,
-            next_exp,
-            access,
-        };
-        let run = self.run(op, now);
-        Box::pin(async move { run.await.map(Outcome::rotated) })
-    }
-
-    fn end_by_access(&self, user: &str, key: &Key, now: u64) -> SessionFuture<'_, Vec<Issued>> {
-        let key = *key;
-        let run = self.run(Op::EndByAccess(user.to_owned(), key), now);
-        Box::pin(async move { run.await.map(Outcome::ended) })
-    }
-
-    fn end_all(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<Issued>> {
-        let run = self.run(Op::EndAll(user.to_owned()), now);
-        Box::pin(async move { run.await.map(Outcome::ended) })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::tests::{issued, rotate, session, state, NOW};
     use super::*;
+    use crate::signin::sessions::RefreshError;
 
     fn samples() -> Vec<Change> {
         vec![

@@ -504,22 +504,31 @@ pub struct MemorySessions {
     index: Mutex<Index>,
 }
 
-impl MemorySessions {
-    fn run(&self, op: Op, now: u64) -> Outcome {
+impl IndexStore for MemorySessions {
+    fn run(&self, op: Op, now: u64) -> SessionFuture<'_, Outcome> {
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        index.execute(op, now).0
+        let out = index.execute(op, now).0;
+        Box::pin(std::future::ready(Ok(out)))
     }
 }
 
-impl SessionStore for MemorySessions {
+/// A store that keeps an [`Index`] of its own (in memory, or journalled first) and differs
+/// from another only in how it runs one [`Op`]; the four [`SessionStore`] calls translate
+/// into ops the same way for all of them. (The Redis store runs scripts instead.)
+pub(crate) trait IndexStore: Send + Sync + std::fmt::Debug {
+    /// Apply `op` to the index; resolves once the change is durable.
+    fn run(&self, op: Op, now: u64) -> SessionFuture<'_, Outcome>;
+}
+
+impl<T: IndexStore> SessionStore for T {
     fn start(
         &self,
         s: NewSession,
         max_sessions: Option<usize>,
         now: u64,
     ) -> SessionFuture<'_, Vec<Issued>> {
-        let out = self.run(Op::Start(s, max_sessions), now).ended();
-        Box::pin(std::future::ready(Ok(out)))
+        let run = self.run(Op::Start(s, max_sessions), now);
+        Box::pin(async move { run.await.map(Outcome::ended) })
     }
 
     fn rotate(
@@ -530,26 +539,24 @@ impl SessionStore for MemorySessions {
         access: Issued,
         now: u64,
     ) -> SessionFuture<'_, Result<String, RefreshError>> {
-        let old = *old;
         let op = Op::Rotate {
-            old,
+            old: *old,
             next,
             next_exp,
             access,
         };
-        let out = self.run(op, now).rotated();
-        Box::pin(std::future::ready(Ok(out)))
+        let run = self.run(op, now);
+        Box::pin(async move { run.await.map(Outcome::rotated) })
     }
 
     fn end_by_access(&self, user: &str, key: &Key, now: u64) -> SessionFuture<'_, Vec<Issued>> {
-        let key = *key;
-        let out = self.run(Op::EndByAccess(user.to_owned(), key), now).ended();
-        Box::pin(std::future::ready(Ok(out)))
+        let run = self.run(Op::EndByAccess(user.to_owned(), *key), now);
+        Box::pin(async move { run.await.map(Outcome::ended) })
     }
 
     fn end_all(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<Issued>> {
-        let out = self.run(Op::EndAll(user.to_owned()), now).ended();
-        Box::pin(std::future::ready(Ok(out)))
+        let run = self.run(Op::EndAll(user.to_owned()), now);
+        Box::pin(async move { run.await.map(Outcome::ended) })
     }
 }
 
