@@ -275,12 +275,8 @@ pub async fn handle(
                     state.metrics.upstream_error(e.reason());
                     tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = ?request_id, "upstream failure")
                 }
-                GatewayError::Auth(_) | GatewayError::Csrf => {
+                GatewayError::Auth(_) | GatewayError::Csrf | GatewayError::ApiKey(_) => {
                     state.metrics.auth_failure(e.reason());
-                    tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
-                }
-                GatewayError::ApiKey(k) => {
-                    state.metrics.auth_failure(k.reason());
                     tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
                 _ => {
