@@ -9,24 +9,13 @@
 
 mod common;
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHasher, SaltString};
-use common::{hmac_key_toml, Reply, Setup, TestGateway, Upstream};
+use common::{hmac_key_toml, users_toml, Reply, Setup, TestGateway, Upstream};
 use serde_json::json;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const ACCESS: &str = "__Host-portcullis";
 const REFRESH: &str = "__Secure-portcullis-refresh";
 const CSRF: &str = "__Host-portcullis-csrf";
-
-/// An argon2id PHC string with a tiny cost (tests only).
-fn cheap_hash(password: &str) -> String {
-    let params = argon2::Params::new(256, 1, 1, None).expect("params");
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
-        .expect("hash")
-        .to_string()
-}
 
 struct Env {
     gw: TestGateway,
@@ -37,13 +26,7 @@ struct Env {
 /// section (none when empty), a public route `/public` and a JWT route `/`.
 async fn env(cookies: &str) -> Env {
     let setup = Setup::new();
-    setup.write(
-        "users.toml",
-        format!(
-            "[[users]]\nid = \"u-1\"\nusername = \"alice\"\npassword_hash = \"{}\"\n",
-            cheap_hash("wonderland")
-        ),
-    );
+    setup.write("users.toml", users_toml(&[("u-1", "alice", "wonderland")]));
     let up = Upstream::start().await;
     let config = format!(
         "{{listen}}\n{}\n[revocation]\nstore = \"memory\"\n\n[signin]\nusers_file = \"users.toml\"\nsigning_kid = \"hs1\"\naccess_ttl = \"10m\"\nrefresh_ttl = \"1d\"\n\n{cookies}\n\n[[routes]]\nprefix = \"/public\"\nupstream = \"{up}\"\nauth = \"public\"\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{up}\"\nauth = \"jwt\"\n",

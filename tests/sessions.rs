@@ -15,8 +15,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHasher, SaltString};
 use common::redis_server::RedisServer;
 use common::Upstream;
 use revocation_support::{client, config_text, spawn_process, Gw};
@@ -28,21 +26,7 @@ const WAIT: Duration = Duration::from_secs(8);
 
 /// alice/wonderland = u-1, bob/builder = u-2, hashed with a tiny argon2id cost.
 fn write_users(dir: &Path) {
-    let params = argon2::Params::new(256, 1, 1, None).expect("params");
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let text: String = [("u-1", "alice", "wonderland"), ("u-2", "bob", "builder")]
-        .iter()
-        .map(|(id, name, pw)| {
-            let salt = SaltString::generate(&mut OsRng);
-            let hash = argon
-                .hash_password(pw.as_bytes(), &salt)
-                .expect("hash")
-                .to_string();
-            format!(
-                "[[users]]\nid = \"{id}\"\nusername = \"{name}\"\npassword_hash = \"{hash}\"\n\n"
-            )
-        })
-        .collect();
+    let text = common::users_toml(&[("u-1", "alice", "wonderland"), ("u-2", "bob", "builder")]);
     std::fs::write(dir.join("users.toml"), text).expect("write users");
 }
 

@@ -10,34 +10,11 @@ mod common;
 
 use std::process::Stdio;
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHasher, SaltString};
 use base64::Engine as _;
-use common::{hmac_key_toml, Reply, Setup, TestGateway, Upstream};
+use common::{hmac_key_toml, users_toml, Reply, Setup, TestGateway, Upstream};
 use serde_json::{json, Value};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-/// An argon2id PHC string with a tiny cost (tests only).
-fn cheap_hash(password: &str) -> String {
-    let params = argon2::Params::new(256, 1, 1, None).expect("params");
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
-        .expect("hash")
-        .to_string()
-}
-
-fn users_toml(users: &[(&str, &str, &str)]) -> String {
-    users
-        .iter()
-        .map(|(id, name, pw)| {
-            format!(
-                "[[users]]\nid = \"{id}\"\nusername = \"{name}\"\npassword_hash = \"{}\"\n\n",
-                cheap_hash(pw)
-            )
-        })
-        .collect()
-}
 
 struct Env {
     gw: TestGateway,

@@ -575,3 +575,27 @@ pub fn private_ca_for_localhost() -> PrivateCa {
         key_pem: key.serialize_pem(),
     }
 }
+
+/// An argon2id PHC string with a tiny cost (tests only: the real cost is seconds unoptimised).
+pub fn cheap_hash(password: &str) -> String {
+    use argon2::password_hash::rand_core::OsRng;
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let params = argon2::Params::new(256, 1, 1, None).expect("params");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+        .expect("hash")
+        .to_string()
+}
+
+/// A sign-in users file (TOML) of `(id, username, password)`, hashed with [`cheap_hash`].
+pub fn users_toml(users: &[(&str, &str, &str)]) -> String {
+    users
+        .iter()
+        .map(|(id, name, pw)| {
+            format!(
+                "[[users]]\nid = \"{id}\"\nusername = \"{name}\"\npassword_hash = \"{}\"\n\n",
+                cheap_hash(pw)
+            )
+        })
+        .collect()
+}
