@@ -295,12 +295,17 @@ fn users_cli(args: &[&str], stdin: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run portcullis");
-    child
+    // The CLI may refuse (a taken username) and exit before it reads the password, so a
+    // broken pipe here is expected and the exit status tells what happened.
+    match child
         .stdin
         .take()
         .expect("stdin")
         .write_all(stdin.as_bytes())
-        .expect("write stdin");
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {e}"),
+        _ => {}
+    }
     let out = child.wait_with_output().expect("wait");
     (
         out.status.success(),
