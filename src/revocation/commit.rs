@@ -171,7 +171,7 @@ impl Committer {
                 st.done_batch = mine;
                 if let Err(e) = result {
                     tracing::error!(path = %self.path.display(), error = %e,
-                        "revocation log write failed; refusing further writes");
+                        "store file write failed; refusing further writes");
                     st.failed.get_or_insert((mine, e.to_string()));
                 }
                 self.changed.notify_all();

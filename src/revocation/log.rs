@@ -28,14 +28,14 @@ pub const REPLAY_LEEWAY: u64 = 3600;
 
 #[derive(Debug, Error)]
 pub enum LogError {
-    #[error("revocation log {}: {op}: {source}", path.display())]
+    #[error("store file {}: {op}: {source}", path.display())]
     Io {
         path: PathBuf,
         op: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("revocation log {}: {source}", path.display())]
+    #[error("store file {}: {source}", path.display())]
     Header {
         path: PathBuf,
         #[source]
@@ -44,7 +44,7 @@ pub enum LogError {
     /// After a failed write or fsync nothing is known about what reached the disk (the
     /// kernel may have dropped the dirty pages), so the log refuses further writes; a
     /// restart replays what is really there and repairs the tail.
-    #[error("revocation log {} refuses writes after an earlier failure ({reason}); restart to recover", path.display())]
+    #[error("store file {} refuses writes after an earlier failure ({reason}); restart to recover", path.display())]
     Failed { path: PathBuf, reason: String },
 }
 
