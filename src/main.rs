@@ -2,7 +2,8 @@
 //!
 //! `run` serves, `check` validates a config and prints every problem, `token` mints a token
 //! with a configured key for trying things out, `users` edits the sign-in users file,
-//! `revoke`, `revocations` and `apikey` talk to a running gateway's admin API.
+//! `revoke`, `revocations`, `apikey`, `ready` and `reload` talk to a running gateway's admin
+//! API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +83,19 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+    /// Ask a running gateway whether it is ready (`GET /readyz`): exit 0 when it is, 1 when
+    /// not (revocation store not loaded, or Redis unreachable). For container health checks
+    /// and Kubernetes exec probes, which cannot send the admin token themselves.
+    Ready {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a running gateway re-read its config file, like SIGHUP (`POST /reload`). Prints
+    /// the notes, or the reason the new config was rejected (exit 1; the old one stays).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Manage the sign-in users file (`[signin] users_file`). The password is read from
     /// standard input when it is not a terminal, otherwise prompted for without echo. A
@@ -279,6 +293,8 @@ fn main() -> ExitCode {
                 admin_call(admin, Method::GET, "/apikeys".into(), None)
             }
         },
+        Command::Ready { admin } => admin_call(admin, Method::GET, "/readyz".into(), None),
+        Command::Reload { admin } => admin_call(admin, Method::POST, "/reload".into(), None),
         Command::Users { command } => users(command),
     };
     match result {

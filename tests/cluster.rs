@@ -166,6 +166,27 @@ async fn readyz(gw: &Gw) -> u16 {
     gw.admin(Method::GET, "/readyz", None).await.status
 }
 
+/// `portcullis ready` against this instance's admin API: (exit 0, first output line).
+async fn ready_cli(gw: &Gw) -> (bool, String) {
+    let url = format!("http://{}", gw.admin);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["ready", "--admin", &url])
+            .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .expect("run portcullis ready")
+    })
+    .await
+    .expect("join");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let first = text.lines().next().unwrap_or_default().to_owned();
+    (
+        out.status.success(),
+        if out.status.success() { first } else { text },
+    )
+}
+
 /// The value of `portcullis_revocation_store_degraded` on this instance.
 async fn degraded(gw: &Gw) -> String {
     let r = gw.admin(Method::GET, "/metrics", None).await;
@@ -397,10 +418,15 @@ async fn an_instance_cut_off_from_redis_catches_up_when_it_reconnects() {
     let (valid, cut) = (token("erin", "valid"), token("erin", "cut-1"));
     assert_eq!(readyz(&b).await, 200);
 
+    assert_eq!(ready_cli(&b).await, (true, "ready".into()));
+
     relay.sever();
     eventually("b reports the outage", || async { readyz(&b).await == 503 }).await;
     assert_eq!(degraded(&b).await, "1");
     assert_eq!(degraded(&a).await, "0");
+    // `portcullis ready`, what container health checks and exec probes run, fails too.
+    let (ok, out) = ready_cli(&b).await;
+    assert!(!ok && out.contains("503"), "{out}");
     // Requests are still authenticated from memory; revokes are refused, not half-done.
     assert_passes(&b.get(&valid).await, "b while cut off");
     revoke_refused(&b, json!({ "jti": "cut-0" })).await;

@@ -2,7 +2,7 @@
 //! the test swaps, the real gateway fetching it through a private CA (`ca_file`). Rotation
 //! (new key published, then the old one retired) fails no request in between; an unknown
 //! `kid` refreshes early but a flood of them is rate-limited; a failing key server leaves
-//! the previous set in force; reload keeps an unchanged source and restarts a changed one.
+//! the previous set in force; reload fetches an unchanged source again and restarts a changed one.
 
 mod common;
 
@@ -442,26 +442,60 @@ async fn start_up_fails_closed_when_the_first_fetch_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_keeps_an_unchanged_source_and_restarts_a_changed_one() {
+async fn reload_refetches_an_unchanged_source_and_restarts_a_changed_one() {
     let up = Upstream::start().await;
     let (a, b) = (Key::new("key-a"), Key::new("key-b"));
     let first = KeyServer::start(&[a.jwk()]).await;
-    let intervals = "refresh_interval = \"1h\"\nmin_refresh_interval = \"100ms\"";
+    // A long interval and rate limit: only a reload can fetch within this test.
+    let intervals = "refresh_interval = \"1h\"\nmin_refresh_interval = \"1h\"";
     let gw = start(&first, &up, intervals).await;
     assert_eq!(status(&gw, &a.token("alice")).await, 200);
 
-    // Same section: no refetch, same keys.
+    // Same section: the same refresher fetches again on every reload, past its rate limit;
+    // the same document changes nothing.
     for _ in 0..3 {
-        gw.reload().await.expect("reload");
+        let notes = gw.reload().await.expect("reload");
+        assert!(notes.is_empty(), "{notes:?}");
     }
-    assert_eq!(first.hits(), 1, "an unchanged [jwt.jwks] was fetched again");
+    assert_eq!(
+        first.hits(),
+        4,
+        "each reload fetches the published set once"
+    );
     assert_eq!(status(&gw, &a.token("alice")).await, 200);
+
+    // The key server fails: the reload goes through, says so, and the set stays.
+    first.answer_with(503, "down");
+    let notes = gw
+        .reload()
+        .await
+        .expect("a failed refetch does not refuse the reload");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("jwt.jwks") && n.contains("failed")),
+        "{notes:?}"
+    );
+    assert_eq!(status(&gw, &a.token("alice")).await, 200);
+
+    // Emergency retirement: publish a set without key A and reload. A's tokens, cached ones
+    // included, are refused at once, not after the hour-long interval.
+    first.publish(&[b.jwk()]);
+    gw.reload().await.expect("reload");
+    assert_eq!(status(&gw, &a.token("alice")).await, 401);
+    assert_eq!(status(&gw, &b.token("bob")).await, 200);
+    first.publish(&[a.jwk()]);
+    gw.reload().await.expect("reload");
+    assert_eq!(status(&gw, &a.token("alice")).await, 200);
+    let fetched = first.hits();
 
     // Another source whose first fetch fails: the reload is refused, nothing changes.
     let broken = KeyServer::start(&[]).await;
     broken.answer_with(500, "no");
     let write = |server: &KeyServer| {
         std::fs::write(gw.dir.path().join("jwks-ca.pem"), &server.ca_pem).expect("ca");
+        // A short rate limit from here on: an unknown kid refreshes early.
+        let intervals = "refresh_interval = \"1h\"\nmin_refresh_interval = \"100ms\"";
         let text = config(&server.url, &up.url(), intervals).replace(
             "{listen}",
             "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\n",
@@ -483,7 +517,7 @@ async fn reload_keeps_an_unchanged_source_and_restarts_a_changed_one() {
     assert_eq!(status(&gw, &a.token("alice")).await, 401);
     second.wait_for_fetches(1, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(first.hits(), 1, "the replaced refresher still runs");
+    assert_eq!(first.hits(), fetched, "the replaced refresher still runs");
     gw.shutdown().await;
 }
 

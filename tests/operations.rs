@@ -302,6 +302,10 @@ async fn an_invalid_reload_is_refused_and_traffic_continues() {
         body.contains("surprise"),
         "the reason names the bad key: {body}"
     );
+    // The CLI's `reload` fails the same way and prints the reason.
+    let (ok, out) = reload_cli(gw.admin_addr().unwrap()).await;
+    assert!(!ok, "`portcullis reload` succeeded on a bad config: {out}");
+    assert!(out.contains("surprise") && out.contains("400"), "{out}");
 
     let r = sender.send_request(get("/b", Some(&tok))).await.unwrap();
     assert_eq!(r.status(), 200, "the open connection keeps working");
@@ -311,12 +315,35 @@ async fn an_invalid_reload_is_refused_and_traffic_continues() {
         200,
         "new connections too"
     );
+    std::fs::write(&path, config_text(true, &up.url(), &up.url(), "")).unwrap();
+    let (ok, out) = reload_cli(gw.admin_addr().unwrap()).await;
+    assert!(ok && out.contains("reloaded"), "{out}");
     let (_, metrics) = admin(gw.admin_addr().unwrap(), "GET", "/metrics").await;
     assert!(
-        metrics.contains("portcullis_config_reloads_total{reason=\"rejected\"} 1"),
+        metrics.contains("portcullis_config_reloads_total{reason=\"rejected\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_config_reloads_total{reason=\"ok\"} 1"),
         "{metrics}"
     );
     gw.shutdown().await;
+}
+
+/// `portcullis reload` against the admin API at `addr`: (success, stdout and stderr).
+async fn reload_cli(addr: SocketAddr) -> (bool, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["reload", "--admin", &format!("http://{addr}")])
+            .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .expect("run portcullis reload")
+    })
+    .await
+    .expect("join");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

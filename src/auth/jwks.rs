@@ -374,6 +374,17 @@ impl Refresher {
             }
             *last = Some(Instant::now());
         }
+        Some(self.fetch_now().await)
+    }
+
+    /// Fetch now, whatever the rate limit says: for an operator's explicit request (a reload),
+    /// never for anything a client can trigger. On failure the previous set stays.
+    pub async fn refresh_now(&self) -> Refreshed {
+        *lock(&self.last_fetch) = Some(Instant::now());
+        self.fetch_now().await
+    }
+
+    async fn fetch_now(&self) -> Refreshed {
         let fetched = match fetch_document(&self.source, &self.opts).await {
             Ok(doc) => parse_document(&self.source, &doc).map(|keys| (doc, keys)),
             Err(e) => Err(e),
@@ -384,17 +395,17 @@ impl Refresher {
                 let mut known = lock(&self.digest);
                 if *known == Some(digest) {
                     tracing::debug!(source = %self.source, "JWKS unchanged");
-                    return Some(Refreshed::Unchanged);
+                    return Refreshed::Unchanged;
                 }
                 let kids: Vec<&str> = keys.iter().filter_map(|k| k.kid.as_deref()).collect();
                 tracing::info!(source = %self.source, keys = keys.len(), ?kids, "JWKS refreshed");
                 self.current.store(Arc::new(keys));
                 *known = Some(digest);
-                Some(Refreshed::Changed)
+                Refreshed::Changed
             }
             Err(e) => {
                 tracing::warn!(source = %self.source, error = %e, "JWKS refresh failed; keeping the previous key set");
-                Some(Refreshed::Failed)
+                Refreshed::Failed
             }
         }
     }

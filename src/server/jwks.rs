@@ -1,6 +1,6 @@
 //! The `[jwt.jwks]` refresher of a running gateway: the first fetch (before anything binds,
 //! or before a reload changes anything), the background task that keeps the set fresh, and
-//! its restart when a reload changes the section.
+//! its restart when a reload changes the section (or a fresh fetch when it does not).
 //!
 //! Fail closed: without a first key set the gateway does not start (like a missing key
 //! file) and a reload is refused; once running, a failed refresh keeps the set in force.
@@ -52,8 +52,8 @@ pub(super) struct PublishedKeys {
 
 /// What a reload will do with `[jwt.jwks]`, decided (and fetched) before anything changes.
 pub(super) enum Plan {
-    /// Unchanged section (or none before and after): keep the refresher and its set, no
-    /// refetch.
+    /// Unchanged section (or none before and after): keep the refresher and its set
+    /// ([`PublishedKeys::refetch`] then fetches it again).
     Keep(Option<Arc<Refresher>>),
     /// New or changed section, first set already fetched; or `None`: section removed.
     Replace(Option<(JwksSettings, Arc<Refresher>)>),
@@ -127,22 +127,30 @@ impl PublishedKeys {
         });
     }
 
+    /// A reload re-reads everything the config names, the published key set too: an
+    /// unchanged source is fetched again now, past the rate limit, so that publishing a set
+    /// without a compromised key and reloading retires that key at once. A failed fetch keeps
+    /// the set in force and does not refuse the reload; the returned note says so.
+    pub(super) async fn refetch(&self, plan: &Plan) -> Option<String> {
+        let Plan::Keep(Some(refresher)) = plan else {
+            return None;
+        };
+        let outcome = refresher.refresh_now().await;
+        fetched(&self.shared, &self.metrics, outcome);
+        (outcome == Refreshed::Failed).then(|| {
+            format!(
+                "jwt.jwks: fetching {} failed; the previous key set stays in force (see the log)",
+                refresher.source()
+            )
+        })
+    }
+
     /// Start refreshing on the current runtime until shutdown or the next [`Self::apply`].
     fn spawn(&self, refresher: Arc<Refresher>) -> AbortHandle {
         tracing::info!(source = %refresher.source(), keys = refresher.keys().len(), "JWKS refresher started");
         let shared = self.shared.clone();
         let metrics = self.metrics.clone();
-        let on_fetch = move |outcome: Refreshed| {
-            metrics
-                .jwks_refreshes
-                .get_or_create(&ReasonLabel {
-                    reason: outcome.label(),
-                })
-                .inc();
-            if outcome == Refreshed::Changed {
-                shared.load().key_set_changed();
-            }
-        };
+        let on_fetch = move |outcome: Refreshed| fetched(&shared, &metrics, outcome);
         let mut stop = self.shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -155,5 +163,18 @@ impl PublishedKeys {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Count a fetch; after a change, forget verifications made with keys no longer published.
+fn fetched(shared: &ArcSwap<Shared>, metrics: &Metrics, outcome: Refreshed) {
+    metrics
+        .jwks_refreshes
+        .get_or_create(&ReasonLabel {
+            reason: outcome.label(),
+        })
+        .inc();
+    if outcome == Refreshed::Changed {
+        shared.load().key_set_changed();
     }
 }

@@ -207,10 +207,11 @@ impl Reloader {
             w.store(Arc::new(State::new(shared.clone())));
         }
         self.shared.store(shared.clone());
-        self.published_keys.apply(jwks_plan);
         if let Some(admin) = &self.admin {
             admin.gateway.store(shared);
         }
+        notes.extend(self.published_keys.refetch(&jwks_plan).await);
+        self.published_keys.apply(jwks_plan);
         Ok(notes)
     }
 }
