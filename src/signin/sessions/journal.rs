@@ -236,42 +236,55 @@ pub struct Scan {
     pub records: usize,
     /// Body bytes up to the end of the last intact record.
     pub good_len: usize,
-    /// Damaged records followed by an intact one: skipped.
+    /// Damaged stretches (one or more records) followed by an intact record: skipped.
     pub corrupt: usize,
     /// Bytes after `good_len`: a torn or damaged tail.
     pub torn: usize,
 }
 
 /// Decode every intact record of a journal body, in order. Never panics.
+///
+/// Where a frame does not check out (its body or its length field damaged), the scan looks
+/// for the next intact frame at every later byte, so a damaged length field loses only the
+/// records it covers, not every record after it. A false match needs a 32-bit checksum and
+/// a well-formed body to line up by chance.
 pub fn scan(body: &[u8], mut f: impl FnMut(Change)) -> Scan {
     let mut out = Scan::default();
     let mut pos = 0usize;
-    let mut bad_since_good = 0usize;
-    while let Some(len_bytes) = body.get(pos..pos + 4) {
-        let len =
-            u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
-        if len == 0 || len > MAX_BODY {
-            break;
-        }
-        let Some(frame) = body.get(pos..pos + 4 + len + 4) else {
-            break;
-        };
-        let (head, crc) = frame.split_at(4 + len);
-        let crc_ok = crc32fast::hash(head).to_le_bytes() == crc;
-        match crc_ok.then(|| decode_body(&head[4..])).flatten() {
-            Some(change) => {
+    let mut damaged = false;
+    while pos < body.len() {
+        match frame_at(body, pos) {
+            Some((change, len)) => {
                 f(change);
                 out.records += 1;
-                out.corrupt += bad_since_good;
-                bad_since_good = 0;
-                out.good_len = pos + frame.len();
+                out.corrupt += usize::from(damaged);
+                damaged = false;
+                pos += len;
+                out.good_len = pos;
             }
-            None => bad_since_good += 1,
+            None => {
+                damaged = true;
+                pos += 1;
+            }
         }
-        pos += frame.len();
     }
     out.torn = body.len() - out.good_len;
     out
+}
+
+/// The intact record starting at `pos`, and its frame length.
+fn frame_at(body: &[u8], pos: usize) -> Option<(Change, usize)> {
+    let len_bytes = body.get(pos..pos + 4)?;
+    let len = u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+    if len == 0 || len > MAX_BODY {
+        return None;
+    }
+    let frame = body.get(pos..pos + 4 + len + 4)?;
+    let (head, crc) = frame.split_at(4 + len);
+    if crc32fast::hash(head).to_le_bytes() != crc {
+        return None;
+    }
+    decode_body(&head[4..]).map(|change| (change, frame.len()))
 }
 
 /// What [`JournalSessions::open`] found.
@@ -337,7 +350,7 @@ impl JournalSessions {
         if found.corrupt > 0 {
             tracing::warn!(
                 path = %path.display(),
-                damaged = found.corrupt,
+                damaged_stretches = found.corrupt,
                 "session journal has damaged records between intact ones; skipped them \
                  (the session changes they held are lost)"
             );
@@ -576,6 +589,36 @@ mod tests {
         let (got, s) = decoded(&damaged);
         assert_eq!(got, recs[1..].to_vec());
         assert_eq!((s.corrupt, s.torn), (1, 0));
+    }
+
+    #[test]
+    fn a_damaged_length_field_loses_only_its_record() {
+        let recs = samples();
+        let body = encoded(&recs);
+        let first = encoded(&recs[..1]).len();
+        let second = encoded(&recs[1..2]).len();
+        // The second record's length claims more than it holds (and then less): the scan
+        // finds the third record anyway.
+        for len in [u32::MAX, 5, (second + 40) as u32] {
+            let mut damaged = body.clone();
+            damaged[first..first + 4].copy_from_slice(&len.to_le_bytes());
+            let (got, s) = decoded(&damaged);
+            let mut want = recs.clone();
+            want.remove(1);
+            assert_eq!(got, want, "length {len}");
+            assert_eq!((s.corrupt, s.torn, s.good_len), (1, 0, body.len()));
+        }
+        // Zeroes (a block the file system never wrote) in the middle: the same.
+        let mut zeroed = body.clone();
+        zeroed[first..first + second].fill(0);
+        let (got, s) = decoded(&zeroed);
+        assert_eq!(got.len(), recs.len() - 1);
+        assert_eq!((s.corrupt, s.torn), (1, 0));
+        // Garbage after the last record is a torn tail, cut at the last intact record.
+        let mut tail = body.clone();
+        tail.extend_from_slice(&[0xff, 0x01, 0, 0, 7, 7, 7]);
+        let (got, s) = decoded(&tail);
+        assert_eq!((got.len(), s.torn, s.good_len), (recs.len(), 7, body.len()));
     }
 
     #[test]
