@@ -389,6 +389,92 @@ async fn a_cross_site_login_is_refused_in_cookie_mode() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
+/// POST `path` with a JSON body; the answer.
+async fn post_json(gw: &TestGateway, path: &str, body: serde_json::Value) -> Reply {
+    let req = gw.h1().post(gw.url(path)).json(&body);
+    TestGateway::reply(req.send().await.expect("request")).await
+}
+
+/// A mobile app in front of a cookie-mode gateway with `bearer_clients = true`: it asks for
+/// its tokens in the body, refreshes with the token in the body, and never gets a cookie,
+/// while a browser's login on the same gateway still gets only cookies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_clients_of_a_cookie_gateway_get_their_tokens_in_the_body() {
+    let Env { gw, up } = env("[signin.cookies]\nenabled = true\nbearer_clients = true").await;
+    let creds = json!({ "username": "alice", "password": "wonderland", "token_delivery": "body" });
+    let r = post_json(&gw, "/auth/login", creds).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        Jar::from(&r).0.is_empty(),
+        "no Set-Cookie for a bearer client"
+    );
+    let j = r.json();
+    assert_eq!(j["token_type"], "Bearer");
+    let access = j["access_token"].as_str().expect("access_token").to_owned();
+    let refresh = j["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
+    // A bearer token needs no CSRF header, even for a POST.
+    let auth = format!("Bearer {access}");
+    let r = send(&gw, "POST", "/api/orders", "", &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.hits(), 1);
+
+    let r = post_json(&gw, "/auth/refresh", json!({ "refresh_token": refresh })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        Jar::from(&r).0.is_empty(),
+        "no Set-Cookie on a body refresh"
+    );
+    assert_eq!(r.json()["token_type"], "Bearer");
+    assert_ne!(r.json()["refresh_token"], refresh.as_str(), "rotated");
+    // Reuse detection is the same as ever.
+    let r = post_json(&gw, "/auth/refresh", json!({ "refresh_token": refresh })).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // The browser's login on the same gateway: cookies only.
+    let r = login(&gw).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["token_type"], "cookie");
+    assert!(r.json().get("access_token").is_none());
+    assert_eq!(Jar::from(&r).0.len(), 3);
+}
+
+/// Without `bearer_clients`, a cookie-mode gateway never puts a token where a script could
+/// read it, whatever the client asks; and `token_delivery` is checked on every gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_delivery_is_checked_and_body_delivery_is_off_by_default() {
+    let Env { gw, .. } = cookie_env().await;
+    let ask = |delivery: &str| json!({ "username": "alice", "password": "wonderland", "token_delivery": delivery });
+    let r = post_json(&gw, "/auth/login", ask("body")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("bearer_clients"), "{}", r.text());
+    assert!(Jar::from(&r).0.is_empty());
+    let r = post_json(&gw, "/auth/login", ask("cookie")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let jar = Jar::from(&r);
+    // A refresh token sent in the body is still answered with cookies only.
+    let r = post_json(
+        &gw,
+        "/auth/refresh",
+        json!({ "refresh_token": jar.value(REFRESH) }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("access_token").is_none(), "{}", r.text());
+    assert_eq!(Jar::from(&r).0.len(), 3);
+
+    let Env { gw, .. } = env("").await;
+    let r = post_json(&gw, "/auth/login", ask("cookie")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post_json(&gw, "/auth/login", ask("smoke-signals")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post_json(&gw, "/auth/login", ask("body")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["token_type"], "Bearer");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_cookie_mode_off_cookies_are_ignored() {
     let Env { gw, up } = env("").await;

@@ -255,6 +255,9 @@ pub struct Cookies {
     pub same_site: Option<String>,
     /// Mark the cookies `Secure` (default true; false only for plain-HTTP local development).
     pub secure: Option<bool>,
+    /// Let non-browser clients (mobile apps, services) of a cookie-mode gateway ask for
+    /// their tokens in the body instead (default false).
+    pub bearer_clients: Option<bool>,
 }
 
 /// `[api_keys]`: app keys for trusted apps (every key optional).

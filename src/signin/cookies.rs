@@ -52,6 +52,9 @@ pub struct Settings {
     pub secure: bool,
     /// `Path` of the refresh cookie: the refresh endpoint, or `/` for a `__Host-` name.
     pub refresh_cookie_path: String,
+    /// A login with `token_delivery = "body"`, and a refresh presenting its token in the
+    /// body, are answered with the tokens in the body, as without cookie mode.
+    pub bearer_clients: bool,
 }
 
 impl Settings {
@@ -140,6 +143,7 @@ impl Settings {
             same_site,
             secure,
             refresh_cookie_path,
+            bearer_clients: f.bearer_clients == Some(true),
         })
     }
 

@@ -6,7 +6,9 @@
 //!
 //! In cookie mode (`[signin.cookies]`) a token answer carries no token: the tokens go into
 //! `Set-Cookie` (see `signin::cookies`) and the body is
-//! `{"token_type":"cookie","expires_in","csrf_token"}`.
+//! `{"token_type":"cookie","expires_in","csrf_token"}`, unless `bearer_clients` lets a
+//! non-browser client ask for the tokens in the body (`token_delivery = "body"` on login, a
+//! body `refresh_token` on refresh).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -215,6 +217,25 @@ async fn login(
         return Err(SignInError::CrossSite);
     }
     let mut form = read_form(req).await?;
+    let delivery =
+        match (form.take("token_delivery").as_deref(), &signin.cookies) {
+            (None, None) | (Some("body"), None) => Delivery::Body,
+            (None | Some("cookie"), Some(_)) => Delivery::Cookies(None),
+            (Some("body"), Some(c)) if c.bearer_clients => Delivery::Body,
+            (Some("body"), Some(_)) => return Err(SignInError::BadRequest(
+                "token_delivery \"body\" is off on this gateway (signin.cookies.bearer_clients)",
+            )),
+            (Some("cookie"), None) => {
+                return Err(SignInError::BadRequest(
+                    "token_delivery \"cookie\": cookie mode is off on this gateway",
+                ))
+            }
+            (Some(_), _) => {
+                return Err(SignInError::BadRequest(
+                    "token_delivery is \"body\" or \"cookie\"",
+                ))
+            }
+        };
     let username = form.take("username").ok_or(SignInError::BadRequest(
         "username and password are required",
     ))?;
@@ -277,7 +298,7 @@ async fn login(
         return Err(e);
     }
     tracing::info!(user = %user, ended_sessions = ended.len(), "signed in");
-    token_response(signin, &access, &refresh, None)
+    token_response(signin, &access, &refresh, delivery)
 }
 
 /// `POST refresh`: spend the refresh token and issue the next pair. A token spent before
@@ -295,10 +316,17 @@ async fn refresh(
         (token.map(|t| t.map(str::to_owned)), csrf)
     });
     let mut form = read_form(req).await?;
-    let (presented, keep_csrf) = match (form.take("refresh_token"), cookie) {
-        (Some(t), _) => (t, None),
+    // A token presented in the body was readable by the client already: it may have the
+    // next pair in the body too (without cookie mode, or with bearer clients allowed).
+    let body_ok = signin.cookies.as_ref().is_none_or(|c| c.bearer_clients);
+    let (presented, delivery) = match (form.take("refresh_token"), cookie) {
+        (Some(t), _) if body_ok => (t, Delivery::Body),
+        (Some(t), _) => (t, Delivery::Cookies(None)),
         (None, Some((token, csrf))) => match token? {
-            Some(t) => (t, csrf.and_then(|c| String::from_utf8(c).ok())),
+            Some(t) => (
+                t,
+                Delivery::Cookies(csrf.and_then(|c| String::from_utf8(c).ok())),
+            ),
             None => return Err(SignInError::BadRequest("refresh_token is required")),
         },
         (None, None) => return Err(SignInError::BadRequest("refresh_token is required")),
@@ -344,7 +372,7 @@ async fn refresh(
         .signer
         .sign(&pending, &user)
         .map_err(SignInError::Unavailable)?;
-    token_response(signin, &access, &next, keep_csrf.as_deref())
+    token_response(signin, &access, &next, delivery)
 }
 
 /// `POST logout` / `logout-all`: the bearer access token must verify and not be revoked.
@@ -440,17 +468,25 @@ async fn revoke(
         .map_err(|e| SignInError::Unavailable(format!("revocation store: {e}")))
 }
 
-/// The answer to a login or refresh: the tokens in the body, or in cookie mode in cookies
-/// with only the CSRF token in the body (a script must not be able to read the tokens).
-/// `csrf`: the CSRF token to keep (a cookie refresh), else a new one is drawn.
+/// Where a login or refresh answer puts the tokens.
+enum Delivery {
+    /// In the JSON body (`token_type: "Bearer"`).
+    Body,
+    /// In cookie mode, in cookies, with only the CSRF token in the body (a script must not
+    /// be able to read the tokens). Holds the CSRF token to keep (a cookie refresh), else a
+    /// new one is drawn.
+    Cookies(Option<String>),
+}
+
+/// The answer to a login or refresh.
 fn token_response(
     signin: &SignIn,
     access: &str,
     refresh: &str,
-    csrf: Option<&str>,
+    delivery: Delivery,
 ) -> Result<Response<Full<Bytes>>, SignInError> {
     let expires_in = signin.signer.access_ttl.as_secs();
-    let Some(cookies) = &signin.cookies else {
+    let (Some(cookies), Delivery::Cookies(csrf)) = (&signin.cookies, delivery) else {
         return Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({
@@ -462,7 +498,7 @@ fn token_response(
         ));
     };
     let csrf = match csrf.filter(|c| super::cookies::is_csrf_token(c.as_bytes())) {
-        Some(c) => c.to_owned(),
+        Some(c) => c,
         None => super::issue::csrf_token().map_err(SignInError::Unavailable)?,
     };
     let mut resp = json_response(
