@@ -163,3 +163,21 @@ write("revocation_records", "torn-tail", MAGIC + b"".join(recs) + recs[0][:20])
 write("revocation_records", "corrupt-middle", MAGIC + recs[0] + b"\x00" * 37 + recs[1])
 write("revocation_records", "header-only", MAGIC)
 write("revocation_records", "bad-version", b"PCRVLOG\x02" + recs[0])
+
+# session_journal: journal bodies (after the 8-byte header): u32 LE length, body, CRC32 of
+# length and body. START, ROTATE and END of one family.
+def frame(body):
+    head = struct.pack("<I", len(body)) + body
+    return head + struct.pack("<I", zlib.crc32(head) & 0xFFFFFFFF)
+
+
+fam = hashlib.sha256(b"family").digest()[:16]
+acc = hashlib.sha256(b"access-1").digest()[:16]
+ref1, ref2 = hashlib.sha256(b"refresh-1").digest(), hashlib.sha256(b"refresh-2").digest()
+start = frame(bytes([1]) + fam + acc + struct.pack("<Q", NOW + 900) + ref1 + struct.pack("<Q", NOW + 86400) + b"u-1")
+rotate = frame(bytes([2]) + fam + ref1 + struct.pack("<Q", NOW + 86400) + ref2 + struct.pack("<Q", NOW + 86400)
+               + hashlib.sha256(b"access-2").digest()[:16] + struct.pack("<Q", NOW + 900))
+end = frame(bytes([3]) + fam)
+write("session_journal", "start-rotate-end", start + rotate + end)
+write("session_journal", "torn-tail", start + rotate + end[:9])
+write("session_journal", "damaged-length", start + b"\xff\xff\x00\x00" + rotate[4:] + end)

@@ -37,6 +37,8 @@ use crate::revocation::dict::Key;
 
 pub use cluster::RedisSessions;
 pub use journal::{journal_path, JournalSessions, Loaded};
+/// The journal's record scanner, for the fuzz target (`fuzz/fuzz_targets/session_journal.rs`).
+pub use journal::{scan_only as scan_journal, Scan as JournalScan};
 
 /// SHA-256 of a refresh token as the client holds it.
 pub type RefreshDigest = [u8; 32];
