@@ -217,25 +217,10 @@ async fn login(
         return Err(SignInError::CrossSite);
     }
     let mut form = read_form(req).await?;
-    let delivery =
-        match (form.take("token_delivery").as_deref(), &signin.cookies) {
-            (None, None) | (Some("body"), None) => Delivery::Body,
-            (None | Some("cookie"), Some(_)) => Delivery::Cookies(None),
-            (Some("body"), Some(c)) if c.bearer_clients => Delivery::Body,
-            (Some("body"), Some(_)) => return Err(SignInError::BadRequest(
-                "token_delivery \"body\" is off on this gateway (signin.cookies.bearer_clients)",
-            )),
-            (Some("cookie"), None) => {
-                return Err(SignInError::BadRequest(
-                    "token_delivery \"cookie\": cookie mode is off on this gateway",
-                ))
-            }
-            (Some(_), _) => {
-                return Err(SignInError::BadRequest(
-                    "token_delivery is \"body\" or \"cookie\"",
-                ))
-            }
-        };
+    let delivery = login_delivery(
+        form.take("token_delivery").as_deref(),
+        signin.cookies.as_ref(),
+    )?;
     let username = form.take("username").ok_or(SignInError::BadRequest(
         "username and password are required",
     ))?;
@@ -476,6 +461,29 @@ enum Delivery {
     /// be able to read the tokens). Holds the CSRF token to keep (a cookie refresh), else a
     /// new one is drawn.
     Cookies(Option<String>),
+}
+
+/// Where a login's answer goes: what the client asked for in `token_delivery`, within what
+/// this gateway allows (cookie mode off: the body; on: cookies, or the body for
+/// `bearer_clients`).
+fn login_delivery(
+    asked: Option<&str>,
+    cookies: Option<&super::cookies::Settings>,
+) -> Result<Delivery, SignInError> {
+    match (asked, cookies) {
+        (None | Some("body"), None) => Ok(Delivery::Body),
+        (None | Some("cookie"), Some(_)) => Ok(Delivery::Cookies(None)),
+        (Some("body"), Some(c)) if c.bearer_clients => Ok(Delivery::Body),
+        (Some("body"), Some(_)) => Err(SignInError::BadRequest(
+            "token_delivery \"body\" is off on this gateway (signin.cookies.bearer_clients)",
+        )),
+        (Some("cookie"), None) => Err(SignInError::BadRequest(
+            "token_delivery \"cookie\": cookie mode is off on this gateway",
+        )),
+        (Some(_), _) => Err(SignInError::BadRequest(
+            "token_delivery is \"body\" or \"cookie\"",
+        )),
+    }
 }
 
 /// The answer to a login or refresh.
