@@ -226,6 +226,20 @@ fn store_label(store: &crate::config::ApiKeyStore) -> String {
     }
 }
 
+/// Default `[listen] workers`: one per core but one, at least one. A gateway shares its host
+/// with the kernel's network processing and usually with more (the upstream, sidecars, the
+/// sign-in hashing threads); a worker per core then competes for every core and pays in
+/// context switches. Measured with `../shared/bench/peers.py` on 2 cores (wrk and nginx on
+/// the same box): one worker spent x0.79-0.80 of HAProxy's CPU per HS256 request at x1.10-1.13
+/// its requests/s, two workers x0.88-0.92 at x1.04-1.07. A dedicated many-core host loses one
+/// core in `cores`; set `workers` there.
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
+        .max(1)
+}
+
 /// Bind `workers` listening sockets on one address with `SO_REUSEPORT` (the first one
 /// resolves port 0, the rest join it).
 fn bind_reuseport(addr: SocketAddr, workers: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
@@ -295,11 +309,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         ))),
         None => None,
     };
-    let workers = config
-        .listen
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let workers = config.listen.workers.unwrap_or_else(default_workers).max(1);
     let sockets = bind_reuseport(config.listen.addr, workers)
         .with_context(|| format!("cannot bind listen.addr {}", config.listen.addr))?;
     let addr = sockets[0].local_addr()?;
