@@ -10,12 +10,18 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod config;
+pub mod hex;
+pub mod ids;
+pub mod jose;
 pub mod pipeline;
 pub mod revocation;
+pub mod routing;
 pub mod server;
 pub mod signin;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{start, Gateway};

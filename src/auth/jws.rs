@@ -35,7 +35,7 @@ use super::AuthError;
 const MAX_MEMBERS: usize = 64;
 
 /// A 128-bit digest used as the revocation key of a `jti`, a subject, or a whole token.
-pub use crate::revocation::dict::{digest as digest128, Key as Digest128};
+pub use crate::ids::{digest as digest128, Key as Digest128};
 
 /// The claim checks that apply to every token.
 #[derive(Debug)]

@@ -6,10 +6,11 @@ pub mod apikey;
 pub mod bearer;
 pub mod cache;
 pub mod cookie;
-pub mod jwe;
-pub mod jwks;
 pub mod jws;
-pub mod keys;
+
+/// Key material, key sets and JWE live in the `jose` leaf (config checks keys at load);
+/// re-exported so `auth::keys`, `auth::jwe` and `auth::jwks` keep their paths.
+pub use crate::jose::{jwe, jwks, keys};
 
 /// Why a request was not authenticated. Each variant maps to one status and one generic
 /// client-facing description in `pipeline::error`; the variant name is the metrics label.
@@ -91,6 +92,18 @@ impl AuthError {
             | AuthError::UnknownKey
             | AuthError::Signature
             | AuthError::Decrypt => "token is invalid",
+        }
+    }
+}
+
+impl jws::Verified {
+    /// The token's revocation identity, what `revocation` checks (`ids` is the leaf both
+    /// sides share, so neither imports the other).
+    pub fn ids(&self) -> crate::ids::TokenIds {
+        crate::ids::TokenIds {
+            token: self.token_key,
+            subject: self.sub_key,
+            iat: self.iat,
         }
     }
 }

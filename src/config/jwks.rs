@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::auth::jwks::{self, FetchOptions, Source};
+use crate::jose::jwks::{self, FetchOptions, Source};
 
 use super::{file, resolve, Checker};
 
@@ -177,13 +177,13 @@ mod tests {
         let j = c.jwt.jwks.expect("[jwt.jwks] is loaded");
         assert_eq!(
             j.refresh_interval,
-            crate::auth::jwks::DEFAULT_REFRESH_INTERVAL
+            crate::jose::jwks::DEFAULT_REFRESH_INTERVAL
         );
         assert_eq!(
             j.min_refresh_interval,
-            crate::auth::jwks::DEFAULT_MIN_REFRESH_INTERVAL
+            crate::jose::jwks::DEFAULT_MIN_REFRESH_INTERVAL
         );
-        assert_eq!(j.fetch.timeout, crate::auth::jwks::DEFAULT_FETCH_TIMEOUT);
+        assert_eq!(j.fetch.timeout, crate::jose::jwks::DEFAULT_FETCH_TIMEOUT);
         assert!(j.fetch.ca_pem.is_none());
         assert!(load("url = \"http://127.0.0.1:8080/jwks\"").is_ok());
         assert!(load("url = \"http://[::1]:8080/jwks\"").is_ok());
@@ -231,7 +231,7 @@ mod tests {
         let c = load_in("file = \"good.json\"").unwrap();
         assert!(matches!(
             c.jwt.jwks.unwrap().source,
-            crate::auth::jwks::Source::File(_)
+            crate::jose::jwks::Source::File(_)
         ));
         let e = load_in("file = \"good.json\"\ntimeout = \"1s\"").unwrap_err();
         assert!(e.contains("jwt.jwks.timeout"), "{e}");

@@ -8,6 +8,9 @@
 
 pub mod file;
 pub mod jwks;
+pub mod redis;
+pub mod signin;
+pub mod users;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,9 +20,17 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::Uri;
 
-use crate::auth::keys::{KeyMaterial, KeySet};
-use crate::pipeline::route::{normalise_prefix, AuthPolicy, Route, RouteTable};
+use crate::jose::keys::{KeyMaterial, KeySet};
+pub use crate::routing::Upstream;
+use crate::routing::{normalise_prefix, AuthPolicy, Route, RouteTable};
+pub use crate::tls::TlsMaterial;
+pub use redis::RedisStore;
 
+/// Default `jwt.cache_size`: verified tokens cached (about 0.5 KiB each). The same number
+/// as `auth::cache::DEFAULT_CACHE_ENTRIES` (a unit test holds them together).
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 65_536;
+/// How long shutdown waits for in-flight requests before it gives up on them.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Time allowed for a TLS handshake before the connection is dropped.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for a client to send a complete request head (slowloris guard).
@@ -90,7 +101,7 @@ pub struct Config {
     pub log: Log,
     pub limits: Limits,
     /// `[signin]`: the gateway's own login, refresh and logout endpoints.
-    pub signin: Option<crate::signin::Settings>,
+    pub signin: Option<signin::Settings>,
     /// `[api_keys]`: header names and where the keys are stored (defaults when absent).
     pub api_keys: ApiKeys,
     /// Files `run` must write before starting (dev material generated in memory).
@@ -107,25 +118,6 @@ pub struct Listen {
     pub shutdown_grace: Duration,
 }
 
-/// PEM bytes of a certificate chain and its private key, already checked to parse.
-#[derive(Clone)]
-pub struct TlsMaterial {
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Vec<u8>,
-}
-
-impl fmt::Debug for TlsMaterial {
-    // The key stays out of every log line and panic message.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsMaterial")
-            .field("cert_path", &self.cert_path)
-            .field("key_path", &self.key_path)
-            .finish_non_exhaustive()
-    }
-}
-
 #[derive(Debug)]
 pub struct Jwt {
     pub issuer: Option<String>,
@@ -137,7 +129,7 @@ pub struct Jwt {
     pub cache_size: usize,
     pub keys: KeySet,
     /// Decryption keys for JWE tokens (none: 5-segment tokens are refused).
-    pub decryption_keys: Option<std::sync::Arc<crate::auth::jwe::KeyRing>>,
+    pub decryption_keys: Option<std::sync::Arc<crate::jose::jwe::KeyRing>>,
     /// `[jwt.jwks]`: a published key set, fetched by start-up and kept fresh while running.
     pub jwks: Option<jwks::JwksSettings>,
 }
@@ -165,39 +157,6 @@ pub enum StoreKind {
     Memory,
     /// Cluster mode through Redis (`redis://` or `rediss://`).
     Redis(RedisStore),
-}
-
-/// Cluster mode settings: `[revocation] store = "redis://..."` and the keys beside it.
-#[derive(Clone)]
-pub struct RedisStore {
-    /// The URL as written; may carry a password, so it never prints (see [`Self::redacted`]).
-    pub url: String,
-    pub key_prefix: String,
-    pub stream_max_len: u64,
-    pub timeout: Duration,
-    pub load_timeout: Duration,
-    /// PEM CA certificates for `rediss://`, instead of the system roots.
-    pub tls_ca: Option<Vec<u8>>,
-}
-
-impl RedisStore {
-    /// The URL with any password replaced by `***`, for log lines and messages.
-    pub fn redacted(&self) -> String {
-        crate::revocation::redis::redact_url(&self.url)
-    }
-}
-
-impl fmt::Debug for RedisStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("url", &self.redacted())
-            .field("key_prefix", &self.key_prefix)
-            .field("stream_max_len", &self.stream_max_len)
-            .field("timeout", &self.timeout)
-            .field("load_timeout", &self.load_timeout)
-            .field("tls_ca", &self.tls_ca.is_some())
-            .finish()
-    }
 }
 
 #[derive(Debug)]
@@ -482,8 +441,8 @@ impl Checker<'_> {
     /// Cluster-mode settings for `store = url`. The URL must parse (a password in it is
     /// never echoed back); the key prefix must be safe inside a `SCAN MATCH` pattern.
     fn redis_store(&mut self, url: &str, r: Option<&file::Revocation>) -> RedisStore {
-        let redacted = crate::revocation::redis::redact_url(url);
-        if let Err(e) = crate::revocation::redis::check_url(url) {
+        let redacted = redis::redact_url(url);
+        if let Err(e) = redis::check_url(url) {
             self.problems.push(format!(
                 "revocation.store: `{redacted}` is not a usable Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\" or \"rediss://:PASSWORD@host:6380/0\""
             ));
@@ -560,7 +519,7 @@ impl Checker<'_> {
     fn tls(&mut self, section: &str, cert: &Path, key: &Path) -> Option<TlsMaterial> {
         let (cert_path, key_path) = (resolve(self.base, cert), resolve(self.base, key));
         if self.dev_generate && !cert_path.exists() && !key_path.exists() {
-            match crate::server::tls::generate_dev_cert() {
+            match crate::tls::generate_dev_cert() {
                 Ok((cert_pem, key_pem)) => {
                     self.dev_files.push(DevFile {
                         path: cert_path.clone(),
@@ -594,7 +553,7 @@ impl Checker<'_> {
             cert_pem,
             key_pem,
         };
-        if let Err(e) = crate::server::tls::server_config(&material) {
+        if let Err(e) = crate::tls::server_config(&material) {
             self.problems.push(format!("{section}: {e}"));
             return None;
         }
@@ -682,7 +641,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         shutdown_grace: c.duration(
             "listen.shutdown_grace",
             f.listen.shutdown_grace.as_ref(),
-            crate::server::DEFAULT_SHUTDOWN_GRACE,
+            DEFAULT_SHUTDOWN_GRACE,
         ),
     };
 
@@ -769,7 +728,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             .private_key
             .as_ref()
             .and_then(|p| c.read(&format!("{label}.private_key"), &resolve(base, p)));
-        match crate::auth::jwe::DecryptionKey::from_config(
+        match crate::jose::jwe::DecryptionKey::from_config(
             k.kid.clone(),
             &k.alg,
             k.enc.as_deref(),
@@ -784,7 +743,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     let decryption_keys = if jwe_keys.is_empty() {
         None
     } else {
-        match crate::auth::jwe::KeyRing::new(jwe_keys) {
+        match crate::jose::jwe::KeyRing::new(jwe_keys) {
             Ok(ring) => Some(std::sync::Arc::new(ring)),
             Err(e) => {
                 c.problems.push(format!("jwt.decryption_keys: {e}"));
@@ -815,10 +774,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             DEFAULT_MAX_LIFETIME,
         ),
         max_token_bytes,
-        cache_size: f
-            .jwt
-            .cache_size
-            .unwrap_or(crate::auth::cache::DEFAULT_CACHE_ENTRIES),
+        cache_size: f.jwt.cache_size.unwrap_or(DEFAULT_TOKEN_CACHE_ENTRIES),
         keys,
         decryption_keys,
         jwks: published,
@@ -1068,7 +1024,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     let signin = f
         .signin
         .as_ref()
-        .and_then(|s| crate::signin::Settings::validate(s, base, &jwt.keys, &mut c.problems));
+        .and_then(|s| signin::Settings::validate(s, base, &jwt.keys, &mut c.problems));
     let insecure_cookies = signin
         .as_ref()
         .and_then(|s| s.cookies.as_ref())
@@ -1193,16 +1149,6 @@ fn api_keys(
     }
 }
 
-/// An upstream base URL: `http://host:port[/base/path]`.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// `scheme://authority`, e.g. `http://127.0.0.1:8080`.
-    pub origin: String,
-    pub authority: http::uri::Authority,
-    /// Base path prepended to the forwarded path, without trailing slash ("" for none).
-    pub base_path: String,
-}
-
 fn parse_upstream(s: &str) -> Result<Upstream, String> {
     let uri: Uri = s
         .parse()
@@ -1234,6 +1180,14 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_cache_default_matches_the_cache() {
+        assert_eq!(
+            DEFAULT_TOKEN_CACHE_ENTRIES,
+            crate::auth::cache::DEFAULT_CACHE_ENTRIES
+        );
+    }
 
     const MINIMAL: &str = r#"
 [listen]
@@ -1347,8 +1301,8 @@ auth = "jwt"
             format!("{MINIMAL}\n[signin]\nusers_file = \"users.toml\"\nsigning_kid = \"hs1\"\n");
         let c = Config::from_toml(&text, dir.path()).unwrap();
         let s = c.signin.expect("[signin] is loaded");
-        assert_eq!(s.access_ttl, crate::signin::DEFAULT_ACCESS_TTL);
-        assert_eq!(s.refresh_ttl, crate::signin::DEFAULT_REFRESH_TTL);
+        assert_eq!(s.access_ttl, signin::DEFAULT_ACCESS_TTL);
+        assert_eq!(s.refresh_ttl, signin::DEFAULT_REFRESH_TTL);
         assert_eq!(s.max_sessions_per_user, None);
         assert_eq!(s.paths.login, "/auth/login");
         assert_eq!(s.paths.logout_all, "/auth/logout-all");

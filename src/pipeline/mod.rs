@@ -18,11 +18,12 @@
 pub mod error;
 pub mod forward;
 pub mod identity;
-pub mod route;
+/// Route table and path normalisation live in the `routing` leaf (config builds the table).
+pub use crate::routing as route;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -324,13 +325,9 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let id: [u8; 16] = rand::random();
     let mut text = [0u8; 32];
-    for (i, b) in id.iter().enumerate() {
-        text[2 * i] = HEX[usize::from(b >> 4)];
-        text[2 * i + 1] = HEX[usize::from(b & 0xf)];
-    }
+    crate::hex::encode_into(&id, &mut text);
     let v = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"));
     headers.insert(X_REQUEST_ID.clone(), v.clone());
     v
@@ -536,7 +533,7 @@ fn verify(state: &State, token: &str) -> Result<Authenticated, AuthError> {
 /// Consult the revocation dictionary (O(1), lock-free reads). Rejects with 401
 /// `token revoked`.
 fn check_revocation(state: &State, v: Authenticated) -> Result<Authenticated, AuthError> {
-    if state.revocations.is_revoked(&v) {
+    if state.revocations.is_revoked(&v.ids()) {
         return Err(AuthError::Revoked);
     }
     Ok(v)
@@ -574,10 +571,4 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before 1970, which fails every `exp`).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_now;

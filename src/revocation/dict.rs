@@ -7,55 +7,8 @@ use std::hash::{BuildHasher, Hasher};
 
 use dashmap::DashMap;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-/// What the dictionary stores instead of a `jti` or `sub`: the first 16 bytes of its SHA-256.
-///
-/// A client picks its own `jti`, so storing the string would let one long `jti` cost
-/// unbounded memory; a fixed digest costs 16 bytes whatever the input, is the same on every
-/// instance and across restarts (so it can go in the log and in Redis), and 128 bits keep
-/// accidental collisions out of reach at any realistic number of revocations.
-pub type Key = [u8; 16];
-
-/// The dictionary key for a `jti` or `sub` value (raw bytes, as they appear in the claim).
-pub fn digest(s: &[u8]) -> Key {
-    let full = Sha256::digest(s);
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&full[..16]);
-    key
-}
-
-/// Lower-case hex of a key, for admin listings, paging cursors and log lines.
-pub fn key_to_hex(key: &Key) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(32);
-    for b in key {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0x0f)] as char);
-    }
-    out
-}
-
-/// Parses 32 hex digits (either case) back into a key; `None` for anything else.
-pub fn key_from_hex(s: &str) -> Option<Key> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = s.as_bytes();
-    if bytes.len() != 32 {
-        return None;
-    }
-    let mut key = [0u8; 16];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        key[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Some(key)
-}
+pub use crate::ids::{digest, key_from_hex, key_to_hex, Key};
 
 /// A revoked subject: every token of that `sub` issued before `revoked_before` is revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

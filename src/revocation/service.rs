@@ -15,8 +15,8 @@ use super::dict::{Dictionary, Key};
 use super::log::{Log, LogError};
 use super::record::Record;
 use super::redis::Cluster;
-use crate::auth::jws::Verified;
 use crate::config::StoreKind;
+use crate::ids::TokenIds;
 use crate::telemetry::metrics::Metrics;
 
 /// Why a change could not be made durable (the admin API answers 503).
@@ -128,12 +128,12 @@ impl Revocations {
 
     /// Is this verified token revoked? O(1): one or two sharded map reads. In cluster mode,
     /// before the first full load from Redis, every token counts as revoked (fail closed).
-    pub fn is_revoked(&self, v: &Verified) -> bool {
+    pub fn is_revoked(&self, ids: &TokenIds) -> bool {
         if !self.is_loaded() {
             return true;
         }
         self.dict
-            .is_revoked(v.token_key, v.sub_key, v.iat)
+            .is_revoked(ids.token, ids.subject, ids.iat)
             .is_some()
     }
 
@@ -261,7 +261,7 @@ impl Revocations {
     }
 
     fn maintain(&self, metrics: &Metrics) {
-        let now = crate::pipeline::unix_now();
+        let now = crate::clock::unix_now();
         let dropped = self.dict.sweep(now, self.leeway);
         let live = self.dict.len_tokens() + self.dict.len_subjects();
         metrics.revocation_entries.set(live as i64);

@@ -11,7 +11,6 @@
 
 mod jwks;
 pub mod listener;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,8 +31,7 @@ use crate::revocation::Revocations;
 use crate::telemetry::metrics::Metrics;
 use listener::{ConnOptions, TlsSource};
 
-/// How long shutdown waits for in-flight requests before it gives up on them.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub use crate::config::DEFAULT_SHUTDOWN_GRACE;
 /// Pending connections the kernel queues per listening socket.
 const LISTEN_BACKLOG: i32 = 1024;
 
@@ -155,7 +153,7 @@ impl Reloader {
             ));
         }
         let tls = match (&self.tls, &config.listen.tls) {
-            (Some(_), Some(m)) => Some(Arc::new(tls::server_config(m)?)),
+            (Some(_), Some(m)) => Some(Arc::new(crate::tls::server_config(m)?)),
             (None, None) => None,
             _ => {
                 return Err(
@@ -167,7 +165,7 @@ impl Reloader {
             &self.admin_tls,
             config.admin.as_ref().and_then(|a| a.tls.as_ref()),
         ) {
-            (Some(_), Some(m)) => Some(Arc::new(tls::server_config(m)?)),
+            (Some(_), Some(m)) => Some(Arc::new(crate::tls::server_config(m)?)),
             (None, None) => None,
             _ => {
                 return Err(
@@ -305,7 +303,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
 
     let tls: Option<TlsSource> = match &config.listen.tls {
         Some(m) => Some(Arc::new(ArcSwap::from_pointee(
-            tls::server_config(m).map_err(anyhow::Error::msg)?,
+            crate::tls::server_config(m).map_err(anyhow::Error::msg)?,
         ))),
         None => None,
     };
@@ -385,7 +383,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         admin_state = Some(state.clone());
         admin_tls = match &a.tls {
             Some(m) => Some(Arc::new(ArcSwap::from_pointee(
-                tls::server_config(m).map_err(anyhow::Error::msg)?,
+                crate::tls::server_config(m).map_err(anyhow::Error::msg)?,
             ))),
             None => None,
         };

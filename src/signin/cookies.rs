@@ -16,32 +16,14 @@
 //! page from planting these cookies; they need `Secure`, so with `secure = false` the default
 //! names drop them.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
+use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
 
 use crate::auth::cookie::CookieAuth;
-use crate::config::file;
 
-pub const DEFAULT_ACCESS_COOKIE: &str = "__Host-portcullis";
-pub const DEFAULT_REFRESH_COOKIE: &str = "__Secure-portcullis-refresh";
-pub const DEFAULT_CSRF_COOKIE: &str = "__Host-portcullis-csrf";
-pub const DEFAULT_CSRF_HEADER: &str = "x-csrf-token";
-
-/// The `SameSite` attribute. `None` is not offered: it would send the cookies on cross-site
-/// requests, leaving the CSRF token as the only defence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SameSite {
-    Strict,
-    Lax,
-}
-
-impl SameSite {
-    fn as_str(self) -> &'static str {
-        match self {
-            SameSite::Strict => "Strict",
-            SameSite::Lax => "Lax",
-        }
-    }
-}
+pub use crate::config::signin::{
+    SameSite, DEFAULT_ACCESS_COOKIE, DEFAULT_CSRF_COOKIE, DEFAULT_CSRF_HEADER,
+    DEFAULT_REFRESH_COOKIE,
+};
 
 /// The validated `[signin.cookies]` of an enabled cookie mode.
 #[derive(Debug, Clone)]
@@ -57,96 +39,24 @@ pub struct Settings {
     pub bearer_clients: bool,
 }
 
-impl Settings {
-    /// Check `[signin.cookies]`; `None` when cookie mode is off or a problem was pushed
-    /// (each naming its key). `refresh_path` is the validated refresh endpoint.
-    pub fn validate(
-        f: &file::Cookies,
-        refresh_path: &str,
-        problems: &mut Vec<String>,
-    ) -> Option<Settings> {
-        let before = problems.len();
-        let secure = f.secure.unwrap_or(true);
-        let default_name = |name: &'static str| {
-            if secure {
-                name
-            } else {
-                // Browsers drop prefixed cookies that are not Secure.
-                name.trim_start_matches("__Host-")
-                    .trim_start_matches("__Secure-")
-            }
-        };
-        let mut name = |key: &str, v: &Option<String>, default: &'static str| -> String {
-            let n = v.as_deref().unwrap_or(default_name(default));
-            if let Err(e) = check_name(n, secure) {
-                problems.push(format!("signin.cookies.{key}: `{n}` {e}"));
-            }
-            n.to_owned()
-        };
-        let access = name("access_cookie", &f.access_cookie, DEFAULT_ACCESS_COOKIE);
-        let refresh = name("refresh_cookie", &f.refresh_cookie, DEFAULT_REFRESH_COOKIE);
-        let csrf = name("csrf_cookie", &f.csrf_cookie, DEFAULT_CSRF_COOKIE);
-        if access == refresh || access == csrf || refresh == csrf {
-            problems.push(
-                "signin.cookies: access_cookie, refresh_cookie and csrf_cookie must differ".into(),
-            );
-        }
-        let header_text = f.csrf_header.as_deref().unwrap_or(DEFAULT_CSRF_HEADER);
-        let csrf_header = match HeaderName::from_bytes(header_text.trim().as_bytes()) {
-            Ok(h) if is_preflighted(&h) => h,
-            Ok(_) => {
-                problems.push(format!(
-                    "signin.cookies.csrf_header: `{header_text}` is a header a cross-site request may send or that carries credentials; use a custom name such as \"{DEFAULT_CSRF_HEADER}\""
-                ));
-                HeaderName::from_static(DEFAULT_CSRF_HEADER)
-            }
-            Err(_) => {
-                problems.push(format!(
-                    "signin.cookies.csrf_header: `{header_text}` is not a valid HTTP header name"
-                ));
-                HeaderName::from_static(DEFAULT_CSRF_HEADER)
-            }
-        };
-        let same_site = match f
-            .same_site
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("strict") => SameSite::Strict,
-            Some("lax") => SameSite::Lax,
-            Some("none") => {
-                problems.push(
-                    "signin.cookies.same_site: \"none\" is refused: it sends the token cookies on cross-site requests; use \"strict\" or \"lax\"".into(),
-                );
-                SameSite::Strict
-            }
-            Some(other) => {
-                problems.push(format!(
-                    "signin.cookies.same_site: `{other}` is not \"strict\" or \"lax\""
-                ));
-                SameSite::Strict
-            }
-        };
-        let refresh_cookie_path = if refresh.starts_with("__Host-") {
-            "/".to_owned()
-        } else {
-            refresh_path.to_owned()
-        };
-        (f.enabled == Some(true) && problems.len() == before).then(|| Settings {
+impl From<crate::config::signin::Cookies> for Settings {
+    fn from(c: crate::config::signin::Cookies) -> Self {
+        Settings {
             names: CookieAuth {
-                access,
-                refresh,
-                csrf,
-                csrf_header,
+                access: c.names.access,
+                refresh: c.names.refresh,
+                csrf: c.names.csrf,
+                csrf_header: c.names.csrf_header,
             },
-            same_site,
-            secure,
-            refresh_cookie_path,
-            bearer_clients: f.bearer_clients == Some(true),
-        })
+            same_site: c.same_site,
+            secure: c.secure,
+            refresh_cookie_path: c.refresh_cookie_path,
+            bearer_clients: c.bearer_clients,
+        }
     }
+}
 
+impl Settings {
     /// Append the `Set-Cookie` headers of a new or rotated session: access and refresh
     /// token (`HttpOnly`) and the CSRF token (readable by the page).
     pub fn set_session(
@@ -233,54 +143,15 @@ pub fn is_csrf_token(value: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A cookie name is an RFC 6265 `token`: visible ASCII without separators. A `__Host-` or
-/// `__Secure-` prefix needs the `Secure` attribute, or browsers refuse the cookie.
-fn check_name(name: &str, secure: bool) -> Result<(), &'static str> {
-    const SEPARATORS: &[u8] = b"()<>@,;:\\\"/[]?={} \t";
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !SEPARATORS.contains(&b))
-    {
-        return Err("is not a valid cookie name (visible ASCII without separators such as ; = , and spaces)");
-    }
-    let lower = name.to_ascii_lowercase();
-    if !secure && (lower.starts_with("__host-") || lower.starts_with("__secure-")) {
-        return Err(
-            "has a __Host-/__Secure- prefix, which browsers accept only with secure = true",
-        );
-    }
-    Ok(())
-}
-
-/// Is `h` a header a cross-site page cannot make a browser send without a CORS preflight,
-/// and not one that carries credentials itself? (The CORS-safelisted request headers of the
-/// Fetch standard fail the first test.)
-fn is_preflighted(h: &HeaderName) -> bool {
-    !matches!(
-        h.as_str(),
-        "accept"
-            | "accept-language"
-            | "content-language"
-            | "content-type"
-            | "range"
-            | "cookie"
-            | "authorization"
-            | "host"
-            | "origin"
-            | "referer"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn validate(text: &str) -> (Option<Settings>, Vec<String>) {
-        let f: file::Cookies = toml::from_str(text).unwrap();
+        let f: crate::config::file::Cookies = toml::from_str(text).unwrap();
         let mut problems = Vec::new();
-        let s = Settings::validate(&f, "/auth/refresh", &mut problems);
-        (s, problems)
+        let s = crate::config::signin::Cookies::validate(&f, "/auth/refresh", &mut problems);
+        (s.map(Settings::from), problems)
     }
 
     #[test]
@@ -329,7 +200,7 @@ mod tests {
             assert!(s.is_none(), "{text}");
             assert!(p.iter().any(|e| e.contains(key)), "{text}: {p:?}");
         }
-        let e = toml::from_str::<file::Cookies>("enabld = true").unwrap_err();
+        let e = toml::from_str::<crate::config::file::Cookies>("enabld = true").unwrap_err();
         assert!(e.to_string().contains("enabld"), "{e}");
     }
 

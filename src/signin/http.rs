@@ -382,7 +382,7 @@ async fn logout(
         .validator
         .verify(token, now)
         .map_err(SignInError::Auth)?;
-    if shared.revocations.is_revoked(&v) {
+    if shared.revocations.is_revoked(&v.ids()) {
         return Err(SignInError::Auth(AuthError::Revoked));
     }
     let Some(sub) = v.sub.as_deref() else {

@@ -8,6 +8,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use crate::auth::jws::digest128;
 use crate::auth::keys::VerifyKey;
+use crate::hex::encode as hex;
 use crate::signin::sessions::Issued;
 
 /// Signs access tokens.
@@ -146,10 +147,6 @@ fn os_random<const N: usize>() -> Result<[u8; N], String> {
         .try_fill_bytes(&mut b)
         .map_err(|e| format!("the OS random source failed: {e}"))?;
     Ok(b)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -28,65 +28,17 @@ pub mod limits;
 pub mod sessions;
 pub mod users;
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::auth::keys::KeySet;
-use crate::config::file;
 use crate::revocation::{Backing, Revocations};
 
-/// Lifetime of an access token issued at login or refresh.
-pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
-/// Lifetime of a refresh token (each rotation issues one with a fresh lifetime).
-pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Login attempts per client IP per minute (also the burst).
-pub const DEFAULT_IP_ATTEMPTS_PER_MINUTE: u32 = 30;
-/// Login attempts per username per minute (also the burst).
-pub const DEFAULT_USER_ATTEMPTS_PER_MINUTE: u32 = 10;
-
-pub const DEFAULT_LOGIN_PATH: &str = "/auth/login";
-pub const DEFAULT_REFRESH_PATH: &str = "/auth/refresh";
-pub const DEFAULT_LOGOUT_PATH: &str = "/auth/logout";
-pub const DEFAULT_LOGOUT_ALL_PATH: &str = "/auth/logout-all";
-
-/// Default `max_concurrent_hashes`: one password verification per core but one, at least one.
-/// Hashing threads run at the lowest priority ([`hashing`]), but on a machine with every core
-/// busy the request path still waits for a core on each wake-up: measured with
-/// `scripts/bench-login-storm.py` on 2 cores, 50 clients failing logins took proxied p99 from
-/// 0.41 ms to 3.8 ms with two hashing threads, and to 0.57 ms with one.
-pub fn default_concurrent_hashes() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .saturating_sub(1)
-        .max(1)
-}
-
-/// The validated `[signin]` section, with the users file already loaded.
-#[derive(Debug)]
-pub struct Settings {
-    pub users_file: PathBuf,
-    pub users: users::UsersFile,
-    pub signing_kid: Option<String>,
-    pub encrypt_kid: Option<String>,
-    pub access_ttl: Duration,
-    pub refresh_ttl: Duration,
-    pub max_sessions_per_user: Option<usize>,
-    pub paths: Paths,
-    pub ip_attempts_per_minute: u32,
-    pub user_attempts_per_minute: u32,
-    pub max_concurrent_hashes: usize,
-    /// `[signin.cookies]` when cookie mode is on.
-    pub cookies: Option<cookies::Settings>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Paths {
-    pub login: String,
-    pub refresh: String,
-    pub logout: String,
-    pub logout_all: String,
-}
+pub use crate::config::signin::{
+    default_concurrent_hashes, Paths, Settings, DEFAULT_ACCESS_TTL, DEFAULT_IP_ATTEMPTS_PER_MINUTE,
+    DEFAULT_LOGIN_PATH, DEFAULT_LOGOUT_ALL_PATH, DEFAULT_LOGOUT_PATH, DEFAULT_REFRESH_PATH,
+    DEFAULT_REFRESH_TTL, DEFAULT_USER_ATTEMPTS_PER_MINUTE,
+};
 
 /// Which sign-in endpoint a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,127 +58,6 @@ impl Endpoint {
             Endpoint::Logout => "signin:logout",
             Endpoint::LogoutAll => "signin:logout-all",
         }
-    }
-}
-
-impl Settings {
-    /// Check `[signin]` against the rest of the config; pushes each problem (naming its
-    /// key) and returns `None` when there is one.
-    pub fn validate(
-        f: &file::SignIn,
-        base: &Path,
-        keys: &KeySet,
-        problems: &mut Vec<String>,
-    ) -> Option<Settings> {
-        let before = problems.len();
-        let mut duration = |key: &str, v: &Option<String>, default: Duration| match v {
-            None => default,
-            Some(s) => match crate::config::parse_duration(s) {
-                Ok(d) if d.as_secs() >= 1 => d,
-                Ok(_) => {
-                    problems.push(format!("signin.{key}: must be at least 1s"));
-                    default
-                }
-                Err(e) => {
-                    problems.push(format!("signin.{key}: {e}"));
-                    default
-                }
-            },
-        };
-        let access_ttl = duration("access_ttl", &f.access_ttl, DEFAULT_ACCESS_TTL);
-        let refresh_ttl = duration("refresh_ttl", &f.refresh_ttl, DEFAULT_REFRESH_TTL);
-        if keys.signing_key(f.signing_kid.as_deref()).is_none() {
-            problems.push(match &f.signing_kid {
-                Some(kid) => format!(
-                    "signin.signing_kid: no [[jwt.keys]] entry with kid `{kid}` can sign; give it an HMAC secret or a private_key"
-                ),
-                None => "signin: no [[jwt.keys]] entry can sign access tokens; add an HMAC key or a private_key and name it in signing_kid".into(),
-            });
-        }
-        if f.max_sessions_per_user == Some(0) {
-            problems.push(
-                "signin.max_sessions_per_user: must be at least 1 (omit it for unlimited)".into(),
-            );
-        }
-        let mut path = |key: &str, v: &Option<String>, default: &str| -> String {
-            let p = v.as_deref().unwrap_or(default);
-            match crate::pipeline::route::normalise_path(p) {
-                Ok(n) if n == p && p != "/" => p.to_owned(),
-                _ => {
-                    problems.push(format!(
-                        "signin.{key}: `{p}` must be a normalised absolute path such as \"{default}\""
-                    ));
-                    default.to_owned()
-                }
-            }
-        };
-        let paths = Paths {
-            login: path("login_path", &f.login_path, DEFAULT_LOGIN_PATH),
-            refresh: path("refresh_path", &f.refresh_path, DEFAULT_REFRESH_PATH),
-            logout: path("logout_path", &f.logout_path, DEFAULT_LOGOUT_PATH),
-            logout_all: path(
-                "logout_all_path",
-                &f.logout_all_path,
-                DEFAULT_LOGOUT_ALL_PATH,
-            ),
-        };
-        let all = [
-            &paths.login,
-            &paths.refresh,
-            &paths.logout,
-            &paths.logout_all,
-        ];
-        if (1..all.len()).any(|i| all[..i].contains(&all[i])) {
-            problems.push("signin: the four endpoint paths must differ".into());
-        }
-        let ip = f
-            .ip_attempts_per_minute
-            .unwrap_or(DEFAULT_IP_ATTEMPTS_PER_MINUTE);
-        let user = f
-            .user_attempts_per_minute
-            .unwrap_or(DEFAULT_USER_ATTEMPTS_PER_MINUTE);
-        if ip == 0 || user == 0 {
-            problems.push(
-                "signin.ip_attempts_per_minute / user_attempts_per_minute: must be at least 1"
-                    .into(),
-            );
-        }
-        let max_concurrent_hashes = f
-            .max_concurrent_hashes
-            .unwrap_or_else(default_concurrent_hashes);
-        if max_concurrent_hashes == 0 {
-            problems.push("signin.max_concurrent_hashes: must be at least 1".into());
-        }
-        let users_file = if f.users_file.is_absolute() {
-            f.users_file.clone()
-        } else {
-            base.join(&f.users_file)
-        };
-        let users = match users::UsersFile::load(&users_file) {
-            Ok(u) => u,
-            Err(e) => {
-                problems.push(format!("signin.users_file: {e}"));
-                users::UsersFile::default()
-            }
-        };
-        let cookies = f
-            .cookies
-            .as_ref()
-            .and_then(|c| cookies::Settings::validate(c, &paths.refresh, problems));
-        (problems.len() == before).then(|| Settings {
-            users_file,
-            users,
-            signing_kid: f.signing_kid.clone(),
-            encrypt_kid: f.encrypt_kid.clone(),
-            access_ttl,
-            refresh_ttl,
-            max_sessions_per_user: f.max_sessions_per_user,
-            paths,
-            ip_attempts_per_minute: ip,
-            user_attempts_per_minute: user,
-            max_concurrent_hashes,
-            cookies,
-        })
     }
 }
 
@@ -277,7 +108,7 @@ impl SignIn {
                 .map_err(|e| format!("signin: cannot start the password hashing threads: {e}"))?,
             refresh_ttl: s.refresh_ttl,
             max_sessions_per_user: s.max_sessions_per_user,
-            cookies: s.cookies,
+            cookies: s.cookies.map(cookies::Settings::from),
             paths: s.paths,
         })
     }

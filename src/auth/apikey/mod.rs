@@ -147,7 +147,7 @@ pub fn check_app(app: &str) -> Result<HeaderValue, String> {
 /// Random key id: 64 bits, hex.
 fn new_id() -> String {
     let b: [u8; 8] = rand::random();
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::hex::encode(&b)
 }
 
 type Map = HashMap<Digest, Arc<Entry>>;

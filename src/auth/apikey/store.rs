@@ -203,7 +203,7 @@ async fn run<T>(
 }
 
 fn redis_store(r: &RedisStore) -> anyhow::Result<Store> {
-    let client = crate::revocation::redis::client(r)
+    let client = crate::config::redis::client(r)
         .map_err(|e| anyhow::anyhow!("revocation.store `{}`: {e}", r.redacted()))?;
     let conn = client
         .get_connection_manager_lazy(
@@ -311,20 +311,13 @@ mod hex_digest {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        s.serialize_str(&crate::hex::encode(d))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(d)?;
-        let bad = || serde::de::Error::custom("sha256 must be 64 hex digits");
-        if text.len() != 64 || !text.is_ascii() {
-            return Err(bad());
-        }
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(out)
+        crate::hex::decode::<32>(&text)
+            .ok_or_else(|| serde::de::Error::custom("sha256 must be 64 hex digits"))
     }
 }
 

@@ -65,11 +65,12 @@ use redis::{AsyncConnectionConfig, RedisError, Value};
 
 use super::dict::Dictionary;
 use super::record::Record;
+pub use crate::config::redis::{check_url, client, redact_url};
 use crate::config::RedisStore;
 use crate::telemetry::metrics::Metrics;
 pub use wire::{bulk, items};
-pub use wire::{check_url, redact_url, StreamId, APPLY_SCRIPT};
 use wire::{stream_entries, Keys};
+pub use wire::{StreamId, APPLY_SCRIPT};
 
 /// How long one `XREAD` blocks waiting for changes. Short enough that a connection that
 /// died silently is noticed within `TAIL_BLOCK + timeout`, long enough to cost nothing idle.
@@ -145,26 +146,6 @@ impl std::fmt::Debug for Cluster {
             .field("loaded", &self.is_loaded())
             .field("connected", &self.is_connected())
             .finish_non_exhaustive()
-    }
-}
-
-/// A Redis client for `store` (URL, and the private CA for `rediss://`), not connected yet.
-/// Also used by the API-key store, which keeps its hash in the same Redis.
-pub fn client(store: &RedisStore) -> Result<redis::Client, RedisError> {
-    if store.url.starts_with("rediss://") {
-        // The redis crate builds its rustls config from the process default provider;
-        // make it ours (a no-op when one is already installed).
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    }
-    match &store.tls_ca {
-        Some(pem) => redis::Client::build_with_tls(
-            store.url.as_str(),
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            },
-        ),
-        None => redis::Client::open(store.url.as_str()),
     }
 }
 

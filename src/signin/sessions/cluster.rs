@@ -30,7 +30,8 @@ use redis::{RedisError, Script, ScriptInvocation, Value};
 use super::{
     Issued, NewSession, RefreshDigest, RefreshError, SessionError, SessionFuture, SessionStore,
 };
-use crate::revocation::dict::{digest, key_from_hex, key_to_hex, Key};
+use crate::hex::encode as hex;
+use crate::ids::{digest, key_from_hex, key_to_hex, Key};
 use crate::revocation::redis::{bulk, items, Cluster};
 
 /// Latest `EXAT` asked for (9999-12-31), as in the revocation keys.
@@ -157,10 +158,6 @@ impl std::fmt::Debug for RedisSessions {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn entry(a: &Issued) -> String {
     format!("{}:{}", key_to_hex(&a.key), a.exp)
 }
@@ -237,11 +234,7 @@ fn unavailable(e: RedisError) -> SessionError {
     SessionError(format!("Redis: {e}"))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::clock::unix_now_ms as now_ms;
 
 impl SessionStore for RedisSessions {
     fn start(

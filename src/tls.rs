@@ -7,7 +7,27 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
-use crate::config::TlsMaterial;
+use std::fmt;
+use std::path::PathBuf;
+
+/// PEM bytes of a certificate chain and its private key, already checked to parse.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    // The key stays out of every log line and panic message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Build a rustls server config from PEM material; the error says what is wrong with it.
 pub fn server_config(m: &TlsMaterial) -> Result<ServerConfig, String> {

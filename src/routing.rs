@@ -12,7 +12,15 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use crate::config::Upstream;
+/// An upstream base URL: `http://host:port[/base/path]`.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `scheme://authority`, e.g. `http://127.0.0.1:8080`.
+    pub origin: String,
+    pub authority: http::uri::Authority,
+    /// Base path prepended to the forwarded path, without trailing slash ("" for none).
+    pub base_path: String,
+}
 
 /// What a route requires of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,10 @@
+//! JOSE formats and key material (RFC 7515-7518): signing and verification keys and their
+//! strength checks ([`keys`]), published key sets ([`jwks`]), and the JWE codec ([`jwe`]).
+//!
+//! A shared leaf: `config` decodes and checks keys here at load time (so a weak key stops the
+//! start), `auth` verifies tokens with them and `signin` signs with them. It imports nothing
+//! of the gateway.
+
+pub mod jwe;
+pub mod jwks;
+pub mod keys;
