@@ -9,6 +9,7 @@
 //! config bound to port 0.
 
 pub mod admin;
+pub mod apikeys;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -37,7 +37,7 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::apikey::{self, ApiKeys};
+use crate::apikeys::{self as apikey, ApiKeys};
 use crate::auth::jws::digest128;
 use crate::pipeline::forward::ConnInfo;
 use crate::pipeline::{unix_now, Shared};

@@ -1,8 +1,7 @@
 //! Authentication: where a token comes from ([`bearer`], or [`cookie`] in cookie mode), the
-//! keys it may be signed with ([`keys`]), and how it is verified ([`jws`]); app keys for
-//! trusted apps ([`apikey`]).
+//! keys it may be signed with ([`keys`]), and how it is verified ([`jws`]). App keys for trusted apps
+//! are their own module (`apikeys`).
 
-pub mod apikey;
 pub mod bearer;
 pub mod cache;
 pub mod cookie;

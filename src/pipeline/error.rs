@@ -14,7 +14,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::route::PathError;
-use crate::auth::apikey::ApiKeyError;
+use crate::apikeys::ApiKeyError;
 use crate::auth::cookie::Refusal;
 use crate::auth::AuthError;
 

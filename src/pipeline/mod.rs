@@ -32,7 +32,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::auth::apikey::{ApiKeyError, ApiKeys};
+use crate::apikeys::{ApiKeyError, ApiKeys};
 use crate::auth::cache::TokenCache;
 use crate::auth::cookie::CookieAuth;
 use crate::auth::jwks::Refresher;

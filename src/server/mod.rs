@@ -24,7 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminAuth, AdminState};
-use crate::auth::apikey::ApiKeys;
+use crate::apikeys::ApiKeys;
 use crate::config::Config;
 use crate::pipeline::{self, Shared, State};
 use crate::revocation::Revocations;
