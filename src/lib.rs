@@ -13,10 +13,12 @@ pub mod apikeys;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod gateway;
 pub mod hex;
 pub mod ids;
 pub mod jose;
 pub mod pipeline;
+pub mod response;
 pub mod revocation;
 pub mod routing;
 pub mod server;
@@ -25,4 +27,4 @@ pub mod telemetry;
 pub mod tls;
 
 pub use config::Config;
-pub use server::{start, Gateway};
+pub use gateway::{start, Gateway};

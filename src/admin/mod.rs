@@ -24,12 +24,14 @@ mod auth;
 pub mod client;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 
 use arc_swap::ArcSwap;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -38,12 +40,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::apikeys::{self as apikey, ApiKeys};
-use crate::auth::jws::digest128;
-use crate::pipeline::forward::ConnInfo;
-use crate::pipeline::{unix_now, Shared};
-use crate::revocation::dict::{key_from_hex, key_to_hex, Entry, Kind};
+use crate::auth::jws::Validator;
+use crate::clock::unix_now;
+use crate::ids::{digest as digest128, key_from_hex, key_to_hex};
+use crate::response;
+use crate::revocation::dict::{Entry, Kind};
 use crate::revocation::{Record, Revocations};
-use crate::server::Reloader;
+use crate::server::conn::ConnInfo;
 use crate::telemetry::metrics::Metrics;
 pub use auth::AdminAuth;
 
@@ -53,40 +56,56 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
+/// What `POST /reload` needs of the running gateway: re-read the config file and apply it.
+/// Returns notes about settings only a restart applies, or why the new config was refused
+/// (the previous one then stays in force). The composition root implements it, so admin
+/// never depends on how the gateway is wired.
+pub trait Reload: Send + Sync {
+    fn reload(&self) -> Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + '_>>;
+}
+
 /// What the admin handlers work on.
 pub struct AdminState {
     pub auth: ArcSwap<AdminAuth>,
-    /// The request-path state in force (a reload swaps it): revoking by token verifies with
-    /// the current keys.
-    pub gateway: ArcSwap<Shared>,
+    /// The request path's validator in force (a reload swaps it): revoking by token verifies
+    /// with the current keys.
+    pub validator: ArcSwap<Validator>,
     pub revocations: Arc<Revocations>,
     /// App keys (the same set the request path reads: a revoke applies to the next request).
     pub api_keys: Arc<ApiKeys>,
     pub metrics: Arc<Metrics>,
     /// Set once the gateway is assembled; `POST /reload` goes through it.
-    pub reloader: OnceLock<Weak<Reloader>>,
+    pub reloader: OnceLock<Weak<dyn Reload>>,
 }
 
 type Resp = Response<Full<Bytes>>;
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    response::json(status, &body)
 }
 
+/// An admin error in the one error shape: a stable code derived from the status, and the
+/// message (which names what would be valid) as the description.
 fn error(status: StatusCode, message: &str) -> Resp {
-    json_response(status, json!({ "error": message }))
+    response::error(status, error_code(status), message)
+}
+
+/// The `error` code of an admin refusal.
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "temporarily_unavailable",
+        _ => "error",
+    }
 }
 
 fn empty(status: StatusCode) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    r
+    response::empty(status)
 }
 
 /// Serve one admin request.
@@ -128,11 +147,7 @@ pub async fn handle(
 }
 
 fn empty_text(status: StatusCode, text: &'static str) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
+    response::text(status, text)
 }
 
 async fn route(
@@ -309,7 +324,7 @@ async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest) -> Resp {
         RevokeRequest::Token { token } => {
             // The token must be one of ours (signature verified); its clock claims do not
             // matter, an expired token revoked is simply a no-op that expires at once.
-            let verified = match admin.gateway.load().validator.verify_ignoring_time(&token) {
+            let verified = match admin.validator.load().verify_ignoring_time(&token) {
                 Ok(v) => v,
                 Err(e) => {
                     return error(
@@ -398,7 +413,11 @@ async fn reload(admin: &Arc<AdminState>) -> Resp {
         ),
         Err(e) => json_response(
             StatusCode::BAD_REQUEST,
-            json!({ "error": "configuration rejected; the previous configuration stays in force", "reason": e }),
+            json!({
+                "error": "invalid_request",
+                "error_description": "configuration rejected; the previous configuration stays in force",
+                "reason": e,
+            }),
         ),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod bearer;
 pub mod cache;
+pub mod challenge;
 pub mod cookie;
 pub mod jws;
 

@@ -9,17 +9,17 @@
 //! `error="invalid_key"` when a key was sent but refused.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::route::PathError;
 use crate::apikeys::ApiKeyError;
 use crate::auth::cookie::Refusal;
-use crate::auth::AuthError;
+use crate::auth::{challenge, AuthError};
+use crate::response;
 
-/// Realm named in `WWW-Authenticate` challenges.
-pub const REALM: &str = "portcullis";
+pub use crate::auth::challenge::REALM;
 
 /// Everything that can stop a request inside the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +77,11 @@ impl GatewayError {
         }
     }
 
-    /// The response the client sees.
+    /// The response the client sees (the one error shape, built by `response`).
     pub fn to_response(&self) -> Response<Full<Bytes>> {
         let (code, description) = match self {
+            GatewayError::Auth(a) => return challenge::refusal(*a),
+            GatewayError::Csrf => return challenge::csrf_refusal(),
             GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
             GatewayError::BadRequest(what) => ("invalid_request", *what),
             GatewayError::NoRoute => ("not_found", "no route for this path"),
@@ -87,15 +89,10 @@ impl GatewayError {
                 "payload_too_large",
                 "the request body is too large for this route",
             ),
-            GatewayError::Auth(AuthError::Missing) => {
-                ("unauthorized", AuthError::Missing.description())
-            }
-            GatewayError::Auth(a) => ("invalid_token", a.description()),
             GatewayError::ApiKey(ApiKeyError::Missing) => {
                 ("unauthorized", ApiKeyError::Missing.description())
             }
             GatewayError::ApiKey(k) => ("invalid_api_key", k.description()),
-            GatewayError::Csrf => ("forbidden", "CSRF token required"),
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => {
                 ("bad_gateway", "the upstream service is unavailable")
             }
@@ -104,21 +101,10 @@ impl GatewayError {
                 "the upstream service did not answer in time",
             ),
         };
-        let body =
-            serde_json::json!({ "error": code, "error_description": description }).to_string();
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = self.status();
-        let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        match self {
-            GatewayError::Auth(a) => {
-                h.insert(WWW_AUTHENTICATE, challenge(*a));
-            }
-            GatewayError::ApiKey(k) => {
-                h.insert(WWW_AUTHENTICATE, api_key_challenge(*k));
-            }
-            _ => {}
+        let mut resp = response::error(self.status(), code, description);
+        if let GatewayError::ApiKey(k) = self {
+            resp.headers_mut()
+                .insert(WWW_AUTHENTICATE, api_key_challenge(*k));
         }
         resp
     }
@@ -133,18 +119,6 @@ impl From<Refusal> for GatewayError {
     }
 }
 
-fn challenge(a: AuthError) -> HeaderValue {
-    let text = match a {
-        AuthError::Missing => format!("Bearer realm=\"{REALM}\""),
-        other => format!(
-            "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
-            other.description()
-        ),
-    };
-    // Built from constants without quotes or control characters, so always valid.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
-}
-
 fn api_key_challenge(k: ApiKeyError) -> HeaderValue {
     let text = match k {
         ApiKeyError::Missing => format!("ApiKey realm=\"{REALM}\""),
@@ -156,6 +130,7 @@ fn api_key_challenge(k: ApiKeyError) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::CACHE_CONTROL;
     use http_body_util::BodyExt;
 
     fn body_json(e: &GatewayError) -> serde_json::Value {

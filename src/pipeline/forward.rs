@@ -1,7 +1,6 @@
 //! Forwarding to the upstream: pooled HTTP/1.1 client, hop-by-hop headers removed,
 //! `X-Forwarded-*` set, timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnelled.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -22,26 +21,7 @@ use crate::config::Limits;
 pub type UpstreamBody = Either<Incoming, Limited<Incoming>>;
 pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
-/// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
-    /// The `X-Forwarded-For` value, computed once per connection.
-    pub forwarded_for: HeaderValue,
-}
-
-impl ConnInfo {
-    pub fn new(peer: SocketAddr, tls: bool) -> Self {
-        let forwarded_for =
-            HeaderValue::from_str(&client_ip(peer)).unwrap_or(HeaderValue::from_static("unknown"));
-        ConnInfo {
-            peer,
-            tls,
-            forwarded_for,
-        }
-    }
-}
+pub use crate::server::conn::ConnInfo;
 
 /// A pooled client for one route (its connect timeout lives in the connector).
 pub fn client(connect_timeout: Duration, limits: &Limits) -> UpstreamClient {
@@ -278,16 +258,6 @@ fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderV
         None => {
             headers.remove(&X_FORWARDED_HOST);
         }
-    }
-}
-
-fn client_ip(peer: SocketAddr) -> String {
-    match peer {
-        SocketAddr::V4(a) => a.ip().to_string(),
-        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => a.ip().to_string(),
-        },
     }
 }
 

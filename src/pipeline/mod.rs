@@ -53,7 +53,7 @@ pub type ResBody = Either<Incoming, Full<Bytes>>;
 /// What every worker shares: routes, keys, caches, revocations, metrics.
 pub struct Shared {
     pub routes: RouteTable,
-    pub validator: Validator,
+    pub validator: Arc<Validator>,
     /// The verified-token cache (`jwt.cache_size`; absent when it is 0).
     cache: Option<TokenCache>,
     pub identity: Identity,
@@ -87,18 +87,8 @@ impl Shared {
         metrics: Arc<Metrics>,
         jwks: Option<Arc<Refresher>>,
     ) -> Self {
-        // Sign-in borrows the signing key before the validator takes the key set.
-        let signin = config.signin.take().and_then(|settings| {
-            match SignIn::new(settings, &config.jwt.keys, &config.jwt, &revocations) {
-                Ok(s) => Some(Arc::new(s)),
-                Err(e) => {
-                    tracing::error!(error = %e, "sign-in cannot start; its endpoints are disabled");
-                    None
-                }
-            }
-        });
         let keys = std::mem::take(&mut config.jwt.keys);
-        let validator = Validator {
+        let validator = Arc::new(Validator {
             keys,
             issuer: config.jwt.issuer.clone(),
             audience: config.jwt.audience.clone(),
@@ -114,7 +104,17 @@ impl Shared {
                 .collect(),
             jwe: config.jwt.decryption_keys.clone(),
             jwks,
-        };
+        });
+        // Sign-in signs with a key of the validator's set and verifies logouts with it.
+        let signin = config.signin.take().and_then(|settings| {
+            match SignIn::new(settings, validator.clone(), &config.jwt, &revocations) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::error!(error = %e, "sign-in cannot start; its endpoints are disabled");
+                    None
+                }
+            }
+        });
         // Every algorithm, HMAC too: a hit (SHA-256 of the token, one map lookup) costs a
         // fraction of parsing, decoding and checking the token again (see `auth::cache`).
         let cache = (config.jwt.cache_size > 0)
@@ -237,10 +237,9 @@ pub async fn handle(
     let request_id = request_id(req.headers_mut());
     let access = state.access_log.then(|| req.uri().path().to_owned());
     if let Some((signin, endpoint)) = signin_endpoint(&state, &req) {
-        let mut resp =
-            crate::signin::http::serve(&state.shared, &signin, endpoint, req, conn.peer.ip())
-                .await
-                .map(Either::Right);
+        let mut resp = crate::signin::http::serve(&signin, endpoint, req, conn.peer.ip())
+            .await
+            .map(Either::Right);
         let status = resp.status().as_u16();
         let elapsed = start.elapsed();
         state.metrics.request(endpoint.label(), status, elapsed);

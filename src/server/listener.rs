@@ -24,8 +24,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
+use super::conn::ConnInfo;
 use crate::config::Limits;
-use crate::pipeline::forward::ConnInfo;
 use crate::telemetry::metrics::Metrics;
 
 /// Connection-level settings shared by every connection of one listener.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, PRAGMA, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -23,9 +23,9 @@ use hyper::body::Incoming;
 use super::sessions::{refresh_digest, Issued, NewSession, RefreshError, SessionError};
 use super::{limits, Endpoint, SignIn};
 use crate::auth::cookie::Refusal;
-use crate::auth::{bearer, AuthError};
-use crate::pipeline::error::GatewayError;
-use crate::pipeline::{unix_now, Shared};
+use crate::auth::{bearer, challenge, AuthError};
+use crate::clock::unix_now;
+use crate::response;
 use crate::revocation::Record;
 
 /// Largest sign-in request body, in bytes.
@@ -83,8 +83,8 @@ impl SignInError {
     /// The response the client sees; generic text, the detail goes to the log.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
         match self {
-            SignInError::Auth(a) => return GatewayError::Auth(*a).to_response(),
-            SignInError::Csrf => return GatewayError::Csrf.to_response(),
+            SignInError::Auth(a) => return challenge::refusal(*a),
+            SignInError::Csrf => return challenge::csrf_refusal(),
             _ => {}
         }
         let (code, description) = match self {
@@ -104,8 +104,8 @@ impl SignInError {
             SignInError::CrossSite => ("forbidden", "sign in from this site's own pages"),
             SignInError::Auth(_) | SignInError::Csrf => ("invalid_token", ""),
         };
-        let body = serde_json::json!({ "error": code, "error_description": description });
-        let mut resp = json_response(self.status(), &body);
+        let mut resp = response::error(self.status(), code, description);
+        no_cache(&mut resp);
         match self {
             SignInError::RateLimited(wait) => {
                 resp.headers_mut().insert(
@@ -148,21 +148,22 @@ impl From<Refusal> for SignInError {
     }
 }
 
+/// A token answer: the one JSON builder, plus `Pragma: no-cache` (RFC 6749 section 5.1:
+/// token responses must not be cached, by HTTP/1.0 caches either).
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    // RFC 6749 section 5.1: token responses must not be cached.
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    let mut resp = response::json(status, body);
+    no_cache(&mut resp);
     resp
+}
+
+fn no_cache(resp: &mut Response<Full<Bytes>>) {
+    resp.headers_mut()
+        .insert(PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
 /// Answer one sign-in request. Never fails: errors become responses and are logged once
 /// here (without any credential).
 pub async fn serve(
-    shared: &Shared,
     signin: &SignIn,
     endpoint: Endpoint,
     req: Request<Incoming>,
@@ -172,10 +173,10 @@ pub async fn serve(
         Err(SignInError::MethodNotAllowed)
     } else {
         match endpoint {
-            Endpoint::Login => login(shared, signin, req, peer).await,
-            Endpoint::Refresh => refresh(shared, signin, req).await,
-            Endpoint::Logout => logout(shared, signin, req, false).await,
-            Endpoint::LogoutAll => logout(shared, signin, req, true).await,
+            Endpoint::Login => login(signin, req, peer).await,
+            Endpoint::Refresh => refresh(signin, req).await,
+            Endpoint::Logout => logout(signin, req, false).await,
+            Endpoint::LogoutAll => logout(signin, req, true).await,
         }
     };
     match result {
@@ -200,7 +201,6 @@ pub async fn serve(
 /// `POST login`: check the rate limits, verify the password off the runtime, start a
 /// session family (ending older ones beyond `max_sessions_per_user`), issue tokens.
 async fn login(
-    shared: &Shared,
     signin: &SignIn,
     req: Request<Incoming>,
     peer: IpAddr,
@@ -274,7 +274,7 @@ async fn login(
         .await?;
     // The previous sessions are revoked before the new token is handed out, so "one valid
     // token at a time" holds from the moment the client has the new one.
-    if let Err(e) = revoke(shared, &ended, None).await {
+    if let Err(e) = revoke(signin, &ended, None).await {
         // Best effort: the client never sees this session's tokens either way.
         let _ = signin
             .sessions
@@ -289,7 +289,6 @@ async fn login(
 /// `POST refresh`: spend the refresh token and issue the next pair. A token spent before
 /// ends its whole family (every access token of it revoked) and is refused.
 async fn refresh(
-    shared: &Shared,
     signin: &SignIn,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, SignInError> {
@@ -340,7 +339,7 @@ async fn refresh(
                 revoked = ended.len(),
                 "refresh token reused: session family ended"
             );
-            revoke(shared, &ended, None).await?;
+            revoke(signin, &ended, None).await?;
             return Err(SignInError::RefreshReused);
         }
     };
@@ -350,7 +349,7 @@ async fn refresh(
             .sessions
             .end_by_access(&user, &pending.issued.key, now)
             .await?;
-        revoke(shared, &ended, None).await?;
+        revoke(signin, &ended, None).await?;
         return Err(SignInError::InvalidRefresh);
     }
     let access = signin
@@ -365,24 +364,23 @@ async fn refresh(
 /// without `Authorization` uses the access cookie and needs the CSRF header; the answer
 /// clears the cookies.
 async fn logout(
-    shared: &Shared,
     signin: &SignIn,
     req: Request<Incoming>,
     all: bool,
 ) -> Result<Response<Full<Bytes>>, SignInError> {
     let now = unix_now();
-    let max = shared.validator.max_token_bytes;
+    let max = signin.validator.max_token_bytes;
     let token = match &signin.cookies {
         Some(c) if !req.headers().contains_key(http::header::AUTHORIZATION) => {
             c.names.access_token(req.method(), req.headers(), max)?
         }
         _ => bearer::from_headers(req.headers(), max).map_err(SignInError::Auth)?,
     };
-    let v = shared
+    let v = signin
         .validator
         .verify(token, now)
         .map_err(SignInError::Auth)?;
-    if shared.revocations.is_revoked(&v.ids()) {
+    if signin.revocations.is_revoked(&v.ids()) {
         return Err(SignInError::Auth(AuthError::Revoked));
     }
     let Some(sub) = v.sub.as_deref() else {
@@ -401,14 +399,14 @@ async fn logout(
         key: v.token_key,
         exp: v
             .exp
-            .unwrap_or(now.saturating_add(shared.revocations.max_lifetime())),
+            .unwrap_or(now.saturating_add(signin.revocations.max_lifetime())),
     };
     if !ended.contains(&own) {
         ended.push(own);
     }
     // Logout-all also revokes the subject up to this second, which covers tokens of the
     // user that sign-in did not issue; a login after this has `iat >= now` and is spared.
-    revoke(shared, &ended, all.then_some((sub, now))).await?;
+    revoke(signin, &ended, all.then_some((sub, now))).await?;
     tracing::info!(user = %sub, all, revoked = ended.len(), "signed out");
     let mut resp = json_response(
         StatusCode::OK,
@@ -425,7 +423,7 @@ async fn logout(
 /// through the revocation dictionary, durably (and cluster-wide in cluster mode), in one
 /// write.
 async fn revoke(
-    shared: &Shared,
+    signin: &SignIn,
     tokens: &[Issued],
     subject: Option<(&str, u64)>,
 ) -> Result<(), SignInError> {
@@ -438,15 +436,15 @@ async fn revoke(
         .collect();
     if let Some((sub, before)) = subject {
         records.push(Record::RevokeSubject {
-            key: crate::auth::jws::digest128(sub.as_bytes()),
+            key: crate::ids::digest(sub.as_bytes()),
             revoked_before: before,
-            expires: before.saturating_add(shared.revocations.max_lifetime()),
+            expires: before.saturating_add(signin.revocations.max_lifetime()),
         });
     }
     if records.is_empty() {
         return Ok(());
     }
-    shared
+    signin
         .revocations
         .apply(records)
         .await

@@ -31,7 +31,7 @@ pub mod users;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::auth::keys::KeySet;
+use crate::auth::jws::Validator;
 use crate::revocation::{Backing, Revocations};
 
 pub use crate::config::signin::{
@@ -78,19 +78,25 @@ pub struct SignIn {
     pub max_sessions_per_user: Option<usize>,
     /// Cookie mode: tokens go to browsers as cookies (see [`cookies`]).
     pub cookies: Option<cookies::Settings>,
+    /// Verifies the access token a logout presents (the request path's validator).
+    pub validator: Arc<Validator>,
+    /// Where logouts and refresh-token reuse revoke access tokens.
+    pub revocations: Arc<Revocations>,
 }
 
 impl SignIn {
-    /// Build from validated settings and the key set (before the validator takes it).
+    /// Build from validated settings and the request path's validator (whose key set holds
+    /// the signing key).
     /// Sessions outlive a config reload: they are kept per revocation service, which a
     /// reload keeps too (rate-limit state starts afresh with the new limits).
     pub fn new(
         s: Settings,
-        keys: &KeySet,
+        validator: Arc<Validator>,
         jwt: &crate::config::Jwt,
         revocations: &Arc<Revocations>,
     ) -> Result<SignIn, String> {
-        let key = keys
+        let key = validator
+            .keys
             .signing_key(s.signing_kid.as_deref())
             .ok_or("signin: the signing key has no private material")?;
         if s.cookies.as_ref().is_some_and(|c| !c.secure) {
@@ -110,6 +116,8 @@ impl SignIn {
             max_sessions_per_user: s.max_sessions_per_user,
             cookies: s.cookies.map(cookies::Settings::from),
             paths: s.paths,
+            validator,
+            revocations: revocations.clone(),
         })
     }
 

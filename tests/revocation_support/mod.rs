@@ -176,9 +176,9 @@ impl Reply {
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
 
-    /// The `error` message of an admin error body.
+    /// The message of an admin error body (`error_description`; `error` is the code).
     pub fn error(&self) -> String {
-        self.json()["error"]
+        self.json()["error_description"]
             .as_str()
             .unwrap_or_else(|| panic!("no error message in {}", self.body))
             .to_owned()

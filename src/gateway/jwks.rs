@@ -15,7 +15,7 @@ use crate::config::jwks::JwksSettings;
 use crate::pipeline::Shared;
 use crate::telemetry::metrics::{Metrics, ReasonLabel};
 
-use super::listener;
+use crate::server::listener;
 
 /// Fetch the first key set of `settings`; the error names the source.
 pub(super) async fn first_fetch(settings: &JwksSettings) -> Result<Arc<Refresher>, String> {
