@@ -21,7 +21,6 @@
 //! while, whatever token it sends next, so the token cannot be brute-forced.
 
 mod auth;
-pub mod client;
 
 use std::convert::Infallible;
 use std::future::Future;

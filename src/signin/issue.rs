@@ -97,6 +97,17 @@ impl Signer {
     /// Sign the access token for `user`: `sub`, `jti`, `iat`, `exp`, and `iss`/`aud` when
     /// `[jwt]` names them.
     pub fn sign(&self, p: &Pending, user: &str) -> Result<String, String> {
+        self.sign_with(p, user, serde_json::Map::new())
+    }
+
+    /// [`Self::sign`] with more claims, set after the standard ones (so they may replace
+    /// them): for `portcullis token --claim`, which mints test tokens with this signer.
+    pub fn sign_with(
+        &self,
+        p: &Pending,
+        user: &str,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, String> {
         let mut claims = serde_json::Map::new();
         claims.insert("sub".into(), user.into());
         claims.insert("iat".into(), p.iat.into());
@@ -114,6 +125,7 @@ impl Signer {
                 claims.insert("aud".into(), many.to_vec().into());
             }
         }
+        claims.extend(extra);
         let mut header = Header::new(self.alg);
         header.kid = self.kid.clone();
         let jws = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())?;
