@@ -58,10 +58,43 @@ pub struct Route {
     pub api_key: bool,
 }
 
-/// Routes ordered for matching: longest prefix first, host-specific before host-less.
+/// A path the gateway answers itself instead of forwarding: the `[signin]` endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Login,
+    Refresh,
+    Logout,
+    LogoutAll,
+}
+
+impl Endpoint {
+    /// Label for metrics and the access log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Login => "signin:login",
+            Endpoint::Refresh => "signin:refresh",
+            Endpoint::Logout => "signin:logout",
+            Endpoint::LogoutAll => "signin:logout-all",
+        }
+    }
+}
+
+/// Where the table sends a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'t> {
+    /// Forwarded to this route's upstream (the index is the route's position in the table).
+    Upstream(usize, &'t Route),
+    /// Answered by the gateway itself.
+    Gateway(Endpoint),
+}
+
+/// The one route table: the gateway's own endpoints (exact paths, any host, checked first)
+/// and the proxied routes, ordered for matching: longest prefix first, host-specific before
+/// host-less.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    endpoints: Vec<(String, Endpoint)>,
 }
 
 impl RouteTable {
@@ -72,7 +105,26 @@ impl RouteTable {
                 .cmp(&a.prefix.len())
                 .then_with(|| b.host.is_some().cmp(&a.host.is_some()))
         });
-        RouteTable { routes }
+        RouteTable {
+            routes,
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// The same table with `endpoints` (normalised exact paths) answered by the gateway.
+    pub fn with_endpoints(mut self, endpoints: Vec<(String, Endpoint)>) -> Self {
+        self.endpoints = endpoints;
+        self
+    }
+
+    /// Where a request for the normalised `path` on `host` goes: a gateway endpoint when the
+    /// path is one, else the route [`Self::find`] picks.
+    pub fn target(&self, host: Option<&str>, path: &str) -> Option<Target<'_>> {
+        if let Some((_, e)) = self.endpoints.iter().find(|(p, _)| p == path) {
+            return Some(Target::Gateway(*e));
+        }
+        self.find(host, path)
+            .map(|(idx, route)| Target::Upstream(idx, route))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
@@ -354,5 +406,24 @@ mod tests {
         assert_eq!(normalise_prefix("/api/").unwrap(), "/api");
         assert_eq!(normalise_prefix("/").unwrap(), "/");
         assert!(normalise_prefix("api").is_err());
+    }
+
+    #[test]
+    fn gateway_endpoints_match_exactly_and_before_routes() {
+        let t = RouteTable::new(vec![route("/", None), route("/auth", None)])
+            .with_endpoints(vec![("/auth/login".into(), Endpoint::Login)]);
+        assert!(matches!(
+            t.target(Some("any.example"), "/auth/login"),
+            Some(Target::Gateway(Endpoint::Login))
+        ));
+        match t.target(None, "/auth/login/x") {
+            Some(Target::Upstream(_, r)) => assert_eq!(r.prefix, "/auth"),
+            other => panic!("{other:?}"),
+        }
+        let plain = RouteTable::new(vec![route("/", None)]);
+        assert!(matches!(
+            plain.target(None, "/auth/login"),
+            Some(Target::Upstream(0, _))
+        ));
     }
 }

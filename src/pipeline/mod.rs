@@ -12,11 +12,13 @@
 //! [`handle`] is the outer layer: it runs [`handle_inner`], logs a failure once and turns it
 //! into a response. Each step below is one function that says what it may reject.
 //!
-//! Before routing, a request whose normalised path is a `[signin]` endpoint (login,
-//! refresh, logout) is answered by the gateway itself ([`crate::signin::http`]).
+//! The `[signin]` endpoints (login, refresh, logout) are entries of the same route table,
+//! answered by the gateway itself (`signin::http`): every request is routed once, on its
+//! path normalised once, and counted and logged in one place ([`handle`]).
 
 pub mod error;
 pub mod forward;
+pub mod headers;
 pub mod identity;
 /// Route table and path normalisation live in the `routing` leaf (config builds the table).
 pub use crate::routing as route;
@@ -45,7 +47,7 @@ use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use error::GatewayError;
 use forward::{ConnInfo, UpstreamClient};
 use identity::Protected;
-use route::{AuthPolicy, Route, RouteTable};
+use route::{AuthPolicy, Endpoint, Route, RouteTable, Target};
 
 /// The body of every response the gateway sends: the upstream's, streamed, or its own.
 pub type ResBody = Either<Incoming, Full<Bytes>>;
@@ -127,7 +129,11 @@ impl Shared {
             cookie_auth,
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
-            routes: config.routes.clone(),
+            // Sign-in's endpoints are entries of the one table, so a request is routed once.
+            routes: match &signin {
+                Some(s) => config.routes.clone().with_endpoints(s.endpoints()),
+                None => config.routes.clone(),
+            },
             // The client header is an identity header too: stripped on every route.
             protected: Protected::new(
                 &config.identity,
@@ -222,7 +228,7 @@ struct Outcome {
     route: &'static str,
     route_idx: Option<usize>,
     user: Option<HeaderValue>,
-    result: Result<Response<Incoming>, GatewayError>,
+    result: Result<Response<ResBody>, GatewayError>,
 }
 
 /// Serve one request: never fails, every error becomes a response. Logs once (and writes the
@@ -236,29 +242,6 @@ pub async fn handle(
     let method = req.method().clone();
     let request_id = request_id(req.headers_mut());
     let access = state.access_log.then(|| req.uri().path().to_owned());
-    if let Some((signin, endpoint)) = signin_endpoint(&state, &req) {
-        let mut resp = crate::signin::http::serve(&signin, endpoint, req, conn.peer.ip())
-            .await
-            .map(Either::Right);
-        let status = resp.status().as_u16();
-        let elapsed = start.elapsed();
-        state.metrics.request(endpoint.label(), status, elapsed);
-        if let Some(path) = access {
-            tracing::info!(
-                target: "portcullis::access",
-                route = endpoint.label(),
-                %method,
-                path,
-                status,
-                latency_us = elapsed.as_micros() as u64,
-                request_id = request_id.to_str().unwrap_or("-"),
-                peer = %conn.peer.ip(),
-                "access"
-            );
-        }
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        return Ok(resp);
-    }
     let Outcome {
         route,
         route_idx,
@@ -266,7 +249,7 @@ pub async fn handle(
         result,
     } = handle_inner(&state, req, &conn).await;
     let mut resp = match result {
-        Ok(resp) => resp.map(Either::Left),
+        Ok(resp) => resp,
         Err(e) => {
             match &e {
                 GatewayError::UpstreamConnect(_)
@@ -332,22 +315,9 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
     v
 }
 
-/// Is this request for one of the sign-in endpoints (compared on the normalised path, so
-/// `/auth/./login` is the login endpoint too)? Those are answered by the gateway itself,
-/// before routing; a path that cannot be normalised is left to `route` to refuse.
-fn signin_endpoint(
-    state: &State,
-    req: &Request<Incoming>,
-) -> Option<(Arc<SignIn>, crate::signin::Endpoint)> {
-    let signin = state.signin.as_ref()?;
-    let path = route::normalise_path(req.uri().path()).ok()?;
-    let endpoint = signin.endpoint(&path)?;
-    Some((signin.clone(), endpoint))
-}
-
-/// The checklist.
-async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
-    let (idx, route, path) = match route(state, &req) {
+/// The one walk: route once, then either the gateway's own endpoint or the checklist.
+async fn handle_inner(state: &State, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
+    let (target, path) = match route(state, &req) {
         Ok(found) => found,
         Err(e) => {
             return Outcome {
@@ -358,6 +328,47 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo
             }
         }
     };
+    match target {
+        Target::Gateway(endpoint) => answer_endpoint(state, endpoint, req, conn).await,
+        Target::Upstream(idx, route) => proxy(state, idx, route, path, req, conn).await,
+    }
+}
+
+/// A `[signin]` endpoint: answered by sign-in, which logs its own refusals (never with a
+/// credential); counted and access-logged by [`handle`] like every request.
+async fn answer_endpoint(
+    state: &State,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+) -> Outcome {
+    let result = match &state.signin {
+        Some(signin) => Ok(
+            crate::signin::http::serve(signin, endpoint, req, conn.peer.ip())
+                .await
+                .map(Either::Right),
+        ),
+        // The table names sign-in endpoints only when sign-in started.
+        None => Err(GatewayError::NoRoute),
+    };
+    Outcome {
+        route: endpoint.label(),
+        route_idx: None,
+        user: None,
+        result,
+    }
+}
+
+/// The checklist of a proxied route: body size, headers, app key, token, revocation,
+/// identity, forward.
+async fn proxy(
+    state: &State,
+    idx: usize,
+    route: &Route,
+    path: Option<String>,
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+) -> Outcome {
     let label = state.route_label(idx);
     let fail = |e: GatewayError, user| Outcome {
         route: label,
@@ -370,7 +381,7 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo
     }
     // Hop-by-hop headers go first: a client naming `x-user-id` in `Connection` must not be
     // able to delete the identity the gateway is about to inject.
-    let upgrade = forward::strip_hop_by_hop(req.headers_mut());
+    let upgrade = headers::strip_hop_by_hop(req.headers_mut());
     strip_spoofable(state, &mut req);
     let app = if route.api_key {
         match check_api_key(state, &mut req) {
@@ -403,7 +414,8 @@ async fn handle_inner(state: &State, mut req: Request<Incoming>, conn: &ConnInfo
         conn,
         upgrade,
     )
-    .await;
+    .await
+    .map(|r| r.map(Either::Left));
     Outcome {
         route: label,
         route_idx: Some(idx),
@@ -424,14 +436,15 @@ fn check_body_size(route: &Route, req: &Request<Incoming>) -> Result<(), Gateway
     }
 }
 
-/// Normalise the path and find its route. Rejects: 400 for a path that cannot be
-/// normalised safely, for an HTTP/1.1 request without exactly one `Host` (RFC 9112 section
-/// 3.2: a second copy could steer an upstream to another virtual host than the one routed on),
-/// 404 when no route matches.
+/// Normalise the path (the only time it is normalised) and find where it goes: a gateway
+/// endpoint or a route. Rejects: 400 for a path that cannot be normalised safely, for an
+/// HTTP/1.1 request without exactly one `Host` (RFC 9112 section 3.2: a second copy could
+/// steer an upstream to another virtual host than the one routed on), 404 when nothing
+/// matches.
 fn route<'s>(
     state: &'s State,
     req: &Request<Incoming>,
-) -> Result<(usize, &'s Route, Option<String>), GatewayError> {
+) -> Result<(Target<'s>, Option<String>), GatewayError> {
     let path = route::normalise_path(req.uri().path())?;
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
@@ -442,16 +455,16 @@ fn route<'s>(
         _ => {}
     }
     let host = request_host(req);
-    let (idx, route) = state
+    let target = state
         .routes
-        .find(host.as_deref(), &path)
+        .target(host.as_deref(), &path)
         .ok_or(GatewayError::NoRoute)?;
     // `None`: the path was already normal and is forwarded as it came.
     let rewritten = match path {
         std::borrow::Cow::Borrowed(_) => None,
         std::borrow::Cow::Owned(p) => Some(p),
     };
-    Ok((idx, route, rewritten))
+    Ok((target, rewritten))
 }
 
 /// Remove every client-supplied identity header. Runs on every route, public ones too.

@@ -40,26 +40,8 @@ pub use crate::config::signin::{
     DEFAULT_REFRESH_TTL, DEFAULT_USER_ATTEMPTS_PER_MINUTE,
 };
 
-/// Which sign-in endpoint a request is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Login,
-    Refresh,
-    Logout,
-    LogoutAll,
-}
-
-impl Endpoint {
-    /// Label for metrics and the access log.
-    pub fn label(self) -> &'static str {
-        match self {
-            Endpoint::Login => "signin:login",
-            Endpoint::Refresh => "signin:refresh",
-            Endpoint::Logout => "signin:logout",
-            Endpoint::LogoutAll => "signin:logout-all",
-        }
-    }
-}
+/// Which sign-in endpoint a request is for: an entry of the one route table.
+pub use crate::routing::Endpoint;
 
 /// The running sign-in service: users, signer, sessions, limits.
 #[derive(Debug)]
@@ -119,6 +101,17 @@ impl SignIn {
             validator,
             revocations: revocations.clone(),
         })
+    }
+
+    /// The four endpoints as route-table entries (exact, normalised paths).
+    pub fn endpoints(&self) -> Vec<(String, Endpoint)> {
+        let p = &self.paths;
+        vec![
+            (p.login.clone(), Endpoint::Login),
+            (p.refresh.clone(), Endpoint::Refresh),
+            (p.logout.clone(), Endpoint::Logout),
+            (p.logout_all.clone(), Endpoint::LogoutAll),
+        ]
     }
 
     /// The endpoint a normalised path names, if any.
