@@ -269,7 +269,7 @@ struct CreateKeyRequest {
 /// keeps its SHA-256, the log line names the id and app only).
 async fn create_key(admin: &Arc<AdminState>, body: CreateKeyRequest) -> Resp {
     if let Err(why) = apikey::check_app(&body.app) {
-        return error(StatusCode::BAD_REQUEST, &why);
+        return error(StatusCode::BAD_REQUEST, &why.to_string());
     }
     match admin.api_keys.create(&body.app, unix_now()).await {
         Ok(new) => {
@@ -476,4 +476,52 @@ fn list(admin: &AdminState, query: Option<&str>) -> Resp {
         StatusCode::OK,
         json!({ "items": items, "next_cursor": next, "count": counts(&admin.revocations) }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn body(r: Resp) -> serde_json::Value {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(r.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn each_admin_error_status_maps_to_its_code() {
+        for (status, code) in [
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            (StatusCode::NOT_FOUND, "not_found"),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+        ] {
+            let r = error(status, "why");
+            assert_eq!(r.status(), status);
+            assert_eq!(r.headers()[http::header::CACHE_CONTROL], "no-store");
+            assert_eq!(
+                body(r),
+                json!({ "error": code, "error_description": "why" }),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn app_id_errors_say_what_is_valid() {
+        assert_eq!(apikey::check_app(""), Err(apikey::AppIdError::Length));
+        assert_eq!(
+            apikey::check_app("a b"),
+            Err(apikey::AppIdError::Characters)
+        );
+        assert!(apikey::check_app("billing").is_ok());
+    }
 }

@@ -134,14 +134,25 @@ pub fn digest(key: &[u8]) -> Digest {
 
 /// Check an app id given to `create`: 1 to 128 visible ASCII characters (it becomes a
 /// header value for the upstream and a label in logs).
-pub fn check_app(app: &str) -> Result<HeaderValue, String> {
+pub fn check_app(app: &str) -> Result<HeaderValue, AppIdError> {
     if app.is_empty() || app.len() > MAX_APP_LEN {
-        return Err(format!("app must be 1 to {MAX_APP_LEN} characters"));
+        return Err(AppIdError::Length);
     }
     if !app.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("app must be visible ASCII characters without spaces".into());
+        return Err(AppIdError::Characters);
     }
-    HeaderValue::from_str(app).map_err(|_| "app is not a valid header value".into())
+    HeaderValue::from_str(app).map_err(|_| AppIdError::NotAHeaderValue)
+}
+
+/// Why an app id is refused (`POST /apikeys` answers 400 with this text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AppIdError {
+    #[error("app must be 1 to {MAX_APP_LEN} characters")]
+    Length,
+    #[error("app must be visible ASCII characters without spaces")]
+    Characters,
+    #[error("app is not a valid header value")]
+    NotAHeaderValue,
 }
 
 /// Random key id: 64 bits, hex.

@@ -39,6 +39,12 @@ pub struct Settings {
     pub bearer_clients: bool,
 }
 
+/// A `Set-Cookie` value that is not a valid header: names are validated at load and values
+/// are base64url tokens, so this is a bug, answered with a generic 503.
+#[derive(Debug, thiserror::Error)]
+#[error("cookie `{0}`: value is not a valid header")]
+pub struct CookieError(pub String);
+
 impl From<crate::config::signin::Cookies> for Settings {
     fn from(c: crate::config::signin::Cookies) -> Self {
         Settings {
@@ -63,7 +69,7 @@ impl Settings {
         &self,
         headers: &mut HeaderMap,
         tokens: &SessionCookies<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CookieError> {
         let n = &self.names;
         for (name, value, path, max_age, http_only) in [
             (&n.access, tokens.access, "/", tokens.access_ttl, true),
@@ -86,7 +92,7 @@ impl Settings {
 
     /// Append `Set-Cookie` headers that delete all three cookies (`Max-Age=0`, same name,
     /// path and prefix requirements as when they were set).
-    pub fn clear_session(&self, headers: &mut HeaderMap) -> Result<(), String> {
+    pub fn clear_session(&self, headers: &mut HeaderMap) -> Result<(), CookieError> {
         let n = &self.names;
         for (name, path, http_only) in [
             (&n.access, "/", true),
@@ -106,7 +112,7 @@ impl Settings {
         path: &str,
         max_age: u64,
         http_only: bool,
-    ) -> Result<HeaderValue, String> {
+    ) -> Result<HeaderValue, CookieError> {
         let mut s = format!("{name}={value}; Path={path}; Max-Age={max_age}");
         if http_only {
             s.push_str("; HttpOnly");
@@ -117,8 +123,7 @@ impl Settings {
         s.push_str("; SameSite=");
         s.push_str(self.same_site.as_str());
         // Values are base64url tokens and names were validated: this only fails on a bug.
-        HeaderValue::from_str(&s)
-            .map_err(|_| format!("cookie `{name}`: value is not a valid header"))
+        HeaderValue::from_str(&s).map_err(|_| CookieError(name.to_owned()))
     }
 }
 

@@ -65,6 +65,20 @@ impl From<SessionError> for SignInError {
     }
 }
 
+/// A token could not be minted: 503, nothing issued.
+impl From<super::issue::IssueError> for SignInError {
+    fn from(e: super::issue::IssueError) -> Self {
+        SignInError::Unavailable(e.to_string())
+    }
+}
+
+/// A cookie could not be written: 503.
+impl From<super::cookies::CookieError> for SignInError {
+    fn from(e: super::cookies::CookieError) -> Self {
+        SignInError::Unavailable(e.to_string())
+    }
+}
+
 impl SignInError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -250,15 +264,9 @@ async fn login(
     };
     let user = user.ok_or(SignInError::InvalidCredentials)?;
     let now = unix_now();
-    let pending = signin
-        .signer
-        .prepare(now)
-        .map_err(SignInError::Unavailable)?;
-    let access = signin
-        .signer
-        .sign(&pending, &user)
-        .map_err(SignInError::Unavailable)?;
-    let refresh = super::issue::refresh_token().map_err(SignInError::Unavailable)?;
+    let pending = signin.signer.prepare(now)?;
+    let access = signin.signer.sign(&pending, &user)?;
+    let refresh = super::issue::refresh_token()?;
     let ended = signin
         .sessions
         .start(
@@ -316,11 +324,8 @@ async fn refresh(
         (None, None) => return Err(SignInError::BadRequest("refresh_token is required")),
     };
     let now = unix_now();
-    let pending = signin
-        .signer
-        .prepare(now)
-        .map_err(SignInError::Unavailable)?;
-    let next = super::issue::refresh_token().map_err(SignInError::Unavailable)?;
+    let pending = signin.signer.prepare(now)?;
+    let next = super::issue::refresh_token()?;
     let user = match signin
         .sessions
         .rotate(
@@ -352,10 +357,7 @@ async fn refresh(
         revoke(signin, &ended, None).await?;
         return Err(SignInError::InvalidRefresh);
     }
-    let access = signin
-        .signer
-        .sign(&pending, &user)
-        .map_err(SignInError::Unavailable)?;
+    let access = signin.signer.sign(&pending, &user)?;
     token_response(signin, &access, &next, delivery)
 }
 
@@ -413,8 +415,7 @@ async fn logout(
         &serde_json::json!({ "revoked": ended.len() }),
     );
     if let Some(c) = &signin.cookies {
-        c.clear_session(resp.headers_mut())
-            .map_err(SignInError::Unavailable)?;
+        c.clear_session(resp.headers_mut())?;
     }
     Ok(resp)
 }
@@ -505,7 +506,7 @@ fn token_response(
     };
     let csrf = match csrf.filter(|c| super::cookies::is_csrf_token(c.as_bytes())) {
         Some(c) => c,
-        None => super::issue::csrf_token().map_err(SignInError::Unavailable)?,
+        None => super::issue::csrf_token()?,
     };
     let mut resp = json_response(
         StatusCode::OK,
@@ -515,18 +516,16 @@ fn token_response(
             "csrf_token": csrf,
         }),
     );
-    cookies
-        .set_session(
-            resp.headers_mut(),
-            &super::cookies::SessionCookies {
-                access,
-                refresh,
-                csrf: &csrf,
-                access_ttl: expires_in,
-                refresh_ttl: signin.refresh_ttl.as_secs(),
-            },
-        )
-        .map_err(SignInError::Unavailable)?;
+    cookies.set_session(
+        resp.headers_mut(),
+        &super::cookies::SessionCookies {
+            access,
+            refresh,
+            csrf: &csrf,
+            access_ttl: expires_in,
+            refresh_ttl: signin.refresh_ttl.as_secs(),
+        },
+    )?;
     Ok(resp)
 }
 

@@ -11,6 +11,21 @@ use crate::auth::keys::VerifyKey;
 use crate::hex::encode as hex;
 use crate::signin::sessions::Issued;
 
+/// Why a token could not be minted. Reaches a client only as a generic 503 (sign-in maps it
+/// to `SignInError::Unavailable`); the text goes to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The signer cannot be built from the configured keys (start-up, or a reload).
+    #[error("{0}")]
+    Config(String),
+    #[error("the OS random source failed: {0}")]
+    Random(String),
+    #[error("cannot sign the access token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+    #[error("cannot encrypt the access token: {0}")]
+    Encrypt(String),
+}
+
 /// Signs access tokens.
 pub struct Signer {
     alg: Algorithm,
@@ -46,25 +61,27 @@ impl Signer {
         jwt: &crate::config::Jwt,
         access_ttl: Duration,
         encrypt_kid: Option<&str>,
-    ) -> Result<Signer, String> {
+    ) -> Result<Signer, IssueError> {
         let encoding = key
             .encoding
             .clone()
-            .ok_or("signin: the signing key cannot sign")?;
+            .ok_or_else(|| IssueError::Config("signin: the signing key cannot sign".into()))?;
         let encrypt = match encrypt_kid {
             None => None,
             Some(kid) => {
                 let ring = jwt.decryption_keys.clone().ok_or_else(|| {
-                    format!("signin.encrypt_kid: `{kid}` names no [[jwt.decryption_keys]] entry")
+                    IssueError::Config(format!(
+                        "signin.encrypt_kid: `{kid}` names no [[jwt.decryption_keys]] entry"
+                    ))
                 })?;
                 let idx = ring
                     .keys()
                     .iter()
                     .position(|k| k.kid.as_deref() == Some(kid))
                     .ok_or_else(|| {
-                        format!(
+                        IssueError::Config(format!(
                             "signin.encrypt_kid: `{kid}` names no [[jwt.decryption_keys]] entry"
-                        )
+                        ))
                     })?;
                 Some((ring, idx))
             }
@@ -81,7 +98,7 @@ impl Signer {
     }
 
     /// Draw a `jti` (128 bits from the OS CSPRNG, hex) and fix `iat`/`exp`.
-    pub fn prepare(&self, now: u64) -> Result<Pending, String> {
+    pub fn prepare(&self, now: u64) -> Result<Pending, IssueError> {
         let jti = hex(&os_random::<16>()?);
         let exp = now.saturating_add(self.access_ttl.as_secs());
         Ok(Pending {
@@ -96,7 +113,7 @@ impl Signer {
 
     /// Sign the access token for `user`: `sub`, `jti`, `iat`, `exp`, and `iss`/`aud` when
     /// `[jwt]` names them.
-    pub fn sign(&self, p: &Pending, user: &str) -> Result<String, String> {
+    pub fn sign(&self, p: &Pending, user: &str) -> Result<String, IssueError> {
         self.sign_with(p, user, serde_json::Map::new())
     }
 
@@ -107,7 +124,7 @@ impl Signer {
         p: &Pending,
         user: &str,
         extra: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<String, String> {
+    ) -> Result<String, IssueError> {
         let mut claims = serde_json::Map::new();
         claims.insert("sub".into(), user.into());
         claims.insert("iat".into(), p.iat.into());
@@ -128,36 +145,36 @@ impl Signer {
         claims.extend(extra);
         let mut header = Header::new(self.alg);
         header.kid = self.kid.clone();
-        let jws = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())?;
+        let jws = jsonwebtoken::encode(&header, &claims, &self.key)?;
         match &self.encrypt {
             None => Ok(jws),
             // A nested JWT (RFC 7519 section 5.2): the signed token inside a JWE.
             Some((ring, idx)) => {
                 let key = &ring.keys()[*idx];
                 crate::auth::jwe::encrypt(key, jws.as_bytes(), Some("JWT"), None)
-                    .map_err(|e| format!("cannot encrypt the access token: {e:?}"))
+                    .map_err(|e| IssueError::Encrypt(format!("{e:?}")))
             }
         }
     }
 }
 
 /// An opaque refresh token: 256 bits from the OS CSPRNG, base64url without padding.
-pub fn refresh_token() -> Result<String, String> {
+pub fn refresh_token() -> Result<String, IssueError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(os_random::<32>()?))
 }
 
 /// A CSRF token for cookie mode: 256 bits from the OS CSPRNG, base64url without padding.
-pub fn csrf_token() -> Result<String, String> {
+pub fn csrf_token() -> Result<String, IssueError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(os_random::<32>()?))
 }
 
 /// `N` bytes straight from the operating system's CSPRNG (`getrandom`).
-fn os_random<const N: usize>() -> Result<[u8; N], String> {
+fn os_random<const N: usize>() -> Result<[u8; N], IssueError> {
     use rand::TryRngCore as _;
     let mut b = [0u8; N];
     rand::rngs::OsRng
         .try_fill_bytes(&mut b)
-        .map_err(|e| format!("the OS random source failed: {e}"))?;
+        .map_err(|e| IssueError::Random(e.to_string()))?;
     Ok(b)
 }
 

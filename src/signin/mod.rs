@@ -88,7 +88,8 @@ impl SignIn {
         }
         Ok(SignIn {
             directory: Arc::new(users::Directory::new(s.users)?),
-            signer: issue::Signer::new(key, jwt, s.access_ttl, s.encrypt_kid.as_deref())?,
+            signer: issue::Signer::new(key, jwt, s.access_ttl, s.encrypt_kid.as_deref())
+                .map_err(|e| e.to_string())?,
             sessions: sessions_for(revocations)?,
             limits: limits::LoginLimits::new(s.ip_attempts_per_minute, s.user_attempts_per_minute),
             hashing: tokio::sync::Semaphore::new(s.max_concurrent_hashes),
