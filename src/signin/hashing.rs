@@ -80,6 +80,8 @@ fn work(jobs: &Mutex<Receiver<Job>>) {
 
 /// Lower the calling thread's CPU priority. Best effort: where it fails (another OS, a
 /// sandbox that forbids it), hashing still works, at normal priority.
+// The one unsafe block outside tests: libc has no safe wrapper for per-thread priority.
+#[allow(unsafe_code)]
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
@@ -96,6 +98,7 @@ fn lower_priority() {
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)] // reads thread priorities back through libc (see each SAFETY note)
 mod tests {
     use super::*;
 
