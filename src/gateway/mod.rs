@@ -26,7 +26,7 @@ use crate::pipeline::{self, Shared, State};
 use crate::revocation::Revocations;
 use crate::server::{self, ConnOptions, Listener, TlsSource};
 use crate::telemetry::metrics::Metrics;
-pub use reload::Reloader;
+pub use reload::{ReloadError, Reloader};
 
 pub use crate::config::DEFAULT_SHUTDOWN_GRACE;
 
@@ -75,7 +75,7 @@ impl Gateway {
 
     /// Re-read the config file and apply it (see [`Reloader::reload`]).
     pub async fn reload(&self) -> Result<Vec<String>, String> {
-        self.reloader.reload().await
+        self.reloader.reload().await.map_err(|e| e.to_string())
     }
 
     /// The request-path state in force now.

@@ -11,7 +11,29 @@ use arc_swap::ArcSwap;
 use super::{jwks, store_label};
 use crate::admin::{self, AdminAuth, AdminState};
 use crate::apikeys::ApiKeys;
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
+
+/// Why a reload was refused; the previous configuration then stays in force. The text is
+/// what `POST /reload` and the log show.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("this gateway was started from config text, not a file: nothing to reload")]
+    NoFile,
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// A certificate or key that does not build a TLS configuration.
+    #[error("{0}")]
+    Tls(String),
+    #[error("{0} on or off needs a restart; nothing was changed")]
+    TlsSwitch(&'static str),
+    /// The new `[jwt.jwks]` source could not be fetched.
+    #[error("{0}")]
+    Jwks(String),
+    #[error("{0}")]
+    DevFiles(String),
+    #[error("{0}")]
+    Task(String),
+}
 use crate::pipeline::{Shared, State};
 use crate::revocation::Revocations;
 use crate::server::TlsSource;
@@ -47,7 +69,7 @@ pub struct Reloader {
 impl Reloader {
     /// Reload from the file the gateway was started with. Returns notes about settings that
     /// only a restart applies, or the reason the new config was rejected.
-    pub async fn reload(&self) -> Result<Vec<String>, String> {
+    pub async fn reload(&self) -> Result<Vec<String>, ReloadError> {
         let _one = self.lock.lock().await;
         let result = self.reload_inner().await;
         let outcome = if result.is_ok() { "ok" } else { "rejected" };
@@ -64,15 +86,11 @@ impl Reloader {
         result
     }
 
-    async fn reload_inner(&self) -> Result<Vec<String>, String> {
-        let path = self
-            .source
-            .clone()
-            .ok_or("this gateway was started from config text, not a file: nothing to reload")?;
+    async fn reload_inner(&self) -> Result<Vec<String>, ReloadError> {
+        let path = self.source.clone().ok_or(ReloadError::NoFile)?;
         let mut config = tokio::task::spawn_blocking(move || Config::load(&path))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ReloadError::Task(e.to_string()))??;
         let mut notes = Vec::new();
         if config.listen.addr != self.listen_addr && config.listen.addr.port() != 0 {
             notes.push(format!(
@@ -81,26 +99,21 @@ impl Reloader {
             ));
         }
         let tls = match (&self.tls, &config.listen.tls) {
-            (Some(_), Some(m)) => Some(Arc::new(crate::tls::server_config(m)?)),
+            (Some(_), Some(m)) => Some(Arc::new(
+                crate::tls::server_config(m).map_err(ReloadError::Tls)?,
+            )),
             (None, None) => None,
-            _ => {
-                return Err(
-                    "listen: switching TLS on or off needs a restart; nothing was changed".into(),
-                )
-            }
+            _ => return Err(ReloadError::TlsSwitch("listen: switching TLS")),
         };
         let admin_tls = match (
             &self.admin_tls,
             config.admin.as_ref().and_then(|a| a.tls.as_ref()),
         ) {
-            (Some(_), Some(m)) => Some(Arc::new(crate::tls::server_config(m)?)),
+            (Some(_), Some(m)) => Some(Arc::new(
+                crate::tls::server_config(m).map_err(ReloadError::Tls)?,
+            )),
             (None, None) => None,
-            _ => {
-                return Err(
-                    "admin: switching admin TLS on or off needs a restart; nothing was changed"
-                        .into(),
-                )
-            }
+            _ => return Err(ReloadError::TlsSwitch("admin: switching admin TLS")),
         };
         if store_label(&config.api_keys.store) != self.api_key_store {
             notes.push(
@@ -109,8 +122,14 @@ impl Reloader {
             );
         }
         // A new key source is fetched now, so an unreachable one refuses the reload.
-        let jwks_plan = self.published_keys.plan(config.jwt.jwks.as_ref()).await?;
-        config.write_dev_files().map_err(|e| e.to_string())?;
+        let jwks_plan = self
+            .published_keys
+            .plan(config.jwt.jwks.as_ref())
+            .await
+            .map_err(ReloadError::Jwks)?;
+        config
+            .write_dev_files()
+            .map_err(|e| ReloadError::DevFiles(format!("{e:#}")))?;
         // Everything validated: swap.
         if let (Some(src), Some(cfg)) = (&self.tls, tls) {
             src.store(cfg);
@@ -147,6 +166,6 @@ impl admin::Reload for Reloader {
         &self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send + '_>>
     {
-        Box::pin(Reloader::reload(self))
+        Box::pin(async move { Reloader::reload(self).await.map_err(|e| e.to_string()) })
     }
 }
