@@ -468,7 +468,8 @@ fn token(
         let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
         claims.insert(k.to_string(), value);
     }
-    let mut header = jsonwebtoken::Header::new(key.alg);
+    let alg = key.alg.jwt().context("the selected key cannot sign")?;
+    let mut header = jsonwebtoken::Header::new(alg);
     header.kid = key.kid.clone();
     let Some(encoding) = &key.encoding else {
         anyhow::bail!("the selected key cannot sign");

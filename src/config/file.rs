@@ -54,6 +54,9 @@ pub struct Listen {
     pub workers: Option<usize>,
     /// On SIGTERM, how long in-flight requests may take to finish, e.g. "30s".
     pub shutdown_grace: Option<String>,
+    /// `Strict-Transport-Security` value added to every response sent over TLS, e.g.
+    /// "max-age=31536000; includeSubDomains".
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +117,9 @@ pub struct DecryptionKey {
     pub key_file: Option<PathBuf>,
     /// PEM RSA private key, for `RSA-OAEP-256`.
     pub private_key: Option<PathBuf>,
+    /// Accept only a nested signed JWT (`cty: "JWT"`) even under symmetric key management;
+    /// public-key management (RSA-OAEP*, ECDH-ES*) always requires one.
+    pub require_nested: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -445,6 +445,7 @@ fn route<'s>(
         }
         _ => {}
     }
+    check_authority(req)?;
     let host = request_host(req);
     let (idx, route) = state
         .routes
@@ -456,6 +457,25 @@ fn route<'s>(
         std::borrow::Cow::Owned(p) => Some(p),
     };
     Ok((idx, route, rewritten))
+}
+
+/// An HTTP/2 request carrying both `:authority` and a `Host` that names another host is
+/// malformed (RFC 9113 section 8.3.1): routing reads one, the upstream and the logs could
+/// read the other. Rejects with 400 (a response, not a stream reset). Compared
+/// case-insensitively, port included.
+fn check_authority(req: &Request<Incoming>) -> Result<(), GatewayError> {
+    if req.version() != http::Version::HTTP_2 {
+        return Ok(());
+    }
+    let (Some(authority), Some(host)) = (req.uri().authority(), req.headers().get(http::header::HOST))
+    else {
+        return Ok(());
+    };
+    if host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
+        Ok(())
+    } else {
+        Err(GatewayError::BadRequest(":authority and Host name different hosts"))
+    }
 }
 
 /// Remove every client-supplied identity header. Runs on every route, public ones too.

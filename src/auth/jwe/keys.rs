@@ -48,6 +48,12 @@ impl KeyAlg {
         Self::ALL.into_iter().find(|a| a.name() == name)
     }
 
+    /// Public-key management: the sender chooses the CEK and needs only the public key,
+    /// so a successful decryption proves nothing about who made the token.
+    pub fn is_asymmetric(self) -> bool {
+        matches!(self, KeyAlg::RsaOaep256)
+    }
+
     /// The registered `alg` name.
     pub fn name(self) -> &'static str {
         match self {
@@ -73,6 +79,9 @@ pub struct DecryptionKey {
     /// Required for `dir` (it fixes the key length); for the other `alg`s an
     /// optional restriction to one `enc`, `None` allowing every supported one.
     pub enc: Option<ContentEnc>,
+    /// Accept only a nested JWS even under symmetric key management
+    /// (`require_nested = true`); asymmetric key management always requires one.
+    pub require_nested: bool,
     material: Material,
 }
 
@@ -175,6 +184,7 @@ impl DecryptionKey {
             kid,
             alg: alg_parsed,
             enc,
+            require_nested: false,
             material,
         })
     }
@@ -303,6 +313,8 @@ fn parse_rsa_private_pem(pem: &[u8]) -> Result<RsaPrivateKey, String> {
             "RSA key is {bits} bits; RSA-OAEP-256 needs at least {MIN_RSA_BITS}"
         ));
     }
+    // The same weak-key rules as verification keys (exponent, ROCA).
+    crate::auth::key_checks::rsa_public(&key.n().to_bytes_be(), &key.e().to_bytes_be())?;
     Ok(key)
 }
 

@@ -74,6 +74,9 @@ pub struct Decrypted {
     /// `cty` is "JWT" (case-insensitive, "application/" optional): the
     /// plaintext is a nested JWS that must be verified as usual.
     pub cty_jwt: bool,
+    /// The key that decrypted it accepts only a nested JWS: always under public-key
+    /// management (anyone with the public key can encrypt), or when configured so.
+    pub nested_required: bool,
     pub plaintext: Vec<u8>,
 }
 
@@ -106,6 +109,7 @@ pub fn decrypt(ring: &KeyRing, token: &str) -> Result<Decrypted, JweError> {
                 alg: header.alg,
                 enc: header.enc,
                 cty_jwt: header.cty_jwt,
+                nested_required: key.alg.is_asymmetric() || key.require_nested,
                 plaintext,
             });
         }
