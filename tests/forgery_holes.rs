@@ -62,10 +62,17 @@ fn rand_core_rng() -> aes_gcm::aead::OsRng {
     aes_gcm::aead::OsRng
 }
 
-fn oaep_gateway_template() -> String {
+/// An HS256 issuer key, the RSA-OAEP-256 fixture key, and `more` decryption keys.
+fn oaep_gateway_template(more: &str) -> String {
     format!(
-        "{{listen}}\n{}\n[[jwt.decryption_keys]]\nkid = \"rsa-1\"\nalg = \"RSA-OAEP-256\"\nprivate_key = \"{RSA_FIXTURE}\"\n\n[[jwt.decryption_keys]]\nkid = \"kw\"\nalg = \"A256KW\"\nkey = \"{}\"\n\n[[jwt.decryption_keys]]\nkid = \"kw-nested\"\nalg = \"A256KW\"\nkey = \"{}\"\nrequire_nested = true\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{{up}}\"\nauth = \"jwt\"\n",
+        "{{listen}}\n{}\n[[jwt.decryption_keys]]\nkid = \"rsa-1\"\nalg = \"RSA-OAEP-256\"\nprivate_key = \"{RSA_FIXTURE}\"\n\n{more}\n[[routes]]\nprefix = \"/\"\nupstream = \"{{up}}\"\nauth = \"jwt\"\n",
         common::hmac_key_toml("hs1", "HS256", HS256_SECRET),
+    )
+}
+
+fn symmetric_keys_toml() -> String {
+    format!(
+        "[[jwt.decryption_keys]]\nkid = \"kw\"\nalg = \"A256KW\"\nkey = \"{}\"\n\n[[jwt.decryption_keys]]\nkid = \"kw-nested\"\nalg = \"A256KW\"\nkey = \"{}\"\nrequire_nested = true\n",
         URL_SAFE_NO_PAD.encode([1u8; 32]),
         URL_SAFE_NO_PAD.encode([2u8; 32]),
     )
@@ -77,7 +84,7 @@ async fn rsa_oaep_bare_claims_minted_with_the_public_key_are_refused() {
     let up = Upstream::start().await;
     let gw = Setup::new()
         .var("up", up.url())
-        .start(&oaep_gateway_template())
+        .start(&oaep_gateway_template(""))
         .await;
     let public = oaep_public_key();
     let claims = tokens::claims("admin").to_string();
@@ -128,7 +135,7 @@ async fn symmetric_bare_claims_pass_unless_the_key_requires_nesting() {
     let up = Upstream::start().await;
     let gw = Setup::new()
         .var("up", up.url())
-        .start(&oaep_gateway_template())
+        .start(&oaep_gateway_template(&symmetric_keys_toml()))
         .await;
     let claims = tokens::claims("carol").to_string();
     let key = |kid: &str, byte: u8| {
