@@ -82,6 +82,11 @@ pub struct Jwt {
     /// Keys for encrypted (JWE) tokens.
     #[serde(default)]
     pub decryption_keys: Vec<DecryptionKey>,
+    /// A JWKS file of private JWE keys (each with `kid` and `alg`; `use` absent or "enc").
+    pub decryption_jwks_file: Option<PathBuf>,
+    /// Content encryptions accepted, e.g. ["A128GCM", "A256GCM"]; default
+    /// A128GCM, A256GCM, A128CBC-HS256, A256CBC-HS512.
+    pub decryption_encs: Option<Vec<String>>,
 }
 
 /// `[jwt.jwks]`: where the issuer publishes its keys and how often to look.

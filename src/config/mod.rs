@@ -794,11 +794,23 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             )),
         }
     }
+    if let Some(p) = &f.jwt.decryption_jwks_file {
+        if let Some(doc) = c.read("jwt.decryption_jwks_file", &resolve(base, p)) {
+            let source = format!("decryption_jwks_file {}", p.display());
+            match crate::auth::jwe::parse_decryption_jwks(&doc, &source) {
+                Ok(mut keys) => jwe_keys.append(&mut keys),
+                Err(e) => c.problems.push(format!("jwt.{e}")),
+            }
+        }
+    }
+    let encs = crate::auth::jwe::parse_encs(f.jwt.decryption_encs.as_deref())
+        .map_err(|e| c.problems.push(format!("jwt.decryption_encs: {e}")))
+        .unwrap_or_default();
     let decryption_keys = if jwe_keys.is_empty() {
         None
     } else {
         match crate::auth::jwe::KeyRing::new(jwe_keys) {
-            Ok(ring) => Some(std::sync::Arc::new(ring)),
+            Ok(ring) => Some(std::sync::Arc::new(ring.with_accepted_encs(encs))),
             Err(e) => {
                 c.problems.push(format!("jwt.decryption_keys: {e}"));
                 None

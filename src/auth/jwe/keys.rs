@@ -554,8 +554,42 @@ fn decode_config_b64url(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
         })
 }
 
-fn names<const N: usize>(list: [&str; N]) -> String {
+pub(super) fn names<const N: usize>(list: [&str; N]) -> String {
     list.join(", ")
+}
+
+/// The private keys of a `decryption_jwks_file`, each checked like a configured key;
+/// errors name the file and the key's kid.
+pub fn parse_decryption_jwks(bytes: &[u8], source: &str) -> Result<Vec<DecryptionKey>, String> {
+    let set: crate::auth::keys::JwkSetDoc = serde_json::from_slice(bytes)
+        .map_err(|e| format!("{source}: not a JWKS document: {e}"))?;
+    let mut out = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let name = match &jwk.kid {
+            Some(kid) => format!("{source} kid {kid:?}"),
+            None => return Err(format!("{source} keys[{i}]: a decryption key needs a kid")),
+        };
+        out.push(DecryptionKey::from_jwk(jwk).map_err(|e| format!("{name}: {e}"))?);
+    }
+    Ok(out)
+}
+
+/// `[jwt] decryption_encs`, validated; `None` gives the default list.
+pub fn parse_encs(names: Option<&[String]>) -> Result<Vec<ContentEnc>, String> {
+    let Some(names) = names else {
+        return Ok(ContentEnc::DEFAULT_ACCEPTED.to_vec());
+    };
+    names
+        .iter()
+        .map(|n| {
+            ContentEnc::from_name(n).ok_or_else(|| {
+                format!(
+                    "`{n}` is not a supported enc; valid: {}",
+                    super::names(ContentEnc::ALL.map(ContentEnc::name))
+                )
+            })
+        })
+        .collect()
 }
 
 /// The configured JWE keys plus the token size bound.
