@@ -73,7 +73,11 @@ async fn es512_tokens_from_three_libraries_verify_and_tampered_ones_do_not() {
                 assert_eq!(r.status, 401, "{} tampered segment {seg}", t["by"]);
             }
         }
-        assert_eq!(up.hits(), hits + tokens.len(), "a tampered token got through");
+        assert_eq!(
+            up.hits(),
+            hits + tokens.len(),
+            "a tampered token got through"
+        );
     }
     for gw in gateways {
         gw.shutdown().await;
@@ -83,7 +87,11 @@ async fn es512_tokens_from_three_libraries_verify_and_tampered_ones_do_not() {
 #[test]
 fn an_es512_key_on_another_curve_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p384.pem"), common::tokens::ec_p384().public_pem).unwrap();
+    std::fs::write(
+        dir.path().join("p384.pem"),
+        common::tokens::ec_p384().public_pem,
+    )
+    .unwrap();
     let e = portcullis::Config::from_toml(
         "[listen]\naddr = \"127.0.0.1:0\"\n[[jwt.keys]]\nkid = \"k\"\nalg = \"ES512\"\npublic_key = \"p384.pem\"\n[[routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\nauth = \"jwt\"\n",
         dir.path(),

@@ -37,11 +37,7 @@ fn encrypt_to_public_key(public: &RsaPublicKey, header: &str, plaintext: &[u8]) 
     let cek = [0x42u8; 32];
     let iv = [7u8; 12];
     let encrypted_key = public
-        .encrypt(
-            &mut rand_core_rng(),
-            Oaep::new::<sha2::Sha256>(),
-            &cek,
-        )
+        .encrypt(&mut rand_core_rng(), Oaep::new::<sha2::Sha256>(), &cek)
         .expect("OAEP encrypt");
     let header_b64 = b64(header);
     let mut buf = plaintext.to_vec();

@@ -86,16 +86,38 @@ async fn jwcrypto_and_jose_tokens_for_every_alg_and_enc_are_accepted() {
         let r = gw.get("/who", Some(t["token"].as_str().unwrap())).await;
         assert_eq!(r.status, 200, "{what}: {}", r.text());
         assert_eq!(r.echo().one("x-user-id"), Some("user-4711"), "{what}");
-        by.insert((t["by"].as_str().unwrap().to_owned(), t["alg"].as_str().unwrap().to_owned()));
+        by.insert((
+            t["by"].as_str().unwrap().to_owned(),
+            t["alg"].as_str().unwrap().to_owned(),
+        ));
     }
     // node jose made a token for every key management but dir's own (each dir enc too).
-    for alg in ["A192KW", "A128GCMKW", "A256GCMKW", "RSA-OAEP", "ECDH-ES", "ECDH-ES+A128KW", "ECDH-ES+A192KW", "ECDH-ES+A256KW", "dir"] {
-        assert!(by.contains(&("jose".to_owned(), alg.to_owned())), "no jose token for {alg}");
+    for alg in [
+        "A192KW",
+        "A128GCMKW",
+        "A256GCMKW",
+        "RSA-OAEP",
+        "ECDH-ES",
+        "ECDH-ES+A128KW",
+        "ECDH-ES+A192KW",
+        "ECDH-ES+A256KW",
+        "dir",
+    ] {
+        assert!(
+            by.contains(&("jose".to_owned(), alg.to_owned())),
+            "no jose token for {alg}"
+        );
     }
     // Bare claims sets under public-key management: anyone with the public key made them.
     for t in fx["bare_asymmetric"].as_array().unwrap() {
         let r = gw.get("/who", Some(t["token"].as_str().unwrap())).await;
-        assert_eq!(r.status, 401, "bare claims under {}: {}", t["alg"], r.text());
+        assert_eq!(
+            r.status,
+            401,
+            "bare claims under {}: {}",
+            t["alg"],
+            r.text()
+        );
     }
     gw.shutdown().await;
 }

@@ -298,7 +298,9 @@ mod tests {
         let mut n = vec![0xC5u8; 256];
         n[255] |= 1;
         assert!(rsa_public(&n, &[1, 0, 1]).is_ok());
-        assert!(rsa_public(&n[1..], &[1, 0, 1]).unwrap_err().contains("2040 bits"));
+        assert!(rsa_public(&n[1..], &[1, 0, 1])
+            .unwrap_err()
+            .contains("2040 bits"));
         assert!(rsa_public(&n, &[1]).unwrap_err().contains("0 or 1"));
         assert!(rsa_public(&n, &[0, 0]).unwrap_err().contains("0 or 1"));
         assert!(rsa_public(&n, &[1, 0, 2]).unwrap_err().contains("even"));
@@ -310,7 +312,9 @@ mod tests {
     #[test]
     fn hmac_lengths() {
         assert!(hmac_secret("HS256", 32, b"").unwrap_err().contains("empty"));
-        assert!(hmac_secret("HS256", 32, b"abc").unwrap_err().contains("3 bytes"));
+        assert!(hmac_secret("HS256", 32, b"abc")
+            .unwrap_err()
+            .contains("3 bytes"));
         assert!(hmac_secret("HS256", 32, &[7; 32]).is_ok());
         assert!(hmac_secret("HS512", 64, &[7; 63]).is_err());
     }

@@ -489,7 +489,10 @@ pub fn parse_jwks(bytes: &[u8], source: &str) -> Result<Vec<VerifyKey>, String> 
         let key = jwk_verify_key(jwk).map_err(|e| format!("{name}: {e}"))?;
         out.push(key);
     }
-    let symmetric = out.iter().filter(|k| k.alg.family() == Family::Hmac).count();
+    let symmetric = out
+        .iter()
+        .filter(|k| k.alg.family() == Family::Hmac)
+        .count();
     if symmetric > 0 && symmetric < out.len() {
         return Err(format!(
             "{source}: the set mixes symmetric (oct) and asymmetric keys; a published set \

@@ -790,7 +790,10 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             }
             Err(e) => c.problems.push(format!(
                 "{label}{}: {e}",
-                k.kid.as_ref().map(|k| format!(" kid {k:?}")).unwrap_or_default()
+                k.kid
+                    .as_ref()
+                    .map(|k| format!(" kid {k:?}"))
+                    .unwrap_or_default()
             )),
         }
     }

@@ -467,14 +467,20 @@ fn check_authority(req: &Request<Incoming>) -> Result<(), GatewayError> {
     if req.version() != http::Version::HTTP_2 {
         return Ok(());
     }
-    let (Some(authority), Some(host)) = (req.uri().authority(), req.headers().get(http::header::HOST))
+    let (Some(authority), Some(host)) =
+        (req.uri().authority(), req.headers().get(http::header::HOST))
     else {
         return Ok(());
     };
-    if host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
+    if host
+        .as_bytes()
+        .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
         Ok(())
     } else {
-        Err(GatewayError::BadRequest(":authority and Host name different hosts"))
+        Err(GatewayError::BadRequest(
+            ":authority and Host name different hosts",
+        ))
     }
 }
 

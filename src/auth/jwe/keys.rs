@@ -212,8 +212,8 @@ impl DecryptionKey {
                     "alg {alg} takes a private key PEM (private_key), not key/key_file"
                 ));
             }
-            let pem =
-                rsa_private_pem.ok_or_else(|| format!("alg {alg} needs a private key PEM (private_key)"))?;
+            let pem = rsa_private_pem
+                .ok_or_else(|| format!("alg {alg} needs a private key PEM (private_key)"))?;
             if alg_parsed.is_rsa() {
                 Material::Rsa(Box::new(parse_rsa_private_pem(pem)?))
             } else {
@@ -221,7 +221,9 @@ impl DecryptionKey {
             }
         } else {
             if rsa_private_pem.is_some() {
-                return Err(format!("alg {alg} takes a symmetric key, not a private key PEM"));
+                return Err(format!(
+                    "alg {alg} takes a symmetric key, not a private key PEM"
+                ));
             }
             let key = match (key_b64url, key_bytes) {
                 (Some(b64), None) => decode_config_b64url(b64)?,
@@ -291,7 +293,10 @@ impl DecryptionKey {
                     .or(alg_parsed.gcmkw_len())
                     .ok_or("no key length")?;
                 if k.len() != want {
-                    return Err(format!("alg {alg} needs a {want}-byte key, got {}", k.len()));
+                    return Err(format!(
+                        "alg {alg} needs a {want}-byte key, got {}",
+                        k.len()
+                    ));
                 }
                 Material::Symmetric(k)
             }
@@ -341,9 +346,12 @@ impl DecryptionKey {
             (Material::Symmetric(kek), alg) if alg.gcmkw_len().is_some() => {
                 gcmkw_unwrap(kek, header, enc, encrypted_key)
             }
-            (Material::Rsa(key), KeyAlg::RsaOaep) => {
-                Ok(rsa_unwrap(key, Oaep::new::<sha1::Sha1>(), enc, encrypted_key))
-            }
+            (Material::Rsa(key), KeyAlg::RsaOaep) => Ok(rsa_unwrap(
+                key,
+                Oaep::new::<sha1::Sha1>(),
+                enc,
+                encrypted_key,
+            )),
             (Material::Rsa(key), KeyAlg::RsaOaep256) => {
                 Ok(rsa_unwrap(key, Oaep::new::<Sha256>(), enc, encrypted_key))
             }
@@ -561,8 +569,8 @@ pub(super) fn names<const N: usize>(list: [&str; N]) -> String {
 /// The private keys of a `decryption_jwks_file`, each checked like a configured key;
 /// errors name the file and the key's kid.
 pub fn parse_decryption_jwks(bytes: &[u8], source: &str) -> Result<Vec<DecryptionKey>, String> {
-    let set: crate::auth::keys::JwkSetDoc = serde_json::from_slice(bytes)
-        .map_err(|e| format!("{source}: not a JWKS document: {e}"))?;
+    let set: crate::auth::keys::JwkSetDoc =
+        serde_json::from_slice(bytes).map_err(|e| format!("{source}: not a JWKS document: {e}"))?;
     let mut out = Vec::new();
     for (i, jwk) in set.keys.iter().enumerate() {
         let name = match &jwk.kid {
@@ -711,10 +719,15 @@ mod tests {
         assert!(config_err("A192KW", None, None, Some(&[1; 16])).contains("24-byte"));
         assert!(config_err("A128GCMKW", None, None, Some(&[1; 24])).contains("16-byte"));
         assert!(config_err("RSA1_5", None, None, None).contains("not supported"));
-        assert!(
-            DecryptionKey::from_config(None, "dir", Some("A192CBC-HS384"), None, Some(&[1; 48]), None)
-                .is_ok()
-        );
+        assert!(DecryptionKey::from_config(
+            None,
+            "dir",
+            Some("A192CBC-HS384"),
+            None,
+            Some(&[1; 48]),
+            None
+        )
+        .is_ok());
         assert!(config_err("A128KW", None, None, None).contains("needs key"));
         assert!(config_err(
             "A128KW",

@@ -43,11 +43,11 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 pub use content::ContentEnc;
+use keys::names;
 pub use keys::{
     parse_decryption_jwks, parse_encs, DecryptionKey, KeyAlg, KeyRing, DEFAULT_MAX_TOKEN_BYTES,
     MIN_RSA_BITS,
 };
-use keys::names;
 
 /// `enc` used by [`encrypt`] when the key does not pin one.
 pub const DEFAULT_ENC: ContentEnc = ContentEnc::A256Gcm;

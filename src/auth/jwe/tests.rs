@@ -162,7 +162,9 @@ fn rfc7520_5_8_a128kw_a128gcm_both_directions() {
     let r = ring(vec![key(Some(kid), "A128KW", None, RFC7520_5_8_KEY)]);
     let k = &r.keys()[0];
     let encrypted_key = b64d(RFC7520_5_8_COMPACT.split('.').nth(1).unwrap());
-    let cek = k.unwrap_cek_for(ContentEnc::A128Gcm, &encrypted_key).unwrap();
+    let cek = k
+        .unwrap_cek_for(ContentEnc::A128Gcm, &encrypted_key)
+        .unwrap();
     assert_eq!(cek.as_slice(), b64d(RFC7520_5_8_CEK));
 
     let out = decrypt(&r, RFC7520_5_8_COMPACT).unwrap();
