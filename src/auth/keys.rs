@@ -475,6 +475,15 @@ pub fn parse_jwks(bytes: &[u8], source: &str) -> Result<Vec<VerifyKey>, String> 
             None => format!("{source} keys[{i}]"),
         };
         let named_alg = jwk.alg.as_deref().map(|a| (a, parse_alg(a)));
+        // An encryption key published in the same set (`alg` a JWE key management): never a
+        // verification key, and no reason to refuse the set.
+        let encryption_alg = jwk
+            .alg
+            .as_deref()
+            .is_some_and(|a| a == "RSA1_5" || crate::auth::jwe::KeyAlg::from_name(a).is_some());
+        if encryption_alg && !matches!(named_alg, Some((_, Some(_)))) {
+            continue;
+        }
         if !jwk.is_for_verification() {
             match named_alg {
                 Some((a, Some(_))) => {
@@ -656,6 +665,20 @@ mod tests {
         m.secret = None;
         let e = KeySet::build(vec![m], None).unwrap_err();
         assert!(e[0].contains("public_key"), "{e:?}");
+    }
+
+    #[test]
+    fn jwks_encryption_keys_are_skipped_and_contradictions_refused() {
+        let doc = br#"{"keys":[{"kty":"RSA","alg":"RSA-OAEP","use":"enc","n":"AQAB","e":"AQAB","kid":"enc"}]}"#;
+        assert!(parse_jwks(doc, "t").unwrap().is_empty());
+        let doc = br#"{"keys":[{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB","kid":"enc"}]}"#;
+        assert!(parse_jwks(doc, "t").unwrap().is_empty());
+        let doc = br#"{"keys":[{"kty":"RSA","alg":"RS256","key_ops":["encrypt"],"n":"AQAB","e":"AQAB","kid":"x"}]}"#;
+        let e = parse_jwks(doc, "src").unwrap_err();
+        assert!(
+            e.contains("src kid \"x\"") && e.contains("may not verify"),
+            "{e}"
+        );
     }
 
     #[test]
