@@ -431,6 +431,7 @@ fn check_body_size(route: &Route, req: &Request<Incoming>) -> Result<(), Gateway
 /// Normalise the path and find its route. Rejects: 400 for a path that cannot be
 /// normalised safely, for an HTTP/1.1 request without exactly one `Host` (RFC 9112 section
 /// 3.2: a second copy could steer an upstream to another virtual host than the one routed on),
+/// for an HTTP/2 request whose `Host` disagrees with `:authority` ([`check_authority`]),
 /// 404 when no route matches.
 fn route<'s>(
     state: &'s State,
