@@ -204,6 +204,9 @@ impl fmt::Debug for RedisStore {
 pub struct Revocation {
     pub store: StoreKind,
     pub sweep_interval: Duration,
+    /// Open a damaged store anyway, keeping every intact record (`recover = true` or
+    /// `portcullis run --recover`).
+    pub recover: bool,
 }
 
 /// `[api_keys]`, validated.
@@ -999,6 +1002,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         }
     }
     let revocation = Revocation {
+        recover: f
+            .revocation
+            .as_ref()
+            .and_then(|r| r.recover)
+            .unwrap_or(false),
         store,
         sweep_interval: c.duration(
             "revocation.sweep_interval",

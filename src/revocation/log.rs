@@ -1,23 +1,24 @@
-//! The embedded durable store: an append-only file of checksummed records (format in
-//! `record.rs`), replayed into a [`Dictionary`] at start-up, appended to with group commit,
-//! and rewritten to the live set by compaction.
+//! The embedded durable store: an append-only file of framed records (format in
+//! `record.rs`, framing, recovery, locking and group commit in `crate::durable`), replayed
+//! into a [`Dictionary`] at start-up, appended to with group commit, and rewritten to the
+//! live set by compaction.
 //!
 //! Blocking API on purpose: every call ends in an fsync, so async callers go through
 //! `tokio::task::spawn_blocking`; `Log` is `Send + Sync` and shared as `Arc<Log>`.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::fs;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use thiserror::Error;
+use crate::durable::store::{self, Header, Opened, Recovery, Swap};
+use crate::durable::{io_err, Committer, DurableError};
 
-use super::commit::{Committer, Swap};
 use super::dict::{expired, Dictionary};
 use super::record::{
-    check_header, estimate_live, scan, Header, HeaderError, Record, HEADER_LEN, MAGIC, RECORD_LEN,
+    check_header, decode_v1, estimate_live, HeaderError, Record, HEADER_LEN, KIND, MAGIC,
+    RECORD_LEN,
 };
 
 /// Leeway [`Log::open`] replays with: expired revocations younger than this are kept.
@@ -26,27 +27,8 @@ use super::record::{
 /// until the first [`Dictionary::sweep`], which runs with the real leeway.
 pub const REPLAY_LEEWAY: u64 = 3600;
 
-#[derive(Debug, Error)]
-pub enum LogError {
-    #[error("store file {}: {op}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("store file {}: {source}", path.display())]
-    Header {
-        path: PathBuf,
-        #[source]
-        source: HeaderError,
-    },
-    /// After a failed write or fsync nothing is known about what reached the disk (the
-    /// kernel may have dropped the dirty pages), so the log refuses further writes; a
-    /// restart replays what is really there and repairs the tail.
-    #[error("store file {} refuses writes after an earlier failure ({reason}); restart to recover", path.display())]
-    Failed { path: PathBuf, reason: String },
-}
+/// Every way the log can fail: the durable layer's errors.
+pub type LogError = DurableError;
 
 /// What [`Log::open`] found.
 #[derive(Debug)]
@@ -57,10 +39,12 @@ pub struct Replay {
     pub records: usize,
     /// Revocations skipped because they had already expired.
     pub expired: usize,
-    /// Damaged records in the middle of the file, skipped (each was warned about).
+    /// Damaged stretches skipped under `recover` (zero otherwise: damage refuses the open).
     pub corrupt: usize,
-    /// Bytes of torn tail cut off the end of the file.
+    /// Bytes of torn final write cut off the end of the file.
     pub truncated: usize,
+    /// The damage found and what was done about it.
+    pub recovery: Recovery,
 }
 
 /// What [`Log::compact`] did.
@@ -92,87 +76,6 @@ impl std::fmt::Debug for Log {
     }
 }
 
-/// Open an append-only file (log or journal), creating it and its folder, and read it whole.
-/// First removes the `.tmp` sibling that compaction writes to, a leftover from a compaction
-/// that died before its rename (the file itself is whole then). Returns the file, its bytes
-/// and that `.tmp` path.
-pub(crate) fn open_append_only(path: &Path) -> Result<(File, Vec<u8>, PathBuf), LogError> {
-    let mut tmp: OsString = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp_path = PathBuf::from(tmp);
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io_err(path, "create folder"))?;
-    }
-    match fs::remove_file(&tmp_path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(io_err(&tmp_path, "remove stale compaction file")(e))
-        }
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(io_err(path, "open"))?;
-    let size = file.metadata().map_or(0, |m| m.len());
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    file.read_to_end(&mut bytes).map_err(io_err(path, "read"))?;
-    Ok((file, bytes, tmp_path))
-}
-
-/// Make `file` hold only `magic`, durably (file and folder fsynced): for a new file, or one
-/// whose creator died before its header was durable. Returns the bytes it now holds.
-pub(crate) fn reset_to_header(
-    file: &mut File,
-    path: &Path,
-    magic: &[u8],
-) -> Result<Vec<u8>, LogError> {
-    file.set_len(0).map_err(io_err(path, "truncate"))?;
-    file.write_all(magic)
-        .map_err(io_err(path, "write header"))?;
-    file.sync_all().map_err(io_err(path, "fsync"))?;
-    sync_parent(path).map_err(io_err(path, "fsync folder"))?;
-    Ok(magic.to_vec())
-}
-
-/// A torn or damaged last record (a crash during a write) is cut off, durably, so the next
-/// append lands on a record boundary; `good_end` is where the intact records end. `kind`
-/// names the file in the warning.
-pub(crate) fn cut_torn_tail(
-    file: &File,
-    path: &Path,
-    kind: &'static str,
-    good_end: u64,
-    torn_bytes: usize,
-    kept_records: usize,
-) -> Result<(), LogError> {
-    if torn_bytes == 0 {
-        return Ok(());
-    }
-    tracing::warn!(
-        path = %path.display(),
-        file = kind,
-        torn_bytes,
-        kept_records,
-        "{kind} ends in a torn or damaged record (crash during a write?); truncating to the last intact record"
-    );
-    file.set_len(good_end)
-        .map_err(io_err(path, "truncate torn tail"))?;
-    file.sync_all().map_err(io_err(path, "fsync"))
-}
-
-pub(crate) fn io_err<'a>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl FnOnce(io::Error) -> LogError + 'a {
-    move |source| LogError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
-}
-
 /// Unix seconds now; a clock before 1970 counts as 0 (replay then drops nothing).
 pub fn now_unix() -> u64 {
     SystemTime::now()
@@ -180,102 +83,107 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Makes a rename or a new directory entry in `path`'s folder durable.
-pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        Ok(())
+/// Brings the header of an opened log to the current version: writes it into a new file,
+/// rewrites a version 1 log as version 2 (the original kept beside it as `<path>.v1-<time>`),
+/// refuses anything else.
+fn upgrade(opened: &mut Opened) -> Result<(), LogError> {
+    match check_header(&opened.bytes, &KIND) {
+        Err(source) => Err(LogError::Header {
+            path: opened.path.clone(),
+            source,
+        }),
+        Ok(Header::Valid) => Ok(()),
+        Ok(Header::Incomplete) => store::reset_to_header(opened, &KIND),
+        Ok(Header::Version(1)) => {
+            let records = decode_v1(opened.bytes.get(HEADER_LEN..).unwrap_or_default());
+            let kept = store::preserve(&opened.path, &opened.bytes, "v1")?;
+            let mut contents = Vec::with_capacity(HEADER_LEN + records.len() * RECORD_LEN);
+            contents.extend_from_slice(&MAGIC);
+            for r in &records {
+                r.encode_into(&mut contents);
+            }
+            store::replace(opened, contents)?;
+            tracing::info!(path = %opened.path.display(), records = records.len(),
+                original = %kept.display(), "revocation log converted from format version 1 to 2");
+            Ok(())
+        }
+        Ok(Header::Version(found)) => Err(LogError::Header {
+            path: opened.path.clone(),
+            source: HeaderError::UnsupportedVersion {
+                kind: KIND.name,
+                found,
+                supported: MAGIC[HEADER_LEN - 1],
+            },
+        }),
     }
 }
 
 impl Log {
     /// Opens (creating it and its folder if missing) the log at `path` and replays it,
-    /// keeping revocations that expired less than [`REPLAY_LEEWAY`] ago.
+    /// keeping revocations that expired less than [`REPLAY_LEEWAY`] ago. Damage other
+    /// than a torn final write refuses the open (see [`Log::open_with`]).
     pub fn open(path: impl AsRef<Path>) -> Result<(Log, Replay), LogError> {
-        Self::open_at(path, now_unix(), REPLAY_LEEWAY)
+        Self::open_with(path, now_unix(), REPLAY_LEEWAY, false)
     }
 
     /// [`Log::open`] with an explicit clock and leeway.
-    ///
-    /// A torn tail (a crash mid-write leaves a partial record, or full-size records that
-    /// fail their checksum, at the very end) is warned about and cut off, so the next
-    /// append lands on a record boundary. A damaged record followed by intact ones is
-    /// skipped with a warning and left in place; earlier and later records all load, and
-    /// the next compaction drops it. Skipping loses only that one change (if it was a
-    /// revocation, that token is live again, which is why it is warned about), where
-    /// stopping there would lose every change after it. A file that is not a log at all
-    /// is refused and left untouched.
     pub fn open_at(
         path: impl AsRef<Path>,
         now: u64,
         leeway: u64,
     ) -> Result<(Log, Replay), LogError> {
-        let path = path.as_ref().to_path_buf();
-        let (mut file, mut bytes, tmp_path) = open_append_only(&path)?;
-        match check_header(&bytes) {
-            Err(source) => return Err(LogError::Header { path, source }),
-            Ok(Header::Valid) => {}
-            Ok(Header::Incomplete) => {
-                // New file, or one whose creator died before the header was durable.
-                bytes = reset_to_header(&mut file, &path, &MAGIC)?;
-            }
-        }
-        let body = bytes.get(HEADER_LEN..).unwrap_or_default();
+        Self::open_with(path, now, leeway, false)
+    }
 
+    /// Opens the log under its exclusive lock (a second process is refused with
+    /// [`LogError::Locked`]) and replays every intact record, wherever damage sits between
+    /// them.
+    ///
+    /// A torn final write (a crash mid-append) is warned about and cut off, so the next
+    /// append lands on a record boundary. Any other damage refuses the open with
+    /// [`LogError::Damaged`] (file, offset, the command to recover) and leaves the file
+    /// untouched, unless `recover`: then the damaged file is preserved beside the log,
+    /// the log is rewritten to its intact records, and the damage is reported. A file that
+    /// is not a log at all is refused and left untouched.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        now: u64,
+        leeway: u64,
+        recover: bool,
+    ) -> Result<(Log, Replay), LogError> {
+        let path = path.as_ref().to_path_buf();
+        let mut opened = store::open_locked(&path)?;
+        upgrade(&mut opened)?;
+        let body = opened.bytes.get(HEADER_LEN..).unwrap_or_default();
         // Sized up front: rehashing on the way to 1M entries would cost more than the
         // extra pass over the bytes.
         let (tokens, subjects) = estimate_live(body, now, leeway);
         let dict = Dictionary::with_capacity(tokens, subjects);
         let mut skipped = 0usize;
-        let found = scan(body, |r| match r {
-            Record::RevokeToken { exp, .. } | Record::RevokeSubject { expires: exp, .. }
-                if expired(exp, now, leeway) =>
-            {
-                skipped += 1
+        let (end, recovery) = store::load(&mut opened, &KIND, recover, |p| {
+            match Record::from_payload(p) {
+                Some(
+                    Record::RevokeToken { exp, .. } | Record::RevokeSubject { expires: exp, .. },
+                ) if expired(exp, now, leeway) => skipped += 1,
+                Some(r) => r.apply(&dict),
+                None => return false,
             }
-            r => r.apply(&dict),
-        });
-        drop(bytes);
-
-        if found.corrupt > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                damaged = found.corrupt,
-                "revocation log has damaged records between intact ones; skipped them \
-                 (the changes they held are lost), the next compaction drops them"
-            );
-        }
-        let good_end = (HEADER_LEN + found.good_len) as u64;
-        cut_torn_tail(
-            &file,
-            &path,
-            "revocation log",
-            good_end,
-            found.torn,
-            found.records,
-        )?;
-
+            true
+        })?;
+        let Opened { file, tmp_path, .. } = opened;
         let log = Log {
-            committer: Committer::new(path.clone(), file, good_end),
+            committer: Committer::new(path.clone(), file, end),
             path,
             tmp_path,
             compacting: Mutex::new(()),
         };
         let replay = Replay {
             dict,
-            records: found.records,
+            records: recovery.records,
             expired: skipped,
-            corrupt: found.corrupt,
-            truncated: found.torn,
+            corrupt: recovery.damaged.len(),
+            truncated: recovery.truncated,
+            recovery,
         };
         Ok((log, replay))
     }
@@ -289,6 +197,18 @@ impl Log {
         self.committer.end().unwrap_or(0)
     }
 
+    /// Whether the last write failed and no retry has succeeded since (disk full, I/O
+    /// error): revokes are answered 503 meanwhile, and readiness reports it.
+    pub fn is_degraded(&self) -> bool {
+        self.committer.is_degraded()
+    }
+
+    /// While degraded, checks whether the disk takes writes again (see
+    /// [`Committer::probe`]); returns whether the log is healthy.
+    pub fn probe(&self) -> bool {
+        self.committer.probe()
+    }
+
     /// Whether the file has grown to more than twice what `live_entries` records need
     /// (plus 1 MiB, so small logs are left alone): the caller's cue to [`Log::compact`].
     pub fn needs_compaction(&self, live_entries: usize) -> bool {
@@ -299,7 +219,7 @@ impl Log {
     /// Appends records and returns once they are written and fsynced. Concurrent callers
     /// share one fsync (group commit).
     pub fn append(&self, records: &[Record]) -> Result<(), LogError> {
-        self.committer.commit(records, None)
+        super::commit::commit(&self.committer, records, None)
     }
 
     /// [`Log::append`], also applying the records to `dict` in the order they take in the
@@ -309,20 +229,21 @@ impl Log {
     /// visible to requests before it is durable; if the write then fails the caller gets
     /// the error, and the change holds until a restart.
     pub fn append_and_apply(&self, records: &[Record], dict: &Dictionary) -> Result<(), LogError> {
-        self.committer.commit(records, Some(dict))
+        super::commit::commit(&self.committer, records, Some(dict))
     }
 
     /// Rewrites the file to the entries of `dict` not expired at `now` (with `leeway`), so
     /// it stops growing with revocations that were undone or have lapsed.
     ///
-    /// Crash-safe: the live set goes to `<path>.tmp`, which is fsynced, renamed over the log,
-    /// and the folder fsynced; a crash at any point leaves either the old or the new file
-    /// whole. Appends keep flowing during the rewrite; they are held up only for the final
-    /// swap, which copies the records appended meanwhile, fsyncs, and renames. Some of
-    /// those records may already show in the snapshot; replaying them over it is harmless,
-    /// because an unrevoke is idempotent and a revoke keeps the later of two expiries, so a
-    /// change applied twice in file order gives what applying it once does. `dict` must be the dictionary this log's
-    /// [`Log::append_and_apply`] calls feed.
+    /// Crash-safe: the live set goes to `<path>.tmp` (locked before it is renamed, so the
+    /// store's lock carries over), which is fsynced, renamed over the log, and the folder
+    /// fsynced; a crash at any point leaves either the old or the new file whole. Appends
+    /// keep flowing during the rewrite; they are held up only for the final swap, which
+    /// copies the records appended meanwhile, fsyncs, and renames. Some of those records
+    /// may already show in the snapshot; replaying them over it is harmless, because an
+    /// unrevoke is idempotent and a revoke keeps the later of two expiries, so a change
+    /// applied twice in file order gives what applying it once does. `dict` must be the
+    /// dictionary this log's [`Log::append_and_apply`] calls feed.
     pub fn compact(
         &self,
         dict: &Dictionary,
@@ -344,7 +265,7 @@ impl Log {
         let mut bytes_after = 0;
         let (pause, result) = self.committer.swap(|old, end| {
             carried = (end.saturating_sub(base) / RECORD_LEN as u64) as usize;
-            let swap = self.swap(old, base, end, tmp);
+            let swap = store::swap_in(&self.path, &self.tmp_path, old, base, end, tmp);
             if let Swap::Replace { end, .. } = &swap {
                 bytes_after = *end;
             }
@@ -361,22 +282,24 @@ impl Log {
     }
 
     /// Writes header + live set to the tmp file and fsyncs it.
-    fn rewrite(&self, dict: &Dictionary, now: u64, leeway: u64) -> Result<(File, usize), LogError> {
+    fn rewrite(
+        &self,
+        dict: &Dictionary,
+        now: u64,
+        leeway: u64,
+    ) -> Result<(std::fs::File, usize), LogError> {
         let tmp = &self.tmp_path;
-        let _ = fs::remove_file(tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(tmp)
-            .map_err(io_err(tmp, "create"))?;
+        let file = store::create_tmp(tmp)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut live = 0usize;
         let mut write_err = out.write_all(&MAGIC).err();
+        let mut buf = Vec::with_capacity(RECORD_LEN);
         dict.for_each_live(now, leeway, |e| {
             if write_err.is_none() {
                 live += 1;
-                write_err = out.write_all(&Record::from(e).encode()).err();
+                buf.clear();
+                Record::from(e).encode_into(&mut buf);
+                write_err = out.write_all(&buf).err();
             }
         });
         if let Some(e) = write_err {
@@ -388,63 +311,13 @@ impl Log {
         file.sync_data().map_err(io_err(tmp, "fsync"))?;
         Ok((file, live))
     }
-
-    /// Copies the records appended between `base` and `end` from the old file, fsyncs,
-    /// renames over the log, and fsyncs the folder. Runs with appends held.
-    fn swap(&self, old: &File, base: u64, end: u64, tmp: File) -> Swap {
-        swap_in(&self.path, &self.tmp_path, old, base, end, tmp)
-    }
-}
-
-/// The end of a compaction, shared with the session journal: copies the bytes appended to
-/// `old` between `base` and `end` onto the fsynced snapshot `tmp` (at `tmp_path`), fsyncs,
-/// renames it over `path`, and fsyncs the folder. Runs with appends held.
-pub(crate) fn swap_in(
-    path: &Path,
-    tmp_path: &Path,
-    old: &File,
-    base: u64,
-    end: u64,
-    tmp: File,
-) -> Swap {
-    let copy = || -> io::Result<u64> {
-        let tail_len = end.saturating_sub(base);
-        let mut tail = Vec::with_capacity(usize::try_from(tail_len).unwrap_or(0));
-        let mut old = old;
-        old.seek(SeekFrom::Start(base))?;
-        old.take(tail_len).read_to_end(&mut tail)?;
-        if tail.len() as u64 != tail_len {
-            let msg = "log is shorter than what was written to it";
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
-        }
-        (&tmp).write_all(&tail)?;
-        tmp.sync_data()?;
-        tmp.metadata().map(|m| m.len())
-    };
-    let new_end = match copy() {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = fs::remove_file(tmp_path);
-            return Swap::Keep(io_err(tmp_path, "copy appended records")(e));
-        }
-    };
-    if let Err(e) = fs::rename(tmp_path, path) {
-        let _ = fs::remove_file(tmp_path);
-        return Swap::Keep(io_err(path, "rename compacted log")(e));
-    }
-    // If the folder is not synced the rename may not survive a crash, and appends to
-    // the new file would be lost with it: the committer then refuses further writes.
-    Swap::Replace {
-        file: tmp,
-        end: new_end,
-        durable: sync_parent(path).map_err(io_err(path, "fsync folder")),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::revocation::dict::{digest, Entry, Kind};
+    use std::fs::OpenOptions;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tracing::{span, Event, Level, Metadata};
@@ -627,16 +500,29 @@ mod tests {
     }
 
     #[test]
-    fn damaged_middle_record_is_skipped_and_later_ones_kept() {
+    fn damage_in_the_middle_refuses_the_open_and_recover_keeps_every_intact_record() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.log");
         let recs = workload(20);
         write_log(&path, &recs);
         let mut bytes = fs::read(&path).unwrap();
-        bytes[HEADER_LEN + 4 * RECORD_LEN + 20] ^= 0x40; // record 4 (a RevokeToken)
+        let at = HEADER_LEN + 4 * RECORD_LEN + 20;
+        bytes[at] ^= 0x40; // record 4 (a RevokeToken)
         fs::write(&path, &bytes).unwrap();
 
-        let ((log, replay), warned) = warnings(|| open(&path));
+        // Refused, naming the file, the offset and the way out; the file untouched.
+        let err = Log::open_at(&path, NOW, 0).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, LogError::Damaged { first_offset, .. } if first_offset == (HEADER_LEN + 4 * RECORD_LEN) as u64),
+            "{msg}"
+        );
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("portcullis run --recover"), "{msg}");
+        assert!(msg.contains("recover = true"), "{msg}");
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+
+        let ((log, replay), warned) = warnings(|| Log::open_with(&path, NOW, 0, true).unwrap());
         assert_eq!(warned, 1);
         assert_eq!(
             (replay.records, replay.corrupt, replay.truncated),
@@ -645,20 +531,157 @@ mod tests {
         let mut without = recs.clone();
         without.remove(4);
         assert_eq!(listing(&replay.dict), applied(&without));
-        // Left in place (only compaction rewrites the file)...
-        assert_eq!(fs::read(&path).unwrap(), bytes);
-        // ...and appends still land after it.
+        // The damaged original is preserved beside the log, byte for byte...
+        let preserved = replay.recovery.preserved.clone().unwrap();
+        assert!(preserved
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("r.log.damaged-"));
+        assert_eq!(fs::read(&preserved).unwrap(), bytes);
+        // ...the log now holds the intact records only, and appends land after them.
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            (HEADER_LEN + 19 * RECORD_LEN) as u64
+        );
         let extra = Record::RevokeToken {
             key: key(999),
             exp: NOW + 5,
         };
         log.append_and_apply(&[extra], &replay.dict).unwrap();
-        log.compact(&replay.dict, NOW, 0).unwrap();
         drop(log);
         let ((_, again), warned) = warnings(|| open(&path));
         assert_eq!((again.corrupt, warned), (0, 0));
         without.push(extra);
         assert_eq!(listing(&again.dict), applied(&without));
+    }
+
+    /// Inserts, deletes and overwrites bytes at random offsets (many seeds): every record
+    /// whose bytes survived intact is in force after a recovering open, and an open without
+    /// `recover` either succeeds with all of them (a torn end only) or refuses and changes
+    /// nothing.
+    #[test]
+    fn random_damage_loses_no_intact_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let clean = dir.path().join("clean.log");
+        let n = 200u64;
+        let recs: Vec<Record> = (0..n)
+            .map(|i| Record::RevokeToken {
+                key: key(i),
+                exp: NOW + 1000 + i,
+            })
+            .collect();
+        write_log(&clean, &recs);
+        let original = fs::read(&clean).unwrap();
+        let encoded: Vec<Vec<u8>> = recs.iter().map(Record::encode).collect();
+        for seed in 1..=300u64 {
+            let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut bytes = original.clone();
+            for _ in 0..1 + next() % 4 {
+                // Past the header: a damaged header is a different refusal.
+                let at = HEADER_LEN + (next() as usize) % (bytes.len() - HEADER_LEN);
+                let len = 1 + (next() as usize) % 60;
+                match next() % 3 {
+                    0 => {
+                        let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                        bytes.splice(at..at, junk);
+                    }
+                    1 => {
+                        bytes.drain(at..(at + len).min(bytes.len()));
+                    }
+                    _ => {
+                        for b in bytes.iter_mut().skip(at).take(len) {
+                            *b = next() as u8;
+                        }
+                    }
+                }
+            }
+            let present: std::collections::HashSet<&[u8]> = bytes.windows(RECORD_LEN).collect();
+            let intact: Vec<usize> = (0..n as usize)
+                .filter(|&i| present.contains(&encoded[i][..]))
+                .collect();
+            let path = dir.path().join(format!("s{seed}.log"));
+            fs::write(&path, &bytes).unwrap();
+            match Log::open_at(&path, NOW, 0) {
+                Ok((_, replay)) => {
+                    for &i in &intact {
+                        assert!(
+                            replay.dict.is_revoked(key(i as u64), None, None).is_some(),
+                            "seed {seed} record {i}"
+                        );
+                    }
+                    continue;
+                }
+                Err(LogError::Damaged { .. }) => {
+                    assert_eq!(fs::read(&path).unwrap(), bytes, "seed {seed}")
+                }
+                Err(e) => panic!("seed {seed}: {e}"),
+            }
+            let (log, replay) = Log::open_with(&path, NOW, 0, true).unwrap();
+            for &i in &intact {
+                assert!(
+                    replay.dict.is_revoked(key(i as u64), None, None).is_some(),
+                    "seed {seed} record {i}"
+                );
+            }
+            assert_eq!(
+                fs::read(replay.recovery.preserved.as_ref().unwrap()).unwrap(),
+                bytes
+            );
+            drop(log);
+            // The recovered file opens cleanly with the same records.
+            let (_, again) = open(&path);
+            assert_eq!(listing(&again.dict), listing(&replay.dict), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_log_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let (log, replay) = open(&path);
+        let err = Log::open_at(&path, NOW, 0).unwrap_err();
+        assert!(
+            matches!(&err, LogError::Locked { holder: Some(pid), .. } if *pid == std::process::id()),
+            "{err}"
+        );
+        // Compaction swaps the file under the name: the lock goes with it.
+        log.append_and_apply(&workload(30), &replay.dict).unwrap();
+        log.compact(&replay.dict, NOW, 0).unwrap();
+        assert!(matches!(
+            Log::open_at(&path, NOW, 0),
+            Err(LogError::Locked { .. })
+        ));
+        drop(log);
+        assert_eq!(open(&path).1.dict.len_tokens(), replay.dict.len_tokens());
+    }
+
+    #[test]
+    fn a_version_1_log_is_converted_and_its_original_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.log");
+        let recs = workload(30);
+        let mut v1 = b"PCRVLOG\x01".to_vec();
+        for r in &recs {
+            v1.extend_from_slice(&r.encode_wire());
+        }
+        fs::write(&path, &v1).unwrap();
+        let (_, replay) = open(&path);
+        assert_eq!(listing(&replay.dict), applied(&recs));
+        assert_eq!(fs::read(&path).unwrap()[..HEADER_LEN], MAGIC);
+        let kept: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("r.log.v1-"))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(fs::read(kept[0].path()).unwrap(), v1);
     }
 
     #[test]
@@ -760,7 +783,7 @@ mod tests {
             matches!(
                 err,
                 LogError::Header {
-                    source: HeaderError::NotALog,
+                    source: HeaderError::NotA(_),
                     ..
                 }
             ),

@@ -53,6 +53,8 @@ pub struct Revocations {
     /// Lifetime assumed for tokens whose `exp` is unknown.
     max_lifetime: u64,
     ready: AtomicBool,
+    /// Open damaged store files anyway (see `Log::open_with`); the session journal follows.
+    recover: bool,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -73,7 +75,19 @@ impl Revocations {
             leeway,
             max_lifetime,
             ready: AtomicBool::new(true),
+            recover: false,
         }
+    }
+
+    /// Open the configured store, refusing a damaged store file (see
+    /// [`Revocations::open_recovering`]).
+    pub async fn open(kind: &StoreKind, leeway: u64, max_lifetime: u64) -> anyhow::Result<Self> {
+        Self::open_recovering(kind, false, leeway, max_lifetime).await
+    }
+
+    /// Whether damaged store files are opened anyway (`[revocation] recover`).
+    pub fn recover(&self) -> bool {
+        self.recover
     }
 
     /// Open the configured store and load every revocation in force (the log is read on a
@@ -84,13 +98,24 @@ impl Revocations {
     /// every token (nothing proves a token was not revoked), while
     /// [`Revocations::spawn_maintenance`] keeps trying: an orchestrator sees `/readyz` 503
     /// instead of a crash loop.
-    pub async fn open(kind: &StoreKind, leeway: u64, max_lifetime: u64) -> anyhow::Result<Self> {
+    /// A damaged log refuses the start with a message naming the file, the offset and how to
+    /// recover, unless `recover`: then every intact record loads and the damaged file is
+    /// preserved beside it.
+    pub async fn open_recovering(
+        kind: &StoreKind,
+        recover: bool,
+        leeway: u64,
+        max_lifetime: u64,
+    ) -> anyhow::Result<Self> {
         match kind {
             StoreKind::Memory => Ok(Self::in_memory(leeway, max_lifetime)),
             StoreKind::Log(path) => {
                 let started = std::time::Instant::now();
                 let owned = path.clone();
-                let (log, replay) = tokio::task::spawn_blocking(move || Log::open(owned)).await??;
+                let (log, replay) = tokio::task::spawn_blocking(move || {
+                    Log::open_with(owned, super::now_unix(), super::REPLAY_LEEWAY, recover)
+                })
+                .await??;
                 tracing::info!(
                     path = %path.display(),
                     tokens = replay.dict.len_tokens(),
@@ -108,6 +133,7 @@ impl Revocations {
                     leeway,
                     max_lifetime,
                     ready: AtomicBool::new(true),
+                    recover,
                 })
             }
             StoreKind::Redis(store) => {
@@ -121,6 +147,7 @@ impl Revocations {
                     leeway,
                     max_lifetime,
                     ready: AtomicBool::new(true),
+                    recover,
                 })
             }
         }

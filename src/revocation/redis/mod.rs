@@ -469,7 +469,7 @@ impl Cluster {
                 .arg(op)
                 .arg(value)
                 .arg(at)
-                .arg(&record.encode()[..]);
+                .arg(&record.encode_wire()[..]);
         }
         let reply: Value = call.invoke_async(conn).await?;
         let mut ids: Vec<Option<StreamId>> = items(reply)
