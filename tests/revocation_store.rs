@@ -431,3 +431,150 @@ async fn the_memory_store_revokes_without_a_file_and_forgets_on_restart() {
     assert_passes(&gw.get(&t).await, "after a restart of a memory store");
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// A full disk.
+// ---------------------------------------------------------------------------------------
+
+/// Unmounts the test's tmpfs however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, failing the test after [`TIMEOUT`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of `portcullis_revocation_store_degraded`.
+async fn degraded_gauge(gw: &Gw) -> String {
+    let r = gw.admin(reqwest::Method::GET, "/metrics", None).await;
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_revocation_store_degraded "))
+        .unwrap_or("missing")
+        .to_owned()
+}
+
+/// Disk full: revokes are answered 503 and the instance reports itself degraded; once space
+/// is freed it recovers by itself (no restart), and every acknowledged revocation holds.
+/// Needs a small tmpfs, so root; skipped with a message where `mount` is not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_degrades_the_store_and_it_recovers_once_space_is_freed() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mnt = dir.path().join("small-disk");
+    std::fs::create_dir(&mnt).expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "SKIPPED: cannot mount a 256 KiB tmpfs here (needs root); disk-full test not run"
+        );
+        return;
+    }
+    let _unmount = Mounted(mnt.clone());
+    let store = mnt.join("revocations.log");
+    let extra = format!("[revocation]\nstore = \"{}\"\n", store.display());
+    let gw = Gw::start(dir.path(), &up.url(), &extra).await;
+    let mut acknowledged = vec!["before-full".to_string()];
+    gw.revoke(json!({ "jti": "before-full" })).await;
+    assert_eq!(
+        gw.admin(reqwest::Method::GET, "/readyz", None).await.status,
+        200
+    );
+
+    // Fill the disk.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0x5au8; 4096];
+        while f.write_all(&block).and_then(|()| f.sync_all()).is_ok() {}
+    }
+    // The log's last page may still have room for a few records: revoke until refused.
+    let mut refused = None;
+    for i in 0..400 {
+        let jti = format!("full-{i}");
+        let r = gw
+            .admin(
+                reqwest::Method::POST,
+                "/revocations",
+                Some(json!({ "jti": jti })),
+            )
+            .await;
+        match r.status {
+            201 => acknowledged.push(jti),
+            503 => {
+                refused = Some(r);
+                break;
+            }
+            other => panic!("revoke on a full disk answered {other}: {r:?}"),
+        }
+    }
+    let refused = refused.expect("no revoke was refused on a full disk");
+    assert!(
+        refused.error().contains("safe to repeat")
+            || refused.error().contains("nothing was revoked"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        gw.admin(reqwest::Method::GET, "/readyz", None).await.status,
+        503
+    );
+    eventually("degraded gauge 1", || async {
+        degraded_gauge(&gw).await == "1"
+    })
+    .await;
+    // Still refused while the disk stays full (after the back-off too).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = gw
+        .admin(
+            reqwest::Method::POST,
+            "/revocations",
+            Some(json!({ "jti": "still-full" })),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{r:?}");
+
+    // Free the space: the store recovers by itself.
+    std::fs::remove_file(&filler).expect("free space");
+    eventually("ready again", || async {
+        gw.admin(reqwest::Method::GET, "/readyz", None).await.status == 200
+    })
+    .await;
+    eventually("degraded gauge 0", || async {
+        degraded_gauge(&gw).await == "0"
+    })
+    .await;
+    gw.revoke(json!({ "jti": "after-free" })).await;
+    acknowledged.push("after-free".into());
+    gw.stop().await;
+
+    let gw = Gw::start(dir.path(), &up.url(), &extra).await;
+    for jti in &acknowledged {
+        assert_revoked(&gw.get(&token("uma", jti)).await, jti);
+    }
+    gw.stop().await;
+}

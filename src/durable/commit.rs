@@ -140,7 +140,10 @@ impl Committer {
         if let Some(d) = &st.degraded {
             if Instant::now() < d.retry_at && !st.writing {
                 // Fail fast while backing off; nothing was queued, so nothing changed.
-                return Err(self.write_failed(&d.reason));
+                return Err(DurableError::Refused {
+                    path: self.path.clone(),
+                    reason: d.reason.clone(),
+                });
             }
         }
         let before = st.pending.len();

@@ -71,8 +71,12 @@ pub enum DurableError {
         damaged_bytes: u64,
         records: usize,
     },
+    /// The last write failed and the back-off delay has not passed: this change was not
+    /// queued, nothing changed.
+    #[error("store file {}: refusing writes for now after a failed write ({reason}); nothing was stored, retrying with back-off", path.display())]
+    Refused { path: PathBuf, reason: String },
     /// A write or fsync failed; appends are refused until a retry after back-off succeeds.
-    #[error("store file {}: write failed ({reason}); nothing was stored, retrying with back-off", path.display())]
+    #[error("store file {}: write failed ({reason}); the change was not stored durably, retrying with back-off", path.display())]
     WriteFailed { path: PathBuf, reason: String },
     /// The file in use may not be the one under the store's name: nothing more is written.
     #[error("store file {} refuses writes after an earlier failure ({reason}); restart to recover", path.display())]

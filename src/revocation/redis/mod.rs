@@ -110,6 +110,15 @@ impl From<RedisError> for End {
     }
 }
 
+/// Why [`Cluster::write`] failed.
+#[derive(Debug)]
+pub enum WriteFailure {
+    /// Redis answered with an error: nothing was written.
+    NotDone(String),
+    /// No answer in time, or the connection broke: the write may still take effect.
+    Unknown(String),
+}
+
 /// The Redis side of cluster mode: connections, key names, and where this instance stands
 /// in the change stream. Shared by the admin path ([`Cluster::write`]) and the background
 /// task ([`Cluster::run`]).
@@ -262,8 +271,18 @@ impl Cluster {
     }
 
     /// Make `records` shared (keys + stream, atomically), then apply them to `dict`.
-    /// Fails, changing nothing here, when Redis does not confirm within `timeout`.
-    pub async fn write(&self, records: &[Record], dict: &Dictionary) -> Result<(), String> {
+    /// Fails, changing nothing here, when Redis does not confirm within `timeout`; then the
+    /// outcome is unknown (a slow Redis may still run the script when it wakes), unless
+    /// Redis answered with an error.
+    pub async fn write(&self, records: &[Record], dict: &Dictionary) -> Result<(), WriteFailure> {
+        // Known cut off (the tail lost Redis and has not got it back): refuse without
+        // sending, so the answer can truthfully say nothing changed. The tail retries
+        // within `MAX_BACKOFF`, so this holds revokes up only while Redis is unreachable.
+        if !self.is_connected() {
+            return Err(WriteFailure::NotDone(
+                "Redis is unreachable from this instance; nothing was sent".into(),
+            ));
+        }
         let attempt = async {
             let mut conn = self.writer.clone();
             match self.invoke(&mut conn, records, Publish::Always).await {
@@ -278,8 +297,18 @@ impl Cluster {
         };
         let ids = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(ids)) => ids,
-            Ok(Err(e)) => return Err(format!("Redis write failed: {e}")),
-            Err(_) => return Err(format!("no answer from Redis within {:?}", self.timeout)),
+            // An error reply means the script did not run; a dropped connection or an I/O
+            // error may have happened after Redis received it.
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                return Err(WriteFailure::Unknown(format!("Redis write failed: {e}")))
+            }
+            Ok(Err(e)) => return Err(WriteFailure::NotDone(format!("Redis write failed: {e}"))),
+            Err(_) => {
+                return Err(WriteFailure::Unknown(format!(
+                    "no answer from Redis within {:?}",
+                    self.timeout
+                )))
+            }
         };
         let pos = self.pos.lock().unwrap_or_else(PoisonError::into_inner);
         for (record, id) in records.iter().zip(ids) {
