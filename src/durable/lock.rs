@@ -1,14 +1,16 @@
 //! The exclusive lock every store file is held under, so two gateways never share one.
 //!
-//! `flock(LOCK_EX | LOCK_NB)` through `File::try_lock`: the kernel drops it when the holder
+//! `flock(LOCK_EX | LOCK_NB)`: the kernel drops it when the holder
 //! exits, however it exits, so a `kill -9` never leaves a stale lock behind. The lock
 //! belongs to the open file, not the name: compaction renames a new file over the store,
 //! so the new file is locked before the rename, and an opener checks after locking that
 //! the name still leads to the file it locked (otherwise it locked a file that was just
 //! replaced, and tries again).
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
+use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use super::{io_err, DurableError};
@@ -16,16 +18,30 @@ use super::{io_err, DurableError};
 /// Takes the exclusive lock on `file` (opened from `path`) without waiting; when another
 /// open file holds it, the error names `path` and, where `/proc/locks` tells, the PID.
 pub fn lock(file: &File, path: &Path) -> Result<(), DurableError> {
-    match file.try_lock() {
+    match try_flock(file) {
         Ok(()) => Ok(()),
-        Err(TryLockError::WouldBlock) => Err(DurableError::Locked {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(DurableError::Locked {
             path: path.to_path_buf(),
             holder: file
                 .metadata()
                 .ok()
                 .and_then(|m| holder_pid(m.dev(), m.ino())),
         }),
-        Err(TryLockError::Error(e)) => Err(io_err(path, "lock")(e)),
+        Err(e) => Err(io_err(path, "lock")(e)),
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`. (`File::try_lock` does the same from Rust 1.89; the crate
+/// still builds with 1.85.)
+#[allow(unsafe_code)]
+fn try_flock(file: &File) -> io::Result<()> {
+    // SAFETY: flock takes a file descriptor and flags and touches no memory of ours; the
+    // descriptor stays valid for the call because `file` is borrowed across it.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -50,7 +50,7 @@ impl StoreError {
 }
 
 enum Store {
-    Log(Log),
+    Log(Box<Log>),
     Memory,
     /// Cluster mode: shared through Redis, tailed by the maintenance task.
     Redis(Arc<Cluster>),
@@ -150,7 +150,7 @@ impl Revocations {
                 );
                 Ok(Revocations {
                     dict: replay.dict,
-                    store: Store::Log(log),
+                    store: Store::Log(Box::new(log)),
                     leeway,
                     max_lifetime,
                     ready: AtomicBool::new(true),
