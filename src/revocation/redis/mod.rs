@@ -68,7 +68,7 @@ use super::record::Record;
 use crate::config::RedisStore;
 use crate::telemetry::metrics::Metrics;
 pub use wire::{bulk, items};
-pub use wire::{check_url, redact_url, StreamId, APPLY_SCRIPT};
+pub use wire::{check_url, redact_url, sentinel_url, SentinelUrl, StreamId, APPLY_SCRIPT};
 use wire::{stream_entries, Keys};
 
 /// How long one `XREAD` blocks waiting for changes. Short enough that a connection that
@@ -123,9 +123,18 @@ pub enum WriteFailure {
 /// in the change stream. Shared by the admin path ([`Cluster::write`]) and the background
 /// task ([`Cluster::run`]).
 pub struct Cluster {
-    client: redis::Client,
+    /// The Redis this instance talks to; with Sentinel, the master last discovered
+    /// (replaced, with `writer`, when a reconnect finds another one).
+    client: Mutex<redis::Client>,
     /// Admin writes; reconnects by itself after a failure.
-    writer: ConnectionManager,
+    writer: Mutex<ConnectionManager>,
+    /// `redis+sentinel://`: where to ask for the master.
+    sentinel: Option<SentinelUrl>,
+    /// The master address `client` points at (Sentinel only).
+    master: Mutex<Option<(String, u16)>>,
+    /// `WAIT` for this many replicas before acknowledging a write.
+    min_replicas_ack: u32,
+    writer_config: ConnectionManagerConfig,
     script: redis::Script,
     keys: Keys,
     stream_max_len: u64,
@@ -158,8 +167,17 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// A Redis client for `store` (URL, and the private CA for `rediss://`), not connected yet.
-/// Also used by the API-key store, which keeps its hash in the same Redis.
+/// Also used by the API-key store, which keeps its hash in the same Redis. With
+/// `redis+sentinel://` it asks the sentinels for the current master, blocking up to
+/// `timeout` per sentinel (start-up only), and points at that master.
 pub fn client(store: &RedisStore) -> Result<redis::Client, RedisError> {
+    if let Some(parsed) = wire::sentinel_url(&store.url) {
+        let s = parsed.map_err(|e| {
+            RedisError::from((redis::ErrorKind::InvalidClientConfig, "sentinel URL", e))
+        })?;
+        let (host, port) = discover_blocking(&s, store.timeout)?;
+        return redis::Client::open(format!("redis://{host}:{port}/{}", s.db));
+    }
     if store.url.starts_with("rediss://") {
         // The redis crate builds its rustls config from the process default provider;
         // make it ours (a no-op when one is already installed).
@@ -177,20 +195,100 @@ pub fn client(store: &RedisStore) -> Result<redis::Client, RedisError> {
     }
 }
 
+/// The master's address from the first sentinel that knows it (blocking).
+fn discover_blocking(s: &SentinelUrl, timeout: Duration) -> Result<(String, u16), RedisError> {
+    let mut last = None;
+    for (host, port) in &s.sentinels {
+        let asked = redis::Client::open(format!("redis://{host}:{port}"))
+            .and_then(|c| c.get_connection_with_timeout(timeout))
+            .and_then(|mut c| {
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&s.master)
+                    .query::<Option<(String, u16)>>(&mut c)
+            });
+        match asked {
+            Ok(Some(addr)) => return Ok(addr),
+            Ok(None) => {}
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        RedisError::from((
+            redis::ErrorKind::Io,
+            "no sentinel knows the master",
+            s.master.clone(),
+        ))
+    }))
+}
+
+/// The master's address from the first sentinel that knows it.
+async fn discover(s: &SentinelUrl, timeout: Duration) -> Result<(String, u16), RedisError> {
+    let mut last = None;
+    for (host, port) in &s.sentinels {
+        let asked = async {
+            let client = redis::Client::open(format!("redis://{host}:{port}"))?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&s.master)
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+        };
+        match asked.await {
+            Ok(Some(addr)) => return Ok(addr),
+            Ok(None) => {}
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        RedisError::from((
+            redis::ErrorKind::Io,
+            "no sentinel knows the master",
+            s.master.clone(),
+        ))
+    }))
+}
+
 impl Cluster {
-    /// Set up clients without connecting (needs a tokio runtime).
+    /// Set up clients without connecting (needs a tokio runtime). With Sentinel, asks for
+    /// the current master first (blocking, see [`client`]).
     pub fn new(store: &RedisStore, leeway: u64) -> Result<Cluster, RedisError> {
-        let client = client(store)?;
-        let writer = client.get_connection_manager_lazy(
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(store.timeout))
-                .set_response_timeout(Some(store.timeout))
-                .set_number_of_retries(2)
-                .set_max_delay(MAX_BACKOFF),
-        )?;
+        let sentinel = match wire::sentinel_url(&store.url) {
+            Some(parsed) => Some(parsed.map_err(|e| {
+                RedisError::from((redis::ErrorKind::InvalidClientConfig, "sentinel URL", e))
+            })?),
+            None => None,
+        };
+        let writer_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(store.timeout))
+            .set_response_timeout(Some(store.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(MAX_BACKOFF);
+        // With Sentinel the first discovery happens at the first connect, so an unreachable
+        // fleet does not stop the start (the instance starts unready, like a plain URL).
+        let client = match &sentinel {
+            Some(s) => redis::Client::open(format!(
+                "redis://{}:{}/{}",
+                s.sentinels.first().map_or("127.0.0.1", |h| h.0.as_str()),
+                s.sentinels.first().map_or(1, |h| h.1),
+                s.db
+            ))?,
+            None => client(store)?,
+        };
+        let writer = client.get_connection_manager_lazy(writer_config.clone())?;
         Ok(Cluster {
-            client,
-            writer,
+            client: Mutex::new(client),
+            writer: Mutex::new(writer),
+            master: Mutex::new(None),
+            min_replicas_ack: store.min_replicas_ack,
+            writer_config,
+            sentinel,
             script: redis::Script::new(APPLY_SCRIPT),
             keys: Keys::new(&store.key_prefix),
             stream_max_len: store.stream_max_len,
@@ -215,7 +313,14 @@ impl Cluster {
     /// write connection (it reconnects by itself), `P:` (the prefix every key starts with),
     /// and the time Redis has to answer one call.
     pub fn session_link(&self) -> (ConnectionManager, String, Duration) {
-        (self.writer.clone(), self.keys.root.clone(), self.timeout)
+        (self.writer(), self.keys.root.clone(), self.timeout)
+    }
+
+    fn writer(&self) -> ConnectionManager {
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Is the tail connected and in step with Redis?
@@ -284,8 +389,8 @@ impl Cluster {
             ));
         }
         let attempt = async {
-            let mut conn = self.writer.clone();
-            match self.invoke(&mut conn, records, Publish::Always).await {
+            let mut conn = self.writer();
+            let ids = match self.invoke(&mut conn, records, Publish::Always).await {
                 // The first command after Redis restarted fails on the dead connection
                 // while the manager reconnects; one retry rides on the new connection.
                 // Replaying the script is harmless: revokes only widen, deletes repeat.
@@ -293,7 +398,24 @@ impl Cluster {
                     self.invoke(&mut conn, records, Publish::Always).await
                 }
                 done => done,
+            }?;
+            if self.min_replicas_ack > 0 {
+                // WAIT counts the replicas that acknowledged every write this connection
+                // made so far, ours included.
+                let acked: i64 = redis::cmd("WAIT")
+                    .arg(self.min_replicas_ack)
+                    .arg(self.timeout.as_millis() as u64)
+                    .query_async(&mut conn)
+                    .await?;
+                if acked < i64::from(self.min_replicas_ack) {
+                    return Err(RedisError::from((
+                        redis::ErrorKind::Io,
+                        "not confirmed by enough replicas",
+                        format!("{acked} of {} replicas have it", self.min_replicas_ack),
+                    )));
+                }
             }
+            Ok(ids)
         };
         let ids = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(ids)) => ids,
@@ -394,12 +516,38 @@ impl Cluster {
     /// A dedicated connection for the tail and syncs: its response timeout leaves room for
     /// a blocked `XREAD`.
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(s) = &self.sentinel {
+            self.follow_master(s).await?;
+        }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(TAIL_BLOCK + self.timeout));
-        self.client
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        client
             .get_multiplexed_async_connection_with_config(&config)
             .await
+    }
+
+    /// Sentinel: asks where the master is now and, when it moved (a failover), points the
+    /// tail and the admin writes at the new one.
+    async fn follow_master(&self, s: &SentinelUrl) -> Result<(), RedisError> {
+        let addr = discover(s, self.timeout).await?;
+        let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
+        if master.as_ref() == Some(&addr) {
+            return Ok(());
+        }
+        let client = redis::Client::open(format!("redis://{}:{}/{}", addr.0, addr.1, s.db))?;
+        let writer = client.get_connection_manager_lazy(self.writer_config.clone())?;
+        tracing::info!(master = %format!("{}:{}", addr.0, addr.1), name = %s.master,
+            "following the Redis master the sentinels name");
+        *self.client.lock().unwrap_or_else(PoisonError::into_inner) = client;
+        *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = writer;
+        *master = Some(addr);
+        Ok(())
     }
 
     /// Tail the stream from our position, applying entries in order, until the connection
