@@ -313,10 +313,16 @@ impl Cluster {
     /// write connection (it reconnects by itself), `P:` (the prefix every key starts with),
     /// and the time Redis has to answer one call.
     pub fn session_link(&self) -> (ConnectionManager, String, Duration) {
-        (self.writer(), self.keys.root.clone(), self.timeout)
+        (
+            self.writer_connection(),
+            self.keys.root.clone(),
+            self.timeout,
+        )
     }
 
-    fn writer(&self) -> ConnectionManager {
+    /// The admin write connection to the current master (with Sentinel, replaced when a
+    /// failover moves the master).
+    pub fn writer_connection(&self) -> ConnectionManager {
         self.writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -389,7 +395,7 @@ impl Cluster {
             ));
         }
         let attempt = async {
-            let mut conn = self.writer();
+            let mut conn = self.writer_connection();
             let ids = match self.invoke(&mut conn, records, Publish::Always).await {
                 // The first command after Redis restarted fails on the dead connection
                 // while the manager reconnects; one retry rides on the new connection.
