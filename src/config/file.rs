@@ -214,6 +214,11 @@ pub struct Revocation {
     /// Cluster mode with `rediss://`: PEM CA certificate(s) to trust instead of the system
     /// roots.
     pub tls_ca: Option<PathBuf>,
+    /// Start even if the store file (or the session journal beside it) is damaged: keep
+    /// every intact record, preserve the damaged file as `<file>.damaged-<time>`.
+    pub recover: Option<bool>,
+    /// Cluster mode: a revoke is acknowledged only once this many replicas have it (WAIT).
+    pub min_replicas_ack: Option<u32>,
 }
 
 /// `[signin]`: the gateway issues tokens itself (login, refresh, logout).

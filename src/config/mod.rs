@@ -180,6 +180,9 @@ pub struct RedisStore {
     pub load_timeout: Duration,
     /// PEM CA certificates for `rediss://`, instead of the system roots.
     pub tls_ca: Option<Vec<u8>>,
+    /// A revoke is acknowledged only once this many replicas have it (`WAIT`); 0: the
+    /// master's answer is enough.
+    pub min_replicas_ack: u32,
 }
 
 impl RedisStore {
@@ -198,6 +201,7 @@ impl fmt::Debug for RedisStore {
             .field("timeout", &self.timeout)
             .field("load_timeout", &self.load_timeout)
             .field("tls_ca", &self.tls_ca.is_some())
+            .field("min_replicas_ack", &self.min_replicas_ack)
             .finish()
     }
 }
@@ -206,6 +210,9 @@ impl fmt::Debug for RedisStore {
 pub struct Revocation {
     pub store: StoreKind,
     pub sweep_interval: Duration,
+    /// Open a damaged store anyway, keeping every intact record (`recover = true` or
+    /// `portcullis run --recover`).
+    pub recover: bool,
 }
 
 /// `[api_keys]`, validated.
@@ -487,7 +494,7 @@ impl Checker<'_> {
         let redacted = crate::revocation::redis::redact_url(url);
         if let Err(e) = crate::revocation::redis::check_url(url) {
             self.problems.push(format!(
-                "revocation.store: `{redacted}` is not a usable Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\" or \"rediss://:PASSWORD@host:6380/0\""
+                "revocation.store: `{redacted}` is not a usable Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\", \"rediss://:PASSWORD@host:6380/0\" or \"redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster/0\""
             ));
         }
         let key_prefix = r
@@ -536,7 +543,9 @@ impl Checker<'_> {
             }
             Some(p) => self.read("revocation.tls_ca", &resolve(self.base, p)),
         };
+        let min_replicas_ack = r.and_then(|r| r.min_replicas_ack).unwrap_or(0);
         RedisStore {
+            min_replicas_ack,
             url: url.to_owned(),
             key_prefix,
             stream_max_len,
@@ -1006,7 +1015,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     let store = match f.revocation.as_ref().and_then(|r| r.store.as_deref()) {
         None => StoreKind::Log(resolve(base, Path::new(DEFAULT_REVOCATION_STORE))),
         Some("memory") => StoreKind::Memory,
-        Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
+        Some(s)
+            if s.starts_with("redis://")
+                || s.starts_with("rediss://")
+                || s.starts_with("redis+sentinel://") =>
+        {
             StoreKind::Redis(c.redis_store(s, f.revocation.as_ref()))
         }
         Some(s) => StoreKind::Log(resolve(base, Path::new(s))),
@@ -1018,6 +1031,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             ("timeout", r.timeout.is_some()),
             ("load_timeout", r.load_timeout.is_some()),
             ("tls_ca", r.tls_ca.is_some()),
+            ("min_replicas_ack", r.min_replicas_ack.is_some()),
         ] {
             if set {
                 c.problems.push(format!(
@@ -1027,6 +1041,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         }
     }
     let revocation = Revocation {
+        recover: f
+            .revocation
+            .as_ref()
+            .and_then(|r| r.recover)
+            .unwrap_or(false),
         store,
         sweep_interval: c.duration(
             "revocation.sweep_interval",

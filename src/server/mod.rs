@@ -271,7 +271,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let metrics = Arc::new(Metrics::new());
     let store = config.revocation.store.clone();
     let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
-    let revocations = Revocations::open(&store, leeway, max_lifetime).await?;
+    let revocations =
+        Revocations::open_recovering(&store, config.revocation.recover, leeway, max_lifetime)
+            .await?;
     let revocations = Arc::new(revocations);
     if config.signin.is_some() {
         // Sign-in sessions live beside the revocations (a journal file, or Redis); open them
