@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod durable;
 pub mod gateway;
 pub mod hex;
 pub mod ids;

@@ -9,7 +9,7 @@ use portcullis::cli::{self, admin, token::TokenArgs, Cli, Command};
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Run { config } => cli::run::run(config),
+        Command::Run { config, recover } => cli::run::run(config, recover),
         Command::Check { config } => return cli::check::check(config),
         Command::Token {
             config,

@@ -34,6 +34,10 @@ pub enum Command {
         /// Path to the config file.
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
+        /// Start even if a store file is damaged: keep every intact record and preserve the
+        /// damaged file beside it (`<file>.damaged-<time>`); as `[revocation] recover = true`.
+        #[arg(long)]
+        recover: bool,
     },
     /// Validate a config file: exit 0 if valid, otherwise print every problem and exit 2.
     Check {

@@ -12,8 +12,9 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 /// Serve with the config at `path` until a stop signal has drained the gateway.
-pub fn run(path: PathBuf) -> anyhow::Result<()> {
+pub fn run(path: PathBuf, recover: bool) -> anyhow::Result<()> {
     let mut config = load(&path)?;
+    config.revocation.recover |= recover;
     crate::telemetry::init_logging(config.log.format, &config.log.level);
     config.write_dev_files()?;
     // Worker 0, the admin API and background tasks share this thread; `start` adds one

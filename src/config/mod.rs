@@ -116,6 +116,8 @@ pub struct Listen {
     pub header_read_timeout: Duration,
     pub workers: Option<usize>,
     pub shutdown_grace: Duration,
+    /// `[listen] hsts`: the `Strict-Transport-Security` value for responses over TLS.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 #[derive(Debug)]
@@ -163,6 +165,9 @@ pub enum StoreKind {
 pub struct Revocation {
     pub store: StoreKind,
     pub sweep_interval: Duration,
+    /// Open a damaged store anyway, keeping every intact record (`recover = true` or
+    /// `portcullis run --recover`).
+    pub recover: bool,
 }
 
 /// `[api_keys]`, validated.
@@ -444,7 +449,7 @@ impl Checker<'_> {
         let redacted = redis::redact_url(url);
         if let Err(e) = redis::check_url(url) {
             self.problems.push(format!(
-                "revocation.store: `{redacted}` is not a usable Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\" or \"rediss://:PASSWORD@host:6380/0\""
+                "revocation.store: `{redacted}` is not a usable Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\", \"rediss://:PASSWORD@host:6380/0\" or \"redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster/0\""
             ));
         }
         let key_prefix = r
@@ -493,7 +498,9 @@ impl Checker<'_> {
             }
             Some(p) => self.read("revocation.tls_ca", &resolve(self.base, p)),
         };
+        let min_replicas_ack = r.and_then(|r| r.min_replicas_ack).unwrap_or(0);
         RedisStore {
+            min_replicas_ack,
             url: url.to_owned(),
             key_prefix,
             stream_max_len,
@@ -643,6 +650,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             f.listen.shutdown_grace.as_ref(),
             DEFAULT_SHUTDOWN_GRACE,
         ),
+        hsts: f.listen.hsts.as_deref().and_then(|v| {
+            crate::tls::hsts_value(v, f.listen.tls_cert.is_some())
+                .map_err(|e| c.problems.push(format!("listen.hsts: {e}")))
+                .ok()
+        }),
     };
 
     // [jwt]
@@ -684,12 +696,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             private_pem,
         });
     }
-    let jwks = f
-        .jwt
-        .jwks_file
-        .as_ref()
-        .and_then(|p| c.read("jwt.jwks_file", &resolve(base, p)));
-    let keys = match KeySet::build(materials, jwks.as_deref()) {
+    let jwks = f.jwt.jwks_file.as_ref().and_then(|p| {
+        c.read("jwt.jwks_file", &resolve(base, p))
+            .map(|doc| (p.display().to_string(), doc))
+    });
+    let jwks = jwks.as_ref().map(|(p, d)| (p.as_str(), d.as_slice()));
+    let keys = match KeySet::build(materials, jwks) {
         Ok(ks) => ks,
         Err(errs) => {
             c.problems.extend(errs);
@@ -736,15 +748,36 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             raw,
             pem.as_deref(),
         ) {
-            Ok(key) => jwe_keys.push(key),
-            Err(e) => c.problems.push(format!("{label}: {e}")),
+            Ok(mut key) => {
+                key.require_nested = k.require_nested.unwrap_or(false);
+                jwe_keys.push(key)
+            }
+            Err(e) => c.problems.push(format!(
+                "{label}{}: {e}",
+                k.kid
+                    .as_ref()
+                    .map(|k| format!(" kid {k:?}"))
+                    .unwrap_or_default()
+            )),
         }
     }
+    if let Some(p) = &f.jwt.decryption_jwks_file {
+        if let Some(doc) = c.read("jwt.decryption_jwks_file", &resolve(base, p)) {
+            let source = format!("decryption_jwks_file {}", p.display());
+            match crate::jose::jwe::parse_decryption_jwks(&doc, &source) {
+                Ok(mut keys) => jwe_keys.append(&mut keys),
+                Err(e) => c.problems.push(format!("jwt.{e}")),
+            }
+        }
+    }
+    let encs = crate::jose::jwe::parse_encs(f.jwt.decryption_encs.as_deref())
+        .map_err(|e| c.problems.push(format!("jwt.decryption_encs: {e}")))
+        .unwrap_or_default();
     let decryption_keys = if jwe_keys.is_empty() {
         None
     } else {
         match crate::jose::jwe::KeyRing::new(jwe_keys) {
-            Ok(ring) => Some(std::sync::Arc::new(ring)),
+            Ok(ring) => Some(std::sync::Arc::new(ring.with_accepted_encs(encs))),
             Err(e) => {
                 c.problems.push(format!("jwt.decryption_keys: {e}"));
                 None
@@ -934,7 +967,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     let store = match f.revocation.as_ref().and_then(|r| r.store.as_deref()) {
         None => StoreKind::Log(resolve(base, Path::new(DEFAULT_REVOCATION_STORE))),
         Some("memory") => StoreKind::Memory,
-        Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
+        Some(s)
+            if s.starts_with("redis://")
+                || s.starts_with("rediss://")
+                || s.starts_with("redis+sentinel://") =>
+        {
             StoreKind::Redis(c.redis_store(s, f.revocation.as_ref()))
         }
         Some(s) => StoreKind::Log(resolve(base, Path::new(s))),
@@ -946,6 +983,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             ("timeout", r.timeout.is_some()),
             ("load_timeout", r.load_timeout.is_some()),
             ("tls_ca", r.tls_ca.is_some()),
+            ("min_replicas_ack", r.min_replicas_ack.is_some()),
         ] {
             if set {
                 c.problems.push(format!(
@@ -955,6 +993,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         }
     }
     let revocation = Revocation {
+        recover: f
+            .revocation
+            .as_ref()
+            .and_then(|r| r.recover)
+            .unwrap_or(false),
         store,
         sweep_interval: c.duration(
             "revocation.sweep_interval",

@@ -16,6 +16,9 @@ pub struct RedisStore {
     pub load_timeout: Duration,
     /// PEM CA certificates for `rediss://`, instead of the system roots.
     pub tls_ca: Option<Vec<u8>>,
+    /// A revoke is acknowledged only once this many replicas have it (`WAIT`); 0: the
+    /// master's answer is enough.
+    pub min_replicas_ack: u32,
 }
 
 impl RedisStore {
@@ -34,6 +37,7 @@ impl fmt::Debug for RedisStore {
             .field("timeout", &self.timeout)
             .field("load_timeout", &self.load_timeout)
             .field("tls_ca", &self.tls_ca.is_some())
+            .field("min_replicas_ack", &self.min_replicas_ack)
             .finish()
     }
 }
@@ -55,32 +59,65 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A `redis+sentinel://HOST:PORT,HOST:PORT,.../MASTER_NAME/DB` store URL, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    /// Sentinel addresses, asked in order for the current master.
+    pub sentinels: Vec<(String, u16)>,
+    /// The name the sentinels monitor the master under.
+    pub master: String,
+    pub db: i64,
+}
+
+/// `Some` for a `redis+sentinel://` URL: parsed, or why it does not parse.
+pub fn sentinel_url(url: &str) -> Option<Result<SentinelUrl, String>> {
+    let rest = url.strip_prefix("redis+sentinel://")?;
+    Some(
+        (|| {
+            let mut parts = rest.splitn(3, '/');
+            let hosts = parts.next().unwrap_or_default();
+            let master = parts.next().filter(|m| !m.is_empty()).ok_or(
+                "no master name: write redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME/DB",
+            )?;
+            let db = match parts.next() {
+                None | Some("") => 0,
+                Some(d) => d.parse().map_err(|_| "the database must be a number")?,
+            };
+            if hosts.contains('@') {
+                return Err("passwords are not supported in a sentinel URL".to_string());
+            }
+            let sentinels = hosts
+                .split(',')
+                .map(|h| {
+                    let (host, port) = h.rsplit_once(':').ok_or("each sentinel needs HOST:PORT")?;
+                    let port = port
+                        .parse()
+                        .map_err(|_| "a sentinel port is not a number")?;
+                    if host.is_empty() {
+                        return Err("a sentinel host is empty");
+                    }
+                    Ok((host.to_string(), port))
+                })
+                .collect::<Result<Vec<_>, &str>>()?;
+            Ok(SentinelUrl {
+                sentinels,
+                master: master.to_string(),
+                db,
+            })
+        })()
+        .map_err(|e: String| e),
+    )
+}
+
 /// Whether `url` is a Redis URL this build can connect to (`portcullis check` runs this).
 /// The message never repeats the URL, which may hold a password.
 pub fn check_url(url: &str) -> Result<(), String> {
+    if let Some(parsed) = sentinel_url(url) {
+        return parsed.map(drop);
+    }
     redis::Client::open(url)
         .map(drop)
         .map_err(|e| format!("{:?}: {}", e.kind(), e.detail().unwrap_or("invalid URL")))
-}
-
-/// A Redis client for `store` (URL, and the private CA for `rediss://`), not connected yet.
-/// Also used by the API-key store, which keeps its hash in the same Redis.
-pub fn client(store: &RedisStore) -> Result<redis::Client, redis::RedisError> {
-    if store.url.starts_with("rediss://") {
-        // The redis crate builds its rustls config from the process default provider;
-        // make it ours (a no-op when one is already installed).
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    }
-    match &store.tls_ca {
-        Some(pem) => redis::Client::build_with_tls(
-            store.url.as_str(),
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            },
-        ),
-        None => redis::Client::open(store.url.as_str()),
-    }
 }
 
 #[cfg(test)]

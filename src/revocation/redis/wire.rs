@@ -4,7 +4,7 @@
 use redis::Value;
 
 use crate::revocation::dict::key_to_hex;
-use crate::revocation::record::{Record, RECORD_LEN};
+use crate::revocation::record::Record;
 
 /// Writes changes to the keys and the stream in one atomic step.
 ///
@@ -188,8 +188,7 @@ pub(super) fn stream_entries(reply: Value) -> Vec<(StreamId, Option<Record>)> {
                     if bulk(&name) != Some(b"r") {
                         return None;
                     }
-                    let raw: &[u8; RECORD_LEN] = bulk(&value)?.try_into().ok()?;
-                    Record::decode(raw)
+                    Record::decode_wire(bulk(&value)?)
                 })
             });
             out.push((id, record));
@@ -237,7 +236,7 @@ mod tests {
             ])
         };
         let entries = Value::Array(vec![
-            entry("1-0", rec.encode().to_vec()),
+            entry("1-0", rec.encode_wire().to_vec()),
             entry("1-1", b"garbage".to_vec()),
         ]);
         let resp2 = Value::Array(vec![Value::Array(vec![

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::revocation::dict::Key;
+use crate::ids::Key;
 
 pub use cluster::RedisSessions;
 pub use journal::{journal_path, JournalSessions, Loaded};
