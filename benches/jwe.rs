@@ -2,6 +2,10 @@
 //!
 //! `cargo bench --bench jwe`
 
+// A measurement program: a failed unwrap aborts the run, which is what it should do. The
+// gateway itself denies these (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use portcullis::auth::jwe::{decrypt, encrypt, ContentEnc, DecryptionKey, KeyRing};
 

@@ -4,6 +4,10 @@
 //! 401; routes needing both a token and a key; `x-client-id` never reaching an upstream
 //! from a client; keys surviving a restart and a reload, with only digests on disk.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{hmac_key_toml, tokens, Reply, Setup, TestGateway, Upstream};

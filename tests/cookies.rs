@@ -7,6 +7,10 @@
 //!
 //! The client keeps no cookie jar: each test sends exactly the `Cookie` header it means to.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{hmac_key_toml, users_toml, Reply, Setup, TestGateway, Upstream};

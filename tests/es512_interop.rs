@@ -3,6 +3,10 @@
 //! the key configured as a PEM and as a JWK of `jwt.jwks_file`; a tampered copy of each,
 //! and the same token checked against an ES384 pin, are refused.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

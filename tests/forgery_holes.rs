@@ -3,6 +3,10 @@
 //! tokens that dodged a revocation, user claims the upstream reads differently, an HTTP/2
 //! `:authority` that disagrees with `Host`, and the TLS response headers.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 mod revocation_support;
 

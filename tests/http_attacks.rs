@@ -7,6 +7,10 @@
 //! The smuggling route is public on purpose: if the gateway ever read a second request out of
 //! a body (or a body out of a second request), the upstream would see `/smuggled`.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -4,6 +4,10 @@
 //! `kid` refreshes early but a flood of them is rate-limited; a failing key server leaves
 //! the previous set in force; reload fetches an unchanged source again and restarts a changed one.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -8,6 +8,10 @@
 //! `common::redis_server` does (a port the kernel just handed out and released); each
 //! process is checked to answer PING before the test goes on.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 mod revocation_support;
 
