@@ -1,12 +1,16 @@
 //! The one shared helper of the integration tests: a temp dir with TLS material, the real
-//! gateway started in-process on an ephemeral port ([`Setup::start`]), a real upstream
-//! ([`upstream::Upstream`]), keys and tokens ([`tokens`]), and clients that speak HTTP/1.1,
-//! HTTP/2 and raw bytes over TLS.
+//! gateway started in-process on an ephemeral port ([`Setup::start`], [`env::Env`] with its
+//! upstreams) or as the real binary reporting the ports it bound ([`process`]), the upstream
+//! kit ([`upstream::Upstream`], [`faulty::FaultyUpstream`]), a throwaway `redis-server`
+//! ([`redis_server`]), keys and tokens ([`tokens`]), and clients that speak HTTP/1.1, HTTP/2
+//! and raw bytes over TLS.
 //!
 //! Each test binary uses a subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod env;
 pub mod faulty;
+pub mod process;
 pub mod redis_server;
 pub mod tokens;
 pub mod upstream;
@@ -26,6 +30,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+#[allow(unused_imports)]
+pub use env::{Env, Upstreams};
+#[allow(unused_imports)]
+pub use process::{cli, portcullis, CliOutput, GatewayProcess};
 #[allow(unused_imports)]
 pub use upstream::{Echo, Upstream};
 
@@ -202,16 +210,7 @@ impl TestGateway {
     }
 
     fn client_builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).expect("cert"),
-            )
-            .resolve("localhost", self.addr)
-            .resolve(OTHER_HOST, self.addr)
-            .no_proxy()
-            .timeout(CLIENT_TIMEOUT)
+        https_client(self.addr, &self.cert_pem)
     }
 
     /// A client that speaks HTTP/1.1 only (ALPN `http/1.1`).
@@ -248,6 +247,11 @@ impl TestGateway {
             headers,
             body,
         }
+    }
+
+    /// Send a reqwest request and collect the response (panics when no response came).
+    pub async fn send(req: reqwest::RequestBuilder) -> Reply {
+        Self::reply(req.send().await.expect("request")).await
     }
 
     /// GET `path` over HTTP/1.1, with `Authorization: Bearer <token>` when given.
@@ -340,6 +344,43 @@ impl TestGateway {
             g.shutdown_with_grace(Duration::from_secs(5)).await;
         }
     }
+}
+
+/// A reqwest client builder for a TLS gateway at `addr` (in-process or a child process):
+/// trusts only `cert_pem`, resolves `localhost` and [`OTHER_HOST`] to `addr`, ignores proxy
+/// settings from the environment, and gives up after [`CLIENT_TIMEOUT`].
+pub fn https_client(addr: SocketAddr, cert_pem: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("cert"))
+        .resolve("localhost", addr)
+        .resolve(OTHER_HOST, addr)
+        .no_proxy()
+        .timeout(CLIENT_TIMEOUT)
+}
+
+/// A request to an admin API at `base` (`http://ADDR`) with `Authorization: Bearer token`
+/// and an optional JSON body.
+pub async fn admin_request(
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Reply {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .expect("client");
+    let mut req = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    TestGateway::reply(req.send().await.expect("admin request")).await
 }
 
 /// Write `request` on `io` (a failed write is the peer refusing, not a test failure), then

@@ -143,10 +143,25 @@ impl Upstream {
     }
 }
 
-/// An address nothing listens on: bind an ephemeral port, then close it.
+/// An address nothing listens on, and nothing else can take: a socket bound to an ephemeral
+/// port but never listening (so a connection is refused with a reset), kept open for the life
+/// of the test process. Closing it instead would hand the port back to the kernel, and a busy
+/// machine may give it to the next test's listener.
 pub fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    use socket2::{Domain, Protocol, Socket, Type};
+    static HELD: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .expect("socket for a dead port");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind a dead port");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("dead port address");
+    HELD.lock().expect("lock").push(socket);
+    addr
 }
 
 type UpBody = BoxBody<Bytes, Infallible>;
