@@ -265,23 +265,7 @@ impl TestGateway {
 
     /// A TLS connection to the gateway offering exactly `alpn`.
     pub async fn tls_stream(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
-            roots.add(cert.expect("cert pem")).expect("root");
-        }
-        // Two providers are compiled in (reqwest brings ring), so name one explicitly.
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let tcp = TcpStream::connect(self.addr).await.expect("connect");
-        TlsConnector::from(Arc::new(cfg))
-            .connect(ServerName::try_from("localhost").expect("name"), tcp)
-            .await
-            .expect("TLS handshake")
+        tls_connect(self.addr, &[&self.cert_pem], alpn).await
     }
 
     /// Send `request` byte for byte over TLS (ALPN `http/1.1`), so header casing, duplicates
@@ -358,6 +342,30 @@ pub fn https_client(addr: SocketAddr, cert_pem: &str) -> reqwest::ClientBuilder 
         .resolve(OTHER_HOST, addr)
         .no_proxy()
         .timeout(CLIENT_TIMEOUT)
+}
+
+/// A TLS connection to `addr` as `localhost`, trusting only the certificates in `roots` (PEM)
+/// and offering exactly `alpn`.
+pub async fn tls_connect(addr: SocketAddr, roots: &[&str], alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let mut store = rustls::RootCertStore::empty();
+    for pem in roots {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            store.add(cert.expect("cert pem")).expect("root");
+        }
+    }
+    // Two providers are compiled in (reqwest brings ring), so name one explicitly.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake")
 }
 
 /// A request to an admin API at `base` (`http://ADDR`) with `Authorization: Bearer token`

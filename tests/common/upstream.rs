@@ -9,6 +9,8 @@
 //! - `.../zeros/<N>`: N zero bytes, generated chunk by chunk as the client reads (constant
 //!   memory on the upstream side, however large N is);
 //! - `.../slow/<ms>`: sleeps, then echoes;
+//! - `.../drip`: a streaming answer of [`DRIP_CHUNKS`] chunks of 1 KiB, [`DRIP_INTERVAL`]
+//!   apart (a response still in flight while the test does something else);
 //! - `.../hop-response`: echoes, with hop-by-hop headers on the response;
 //! - `.../ws`: WebSocket echo (text and binary messages are sent back unchanged);
 //! - `.../h2c` with `Upgrade: h2c`: switches to HTTP/2 (RFC 7540 section 3.2) and serves these
@@ -38,6 +40,10 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Size of each chunk `/stream/<N>` writes.
 const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks of 1 KiB `.../drip` sends.
+pub const DRIP_CHUNKS: usize = 20;
+/// The pause before each `.../drip` chunk (1.5 s in all).
+pub const DRIP_INTERVAL: Duration = Duration::from_millis(75);
 
 /// What the echo endpoint answers: the request exactly as the upstream received it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +206,10 @@ async fn handle(seen: Arc<Seen>, req: Request<Incoming>) -> Result<Response<UpBo
             return Ok(zeros_response(n));
         }
     }
+    if last == "drip" {
+        record(&seen, &req, 0, String::new());
+        return Ok(drip_response());
+    }
     if before == "slow" {
         if let Ok(ms) = last.parse::<u64>() {
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -332,6 +342,24 @@ fn stream_response(n: usize) -> Response<UpBody> {
         .header("x-body-sha256", sha)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(BodyExt::boxed(body))
+        .expect("response")
+}
+
+/// [`DRIP_CHUNKS`] chunks of 1 KiB of `x`, each after [`DRIP_INTERVAL`].
+fn drip_response() -> Response<UpBody> {
+    let chunks = futures_util::stream::unfold(0usize, |i| async move {
+        if i == DRIP_CHUNKS {
+            return None;
+        }
+        tokio::time::sleep(DRIP_INTERVAL).await;
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 1024]))),
+            i + 1,
+        ))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(BodyExt::boxed(StreamBody::new(chunks)))
         .expect("response")
 }
 
