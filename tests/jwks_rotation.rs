@@ -551,22 +551,9 @@ async fn check_validates_offline_and_says_what_run_will_fetch() {
     setup.write("jwks-ca.pem", &server.ca_pem);
     let path = setup.write_config(&config(&server.url, &up.url(), ""));
     // Blocking, off the runtime that serves the key server.
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .expect("run portcullis check")
-    })
-    .await
-    .expect("check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::cli(&["check", "--config", &path.display().to_string()]).await;
+    let stdout = &out.stdout;
+    assert!(out.ok, "{}", out.all());
     assert!(
         stdout.contains("will fetch") && stdout.contains(&server.url),
         "{stdout}"
