@@ -1,13 +1,14 @@
 //! The one shared helper of the integration tests: a temp dir with TLS material, the real
 //! gateway started in-process on an ephemeral port ([`Setup::start`], [`env::Env`] with its
 //! upstreams) or as the real binary reporting the ports it bound ([`process`]), the upstream
-//! kit ([`upstream::Upstream`], [`faulty::FaultyUpstream`]), a throwaway `redis-server`
+//! kit ([`upstream::Upstream`], [`faulty::FaultyUpstream`], [`answer::AnswerServer`]), a throwaway `redis-server`
 //! ([`redis_server`]), keys and tokens ([`tokens`]), and clients that speak HTTP/1.1, HTTP/2
 //! and raw bytes over TLS.
 //!
 //! Each test binary uses a subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod answer;
 pub mod env;
 pub mod faulty;
 pub mod process;
