@@ -240,9 +240,7 @@ fn shipped_config(upstream: &str) -> String {
         if t.starts_with('[') {
             section = t.trim_matches(|c| c == '[' || c == ']').to_owned();
         }
-        let line = if t.starts_with("addr") && section == "listen" {
-            "addr = \"127.0.0.1:0\"".to_owned()
-        } else if t.starts_with("addr") && section == "admin" {
+        let line = if t.starts_with("addr") && (section == "listen" || section == "admin") {
             "addr = \"127.0.0.1:0\"".to_owned()
         } else if t.starts_with("upstream") {
             format!("upstream = \"{upstream}\"")
