@@ -125,14 +125,13 @@ impl Setup {
         self.start_with(config).await
     }
 
-    /// Start the gateway with an already loaded config (e.g. `Config::load`).
+    /// Start the gateway with an already loaded config (e.g. `Config::load`). A config
+    /// without `tls_cert` gets plain-HTTP clients and URLs; the raw-TLS helpers then panic.
     pub async fn start_with(self, config: Config) -> TestGateway {
-        assert!(
-            config.listen.tls.is_some(),
-            "the test helper speaks TLS only"
-        );
+        let tls = config.listen.tls.is_some();
         let gateway = portcullis::start(config).await.expect("gateway starts");
         TestGateway {
+            tls,
             addr: gateway.addr(),
             gateway: Some(gateway),
             cert_pem: self.cert_pem,
@@ -144,6 +143,8 @@ impl Setup {
 /// A running gateway and the temp dir its config came from.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The proxy listener speaks TLS (the `{listen}` template); false for plain HTTP.
+    pub tls: bool,
     gateway: Option<Gateway>,
     pub cert_pem: String,
     pub dir: TempDir,
@@ -200,14 +201,23 @@ impl TestGateway {
         Some(format!("http://{addr}"))
     }
 
-    /// `https://localhost:PORT{path}`; clients resolve `localhost` to the gateway.
+    /// `https://localhost:PORT{path}` (`http://` without TLS); clients resolve `localhost`
+    /// to the gateway.
     pub fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port())
+        format!("{}://localhost:{}{path}", self.scheme(), self.port())
     }
 
     /// `https://{OTHER_HOST}:PORT{path}`, also resolved to the gateway.
     pub fn other_host_url(&self, path: &str) -> String {
-        format!("https://{OTHER_HOST}:{}{path}", self.port())
+        format!("{}://{OTHER_HOST}:{}{path}", self.scheme(), self.port())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn client_builder(&self) -> reqwest::ClientBuilder {
@@ -266,6 +276,7 @@ impl TestGateway {
 
     /// A TLS connection to the gateway offering exactly `alpn`.
     pub async fn tls_stream(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        assert!(self.tls, "the gateway was started without TLS");
         tls_connect(self.addr, &[&self.cert_pem], alpn).await
     }
 
