@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod durable;
 pub mod pipeline;
 pub mod revocation;
 pub mod server;

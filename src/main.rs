@@ -32,6 +32,10 @@ enum Command {
         /// Path to the config file.
         #[arg(short, long, default_value = "config.toml")]
         config: PathBuf,
+        /// Start even if a store file is damaged: keep every intact record and preserve the
+        /// damaged file beside it (`<file>.damaged-<time>`); as `[revocation] recover = true`.
+        #[arg(long)]
+        recover: bool,
     },
     /// Validate a config file: exit 0 if valid, otherwise print every problem and exit 2.
     Check {
@@ -230,7 +234,7 @@ impl AdminArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => run(config),
+        Command::Run { config, recover } => run(config, recover),
         Command::Check { config } => return check(config),
         Command::Token {
             config,
@@ -354,8 +358,9 @@ fn check(path: PathBuf) -> ExitCode {
     }
 }
 
-fn run(path: PathBuf) -> anyhow::Result<()> {
+fn run(path: PathBuf, recover: bool) -> anyhow::Result<()> {
     let mut config = load(&path)?;
+    config.revocation.recover |= recover;
     portcullis::telemetry::init_logging(config.log.format, &config.log.level);
     config.write_dev_files()?;
     // Worker 0, the admin API and background tasks share this thread; `start` adds one
@@ -468,7 +473,8 @@ fn token(
         let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
         claims.insert(k.to_string(), value);
     }
-    let mut header = jsonwebtoken::Header::new(key.alg);
+    let alg = key.alg.jwt().context("the selected key cannot sign")?;
+    let mut header = jsonwebtoken::Header::new(alg);
     header.kid = key.kid.clone();
     let Some(encoding) = &key.encoding else {
         anyhow::bail!("the selected key cannot sign");

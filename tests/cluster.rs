@@ -219,6 +219,43 @@ async fn revoke_refused(gw: &Gw, body: Value) {
     assert!(r.error().contains("nothing was revoked"), "{r:?}");
 }
 
+/// A slow Redis (stopped, not dead) makes a revoke time out; the answer must not claim
+/// that nothing was revoked, because the write still runs when Redis wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_that_times_out_says_the_outcome_is_unknown() {
+    let redis = RedisServer::start();
+    let up = Upstream::start().await;
+    let a = node(&up, &redis.url(), "").await;
+    let slow = token("sam", "slow-1");
+    assert_passes(&a.get(&slow).await, "before");
+    // A first revoke loads the write script into Redis, so the next one is a single
+    // EVALSHA that a stopped Redis runs when it wakes.
+    a.revoke(json!({ "jti": "warm-up" })).await;
+
+    redis.signal("STOP");
+    let r = a
+        .admin(
+            Method::POST,
+            "/revocations",
+            Some(json!({ "jti": "slow-1" })),
+        )
+        .await;
+    redis.signal("CONT");
+    assert_eq!(r.status, 503, "{r:?}");
+    let msg = r.error();
+    assert!(!msg.contains("nothing was revoked"), "{msg}");
+    assert!(
+        msg.contains("outcome is unknown") && msg.contains("safe to repeat"),
+        "{msg}"
+    );
+
+    // Redis woke and ran the write: the revoke took effect after all...
+    wait_refused(&a, &slow, "the timed-out revoke, once Redis woke").await;
+    // ...and repeating it, as the answer invited, is harmless.
+    a.revoke(json!({ "jti": "slow-1" })).await;
+    assert_revoked(&a.get(&slow).await, "after the repeat");
+}
+
 fn redis_key(kind: &str, id: &str) -> String {
     format!("{PREFIX}:{kind}:{}", key_to_hex(&digest(id.as_bytes())))
 }

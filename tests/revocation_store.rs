@@ -14,8 +14,9 @@ use common::{tokens, wait_until, Upstream};
 use portcullis::revocation::record::{HEADER_LEN, RECORD_LEN};
 use portcullis::Config;
 use revocation_support::{
-    assert_passes, assert_revoked, client, config_text, env, key_hex, proxy_get, spawn_process,
-    store_path, token, token_with, Env, Gw, ADMIN_TOKEN, TIMEOUT,
+    assert_passes, assert_revoked, client, config_text, env, key_hex, proxy_get,
+    run_expecting_exit, spawn_process, spawn_process_with, store_path, token, token_with, Env, Gw,
+    ADMIN_TOKEN, TIMEOUT,
 };
 use serde_json::{json, Value};
 
@@ -121,36 +122,84 @@ async fn a_torn_last_record_is_skipped_and_every_earlier_one_loads() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_in_the_store_loses_only_the_damaged_record() {
-    const K: usize = 8;
-    let up = Upstream::start().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let jtis: Vec<String> = (0..K).map(|i| format!("garbled-{i}")).collect();
-    let gw = Gw::start(dir.path(), &up.url(), "").await;
-    for jti in &jtis {
+/// Revokes `jtis` one at a time (so record i in the file is jtis[i]) on a gateway over
+/// `dir`, then stops it.
+async fn revoke_all(dir: &std::path::Path, up: &Upstream, jtis: &[String]) {
+    let gw = Gw::start(dir, &up.url(), "").await;
+    for jti in jtis {
         gw.revoke(json!({ "jti": jti })).await;
     }
     gw.stop().await;
+}
 
-    // Flip a byte inside record 3 (its checksum no longer matches) and append garbage that
-    // is not a whole record.
+/// The `*.damaged-*` copies beside the store.
+fn damaged_copies(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("data"))
+        .expect("store folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains(".damaged-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_in_the_middle_refuses_the_start_and_recover_keeps_every_intact_record() {
+    const K: usize = 40;
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jtis: Vec<String> = (0..K).map(|i| format!("garbled-{i}")).collect();
+    revoke_all(dir.path(), &up, &jtis).await;
+
+    // Flip a byte inside record 3, insert 7 bytes inside record 10 (which misaligns every
+    // later record for a reader of fixed-size records), and append garbage.
     let path = store_path(dir.path());
     let mut bytes = std::fs::read(&path).expect("read store");
-    let at = HEADER_LEN + 3 * RECORD_LEN + 5;
-    bytes[at] ^= 0xff;
+    bytes[HEADER_LEN + 3 * RECORD_LEN + 5] ^= 0xff;
+    let at = HEADER_LEN + 10 * RECORD_LEN + 3;
+    bytes.splice(at..at, [0x55u8; 7]);
     bytes.extend_from_slice(&[0xab; 50]);
     std::fs::write(&path, &bytes).expect("write store");
 
-    let gw = Gw::start(dir.path(), &up.url(), "").await;
+    // Without `recover`: refused, with the file, the offset and the way out; nothing changed.
+    let config = Config::from_toml(&config_text(&up.url(), ""), dir.path()).expect("config");
+    let err = match portcullis::start(config).await {
+        Ok(_) => panic!("started on a damaged store without being told to recover"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    let first = HEADER_LEN + 3 * RECORD_LEN;
+    assert!(err.contains(&format!("offset {first}")), "{err}");
+    assert!(err.contains("portcullis run --recover"), "{err}");
+    assert!(err.contains("recover = true"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "the store was changed"
+    );
+    assert!(damaged_copies(dir.path()).is_empty());
+
+    // With `recover = true`: every intact record is in force, the damage preserved.
+    let gw = Gw::start(dir.path(), &up.url(), "[revocation]\nrecover = true\n").await;
     for (i, jti) in jtis.iter().enumerate() {
         let r = gw.get(&token("noah", jti)).await;
-        if i == 3 {
-            assert_passes(&r, "the damaged record is lost (and warned about)");
+        if i == 3 || i == 10 {
+            assert_passes(&r, "the damaged record is lost (and reported)");
         } else {
             assert_revoked(&r, jti);
         }
     }
+    assert_eq!(gw.count().await, ((K - 2) as u64, 0));
+    gw.revoke(json!({ "jti": "after-recovery" })).await;
+    gw.stop().await;
+    let copies = damaged_copies(dir.path());
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(std::fs::read(&copies[0]).expect("read copy"), bytes);
+
+    // The store is clean now: a plain restart loads it.
+    let gw = Gw::start(dir.path(), &up.url(), "").await;
+    assert_revoked(
+        &gw.get(&token("noah", "after-recovery")).await,
+        "after recovery",
+    );
     assert_eq!(gw.count().await, ((K - 1) as u64, 0));
     gw.stop().await;
 
@@ -166,6 +215,87 @@ async fn garbage_in_the_store_loses_only_the_damaged_record() {
         std::fs::read(&path).expect("read"),
         b"this is not a revocation log, do not eat it"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_a_damaged_store_and_starts_with_recover() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jtis: Vec<String> = (0..20).map(|i| format!("bin-{i}")).collect();
+    revoke_all(dir.path(), &up, &jtis).await;
+    let path = store_path(dir.path());
+    let mut bytes = std::fs::read(&path).expect("read store");
+    let at = HEADER_LEN + 5 * RECORD_LEN + 1;
+    bytes.splice(at..at, *b"inserted");
+    std::fs::write(&path, &bytes).expect("write store");
+    let config = dir.path().join("config.toml");
+    let text = config_text(&up.url(), "[log]\nformat = \"json\"\n");
+    std::fs::write(&config, text).expect("write config");
+
+    let (ok, stderr) = run_expecting_exit(&config, &[])
+        .await
+        .expect("the gateway started on a damaged store");
+    assert!(!ok);
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains("--recover"), "{stderr}");
+
+    let p = spawn_process_with(&config, &["--recover"]).await;
+    let http = client();
+    for (i, jti) in jtis.iter().enumerate() {
+        let r = proxy_get(&http, p.proxy, &token("olga", jti)).await;
+        if i == 5 {
+            assert_passes(&r, "the record the bytes went into");
+        } else {
+            assert_revoked(&r, jti);
+        }
+    }
+    drop(p);
+    assert_eq!(damaged_copies(dir.path()).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_store_is_refused_naming_the_file_and_pid() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    let text = config_text(&up.url(), "[log]\nformat = \"json\"\n");
+    std::fs::write(&config, text).expect("write config");
+    let first = spawn_process(&config).await;
+    let pid = first.child.id();
+    let path = store_path(dir.path());
+
+    let (ok, stderr) = run_expecting_exit(&config, &[])
+        .await
+        .expect("a second gateway started on a store another one holds");
+    assert!(!ok);
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains(&format!("PID {pid}")), "{stderr}");
+
+    // In-process too, and the first one keeps serving revokes.
+    let cfg = Config::from_toml(&config_text(&up.url(), ""), dir.path()).expect("config");
+    let err = match portcullis::start(cfg).await {
+        Ok(_) => panic!("a second in-process gateway opened a store another process holds"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("in use by another process"), "{err}");
+    let http = client();
+    let r = http
+        .post(format!("http://{}/revocations", first.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "jti": "still-mine" }))
+        .send()
+        .await
+        .expect("revoke");
+    assert!(r.status().is_success(), "{}", r.status());
+
+    // The lock goes with the process, however it ends: the next one starts at once.
+    first.kill_9();
+    let gw = Gw::start(dir.path(), &up.url(), "").await;
+    assert_revoked(
+        &gw.get(&token("pia", "still-mine")).await,
+        "kept across the hand-over",
+    );
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,5 +429,152 @@ async fn the_memory_store_revokes_without_a_file_and_forgets_on_restart() {
     let gw = Gw::start(dir.path(), &up.url(), extra).await;
     assert_eq!(gw.count().await, (0, 0));
     assert_passes(&gw.get(&t).await, "after a restart of a memory store");
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// A full disk.
+// ---------------------------------------------------------------------------------------
+
+/// Unmounts the test's tmpfs however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, failing the test after [`TIMEOUT`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of `portcullis_revocation_store_degraded`.
+async fn degraded_gauge(gw: &Gw) -> String {
+    let r = gw.admin(reqwest::Method::GET, "/metrics", None).await;
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_revocation_store_degraded "))
+        .unwrap_or("missing")
+        .to_owned()
+}
+
+/// Disk full: revokes are answered 503 and the instance reports itself degraded; once space
+/// is freed it recovers by itself (no restart), and every acknowledged revocation holds.
+/// Needs a small tmpfs, so root; skipped with a message where `mount` is not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_degrades_the_store_and_it_recovers_once_space_is_freed() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mnt = dir.path().join("small-disk");
+    std::fs::create_dir(&mnt).expect("mount point");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "SKIPPED: cannot mount a 256 KiB tmpfs here (needs root); disk-full test not run"
+        );
+        return;
+    }
+    let _unmount = Mounted(mnt.clone());
+    let store = mnt.join("revocations.log");
+    let extra = format!("[revocation]\nstore = \"{}\"\n", store.display());
+    let gw = Gw::start(dir.path(), &up.url(), &extra).await;
+    let mut acknowledged = vec!["before-full".to_string()];
+    gw.revoke(json!({ "jti": "before-full" })).await;
+    assert_eq!(
+        gw.admin(reqwest::Method::GET, "/readyz", None).await.status,
+        200
+    );
+
+    // Fill the disk.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0x5au8; 4096];
+        while f.write_all(&block).and_then(|()| f.sync_all()).is_ok() {}
+    }
+    // The log's last page may still have room for a few records: revoke until refused.
+    let mut refused = None;
+    for i in 0..400 {
+        let jti = format!("full-{i}");
+        let r = gw
+            .admin(
+                reqwest::Method::POST,
+                "/revocations",
+                Some(json!({ "jti": jti })),
+            )
+            .await;
+        match r.status {
+            201 => acknowledged.push(jti),
+            503 => {
+                refused = Some(r);
+                break;
+            }
+            other => panic!("revoke on a full disk answered {other}: {r:?}"),
+        }
+    }
+    let refused = refused.expect("no revoke was refused on a full disk");
+    assert!(
+        refused.error().contains("safe to repeat")
+            || refused.error().contains("nothing was revoked"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        gw.admin(reqwest::Method::GET, "/readyz", None).await.status,
+        503
+    );
+    eventually("degraded gauge 1", || async {
+        degraded_gauge(&gw).await == "1"
+    })
+    .await;
+    // Still refused while the disk stays full (after the back-off too).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = gw
+        .admin(
+            reqwest::Method::POST,
+            "/revocations",
+            Some(json!({ "jti": "still-full" })),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{r:?}");
+
+    // Free the space: the store recovers by itself.
+    std::fs::remove_file(&filler).expect("free space");
+    eventually("ready again", || async {
+        gw.admin(reqwest::Method::GET, "/readyz", None).await.status == 200
+    })
+    .await;
+    eventually("degraded gauge 0", || async {
+        degraded_gauge(&gw).await == "0"
+    })
+    .await;
+    gw.revoke(json!({ "jti": "after-free" })).await;
+    acknowledged.push("after-free".into());
+    gw.stop().await;
+
+    let gw = Gw::start(dir.path(), &up.url(), &extra).await;
+    for jti in &acknowledged {
+        assert_revoked(&gw.get(&token("uma", jti)).await, jti);
+    }
     gw.stop().await;
 }

@@ -169,6 +169,60 @@ async fn refresh_sessions_survive_a_restart_of_the_embedded_store() {
     gw.stop().await;
 }
 
+/// Bytes inserted inside the first record of the journal: the start is refused (naming the
+/// journal, the offset and `--recover`) and nothing changes; with `recover = true` every
+/// intact session is kept and the damaged journal preserved beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_journal_refuses_the_start_and_recover_keeps_every_intact_session() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_users(dir.path());
+    let extra = signin_toml("");
+    let gw = Gw::start(dir.path(), &up.url(), &extra).await;
+    let (_, alice) = login(gw.proxy, "alice", "wonderland").await;
+    let (_, bob) = login(gw.proxy, "bob", "builder").await;
+    gw.stop().await;
+
+    let path = dir.path().join("data/revocations.log.sessions");
+    let mut bytes = std::fs::read(&path).expect("journal");
+    bytes.splice(13..13, *b"junk!");
+    std::fs::write(&path, &bytes).expect("write");
+
+    let config = portcullis::Config::from_toml(&config_text(&up.url(), &extra), dir.path())
+        .expect("valid config");
+    let err = match portcullis::start(config).await {
+        Ok(_) => panic!("started on a damaged session journal without recover"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("session journal") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(err.contains("offset") && err.contains("--recover"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "changed without recover"
+    );
+
+    let recover = format!("{extra}\n[revocation]\nrecover = true\n");
+    let gw = Gw::start(dir.path(), &up.url(), &recover).await;
+    assert_refused(gw.proxy, &alice, "the damaged record's session").await;
+    rotate(gw.proxy, &bob, "an intact session after recovery").await;
+    gw.stop().await;
+    let copies: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+        .expect("data")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("revocations.log.sessions.damaged-")
+        })
+        .collect();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(std::fs::read(copies[0].path()).expect("copy"), bytes);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_is_not_a_session_journal_stops_the_start_and_is_kept() {
     let up = Upstream::start().await;

@@ -3,20 +3,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::revocation::{decode_file, decode_records, Record};
-
-const RECORD_LEN: usize = 37;
-const MAGIC: &[u8] = b"PCRVLOG\x01";
+use portcullis::revocation::record::MAGIC;
+use portcullis::revocation::{decode_file, decode_records};
 
 fuzz_target!(|data: &[u8]| {
     let (records, scan) = decode_records(data);
     assert_eq!(records.len(), scan.records);
-    assert_eq!(scan.good_len % RECORD_LEN, 0);
-    assert_eq!(scan.good_len + scan.torn, data.len());
-    assert_eq!(scan.records + scan.corrupt, scan.good_len / RECORD_LEN);
+    assert_eq!(scan.good_len + scan.tail, data.len());
+    let runs: usize = scan.runs.iter().map(|(a, b)| b - a).sum();
+    let damaged: usize = scan.damaged.iter().map(|d| d.len).sum();
+    assert_eq!(runs + damaged, scan.good_len);
     for r in &records {
-        let encoded = r.encode();
-        assert_eq!(Record::decode(&encoded), Some(*r));
+        let (again, _) = decode_records(&r.encode());
+        assert_eq!(again, vec![*r]);
     }
     // The same bytes behind a valid header decode to the same records.
     let mut file = MAGIC.to_vec();

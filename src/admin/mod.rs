@@ -350,7 +350,7 @@ async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest) -> Resp {
             tracing::error!(error = %e, "revocation not stored");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "revocation store unavailable; nothing was revoked",
+                &store_failure_message(&e, "revoked"),
             )
         }
     }
@@ -376,9 +376,22 @@ async fn unrevoke(admin: &Arc<AdminState>, kind: &str, value: &str) -> Resp {
             tracing::error!(error = %e, "un-revocation not stored");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "revocation store unavailable; nothing changed",
+                &store_failure_message(&e, "changed"),
             )
         }
+    }
+}
+
+/// The 503 message for a change the store did not confirm: "nothing was {done}" only when
+/// that is known; otherwise the outcome is unknown, and repeating the request is safe
+/// (revocations and un-revocations are idempotent).
+fn store_failure_message(e: &crate::revocation::StoreError, done: &str) -> String {
+    if e.nothing_changed() {
+        format!("revocation store unavailable; nothing was {done}")
+    } else {
+        "revocation store did not confirm the change; the outcome is unknown (it may take \
+         effect), and the request is safe to repeat"
+            .to_string()
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cookie;
 pub mod jwe;
 pub mod jwks;
 pub mod jws;
+pub mod key_checks;
 pub mod keys;
 
 /// Why a request was not authenticated. Each variant maps to one status and one generic
@@ -27,6 +28,8 @@ pub enum AuthError {
     ForbiddenHeader,
     #[error("no configured key matches the token's kid and alg")]
     UnknownKey,
+    #[error("encrypted token under public-key management carries no nested signed JWT (or the key requires one)")]
+    NestedRequired,
     #[error("signature does not verify")]
     Signature,
     #[error("encrypted token cannot be decrypted with any configured key (or was tampered with)")]
@@ -59,6 +62,7 @@ impl AuthError {
             AuthError::Algorithm => "algorithm",
             AuthError::ForbiddenHeader => "forbidden_header",
             AuthError::UnknownKey => "unknown_key",
+            AuthError::NestedRequired => "nested_required",
             AuthError::Signature => "signature",
             AuthError::Decrypt => "decrypt",
             AuthError::Expired => "expired",
@@ -90,6 +94,7 @@ impl AuthError {
             | AuthError::ForbiddenHeader
             | AuthError::UnknownKey
             | AuthError::Signature
+            | AuthError::NestedRequired
             | AuthError::Decrypt => "token is invalid",
         }
     }

@@ -105,6 +105,8 @@ pub struct Listen {
     pub header_read_timeout: Duration,
     pub workers: Option<usize>,
     pub shutdown_grace: Duration,
+    /// `[listen] hsts`: the `Strict-Transport-Security` value for responses over TLS.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// PEM bytes of a certificate chain and its private key, already checked to parse.
@@ -178,6 +180,9 @@ pub struct RedisStore {
     pub load_timeout: Duration,
     /// PEM CA certificates for `rediss://`, instead of the system roots.
     pub tls_ca: Option<Vec<u8>>,
+    /// A revoke is acknowledged only once this many replicas have it (`WAIT`); 0: the
+    /// master's answer is enough.
+    pub min_replicas_ack: u32,
 }
 
 impl RedisStore {
@@ -196,6 +201,7 @@ impl fmt::Debug for RedisStore {
             .field("timeout", &self.timeout)
             .field("load_timeout", &self.load_timeout)
             .field("tls_ca", &self.tls_ca.is_some())
+            .field("min_replicas_ack", &self.min_replicas_ack)
             .finish()
     }
 }
@@ -204,6 +210,9 @@ impl fmt::Debug for RedisStore {
 pub struct Revocation {
     pub store: StoreKind,
     pub sweep_interval: Duration,
+    /// Open a damaged store anyway, keeping every intact record (`recover = true` or
+    /// `portcullis run --recover`).
+    pub recover: bool,
 }
 
 /// `[api_keys]`, validated.
@@ -485,7 +494,7 @@ impl Checker<'_> {
         let redacted = crate::revocation::redis::redact_url(url);
         if let Err(e) = crate::revocation::redis::check_url(url) {
             self.problems.push(format!(
-                "revocation.store: `{redacted}` is not a usable Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\" or \"rediss://:PASSWORD@host:6380/0\""
+                "revocation.store: `{redacted}` is not a usable Redis URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\", \"rediss://:PASSWORD@host:6380/0\" or \"redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster/0\""
             ));
         }
         let key_prefix = r
@@ -534,7 +543,9 @@ impl Checker<'_> {
             }
             Some(p) => self.read("revocation.tls_ca", &resolve(self.base, p)),
         };
+        let min_replicas_ack = r.and_then(|r| r.min_replicas_ack).unwrap_or(0);
         RedisStore {
+            min_replicas_ack,
             url: url.to_owned(),
             key_prefix,
             stream_max_len,
@@ -684,6 +695,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             f.listen.shutdown_grace.as_ref(),
             crate::server::DEFAULT_SHUTDOWN_GRACE,
         ),
+        hsts: f.listen.hsts.as_deref().and_then(|v| {
+            crate::server::tls::hsts_value(v, f.listen.tls_cert.is_some())
+                .map_err(|e| c.problems.push(format!("listen.hsts: {e}")))
+                .ok()
+        }),
     };
 
     // [jwt]
@@ -725,12 +741,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             private_pem,
         });
     }
-    let jwks = f
-        .jwt
-        .jwks_file
-        .as_ref()
-        .and_then(|p| c.read("jwt.jwks_file", &resolve(base, p)));
-    let keys = match KeySet::build(materials, jwks.as_deref()) {
+    let jwks = f.jwt.jwks_file.as_ref().and_then(|p| {
+        c.read("jwt.jwks_file", &resolve(base, p))
+            .map(|doc| (p.display().to_string(), doc))
+    });
+    let jwks = jwks.as_ref().map(|(p, d)| (p.as_str(), d.as_slice()));
+    let keys = match KeySet::build(materials, jwks) {
         Ok(ks) => ks,
         Err(errs) => {
             c.problems.extend(errs);
@@ -777,15 +793,36 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             raw,
             pem.as_deref(),
         ) {
-            Ok(key) => jwe_keys.push(key),
-            Err(e) => c.problems.push(format!("{label}: {e}")),
+            Ok(mut key) => {
+                key.require_nested = k.require_nested.unwrap_or(false);
+                jwe_keys.push(key)
+            }
+            Err(e) => c.problems.push(format!(
+                "{label}{}: {e}",
+                k.kid
+                    .as_ref()
+                    .map(|k| format!(" kid {k:?}"))
+                    .unwrap_or_default()
+            )),
         }
     }
+    if let Some(p) = &f.jwt.decryption_jwks_file {
+        if let Some(doc) = c.read("jwt.decryption_jwks_file", &resolve(base, p)) {
+            let source = format!("decryption_jwks_file {}", p.display());
+            match crate::auth::jwe::parse_decryption_jwks(&doc, &source) {
+                Ok(mut keys) => jwe_keys.append(&mut keys),
+                Err(e) => c.problems.push(format!("jwt.{e}")),
+            }
+        }
+    }
+    let encs = crate::auth::jwe::parse_encs(f.jwt.decryption_encs.as_deref())
+        .map_err(|e| c.problems.push(format!("jwt.decryption_encs: {e}")))
+        .unwrap_or_default();
     let decryption_keys = if jwe_keys.is_empty() {
         None
     } else {
         match crate::auth::jwe::KeyRing::new(jwe_keys) {
-            Ok(ring) => Some(std::sync::Arc::new(ring)),
+            Ok(ring) => Some(std::sync::Arc::new(ring.with_accepted_encs(encs))),
             Err(e) => {
                 c.problems.push(format!("jwt.decryption_keys: {e}"));
                 None
@@ -978,7 +1015,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     let store = match f.revocation.as_ref().and_then(|r| r.store.as_deref()) {
         None => StoreKind::Log(resolve(base, Path::new(DEFAULT_REVOCATION_STORE))),
         Some("memory") => StoreKind::Memory,
-        Some(s) if s.starts_with("redis://") || s.starts_with("rediss://") => {
+        Some(s)
+            if s.starts_with("redis://")
+                || s.starts_with("rediss://")
+                || s.starts_with("redis+sentinel://") =>
+        {
             StoreKind::Redis(c.redis_store(s, f.revocation.as_ref()))
         }
         Some(s) => StoreKind::Log(resolve(base, Path::new(s))),
@@ -990,6 +1031,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             ("timeout", r.timeout.is_some()),
             ("load_timeout", r.load_timeout.is_some()),
             ("tls_ca", r.tls_ca.is_some()),
+            ("min_replicas_ack", r.min_replicas_ack.is_some()),
         ] {
             if set {
                 c.problems.push(format!(
@@ -999,6 +1041,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         }
     }
     let revocation = Revocation {
+        recover: f
+            .revocation
+            .as_ref()
+            .and_then(|r| r.recover)
+            .unwrap_or(false),
         store,
         sweep_interval: c.duration(
             "revocation.sweep_interval",

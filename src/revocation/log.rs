@@ -1,23 +1,24 @@
-//! The embedded durable store: an append-only file of checksummed records (format in
-//! `record.rs`), replayed into a [`Dictionary`] at start-up, appended to with group commit,
-//! and rewritten to the live set by compaction.
+//! The embedded durable store: an append-only file of framed records (format in
+//! `record.rs`, framing, recovery, locking and group commit in `crate::durable`), replayed
+//! into a [`Dictionary`] at start-up, appended to with group commit, and rewritten to the
+//! live set by compaction.
 //!
 //! Blocking API on purpose: every call ends in an fsync, so async callers go through
 //! `tokio::task::spawn_blocking`; `Log` is `Send + Sync` and shared as `Arc<Log>`.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::fs;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use thiserror::Error;
+use crate::durable::store::{self, Header, Opened, Recovery, Swap};
+use crate::durable::{io_err, Committer, DurableError};
 
-use super::commit::{Committer, Swap};
 use super::dict::{expired, Dictionary};
 use super::record::{
-    check_header, estimate_live, scan, Header, HeaderError, Record, HEADER_LEN, MAGIC, RECORD_LEN,
+    check_header, decode_v1, estimate_live, HeaderError, Record, HEADER_LEN, KIND, MAGIC,
+    RECORD_LEN,
 };
 
 /// Leeway [`Log::open`] replays with: expired revocations younger than this are kept.
@@ -26,27 +27,8 @@ use super::record::{
 /// until the first [`Dictionary::sweep`], which runs with the real leeway.
 pub const REPLAY_LEEWAY: u64 = 3600;
 
-#[derive(Debug, Error)]
-pub enum LogError {
-    #[error("store file {}: {op}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("store file {}: {source}", path.display())]
-    Header {
-        path: PathBuf,
-        #[source]
-        source: HeaderError,
-    },
-    /// After a failed write or fsync nothing is known about what reached the disk (the
-    /// kernel may have dropped the dirty pages), so the log refuses further writes; a
-    /// restart replays what is really there and repairs the tail.
-    #[error("store file {} refuses writes after an earlier failure ({reason}); restart to recover", path.display())]
-    Failed { path: PathBuf, reason: String },
-}
+/// Every way the log can fail: the durable layer's errors.
+pub type LogError = DurableError;
 
 /// What [`Log::open`] found.
 #[derive(Debug)]
@@ -57,10 +39,12 @@ pub struct Replay {
     pub records: usize,
     /// Revocations skipped because they had already expired.
     pub expired: usize,
-    /// Damaged records in the middle of the file, skipped (each was warned about).
+    /// Damaged stretches skipped under `recover` (zero otherwise: damage refuses the open).
     pub corrupt: usize,
-    /// Bytes of torn tail cut off the end of the file.
+    /// Bytes of torn final write cut off the end of the file.
     pub truncated: usize,
+    /// The damage found and what was done about it.
+    pub recovery: Recovery,
 }
 
 /// What [`Log::compact`] did.
@@ -92,87 +76,6 @@ impl std::fmt::Debug for Log {
     }
 }
 
-/// Open an append-only file (log or journal), creating it and its folder, and read it whole.
-/// First removes the `.tmp` sibling that compaction writes to, a leftover from a compaction
-/// that died before its rename (the file itself is whole then). Returns the file, its bytes
-/// and that `.tmp` path.
-pub(crate) fn open_append_only(path: &Path) -> Result<(File, Vec<u8>, PathBuf), LogError> {
-    let mut tmp: OsString = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp_path = PathBuf::from(tmp);
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io_err(path, "create folder"))?;
-    }
-    match fs::remove_file(&tmp_path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(io_err(&tmp_path, "remove stale compaction file")(e))
-        }
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(io_err(path, "open"))?;
-    let size = file.metadata().map_or(0, |m| m.len());
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    file.read_to_end(&mut bytes).map_err(io_err(path, "read"))?;
-    Ok((file, bytes, tmp_path))
-}
-
-/// Make `file` hold only `magic`, durably (file and folder fsynced): for a new file, or one
-/// whose creator died before its header was durable. Returns the bytes it now holds.
-pub(crate) fn reset_to_header(
-    file: &mut File,
-    path: &Path,
-    magic: &[u8],
-) -> Result<Vec<u8>, LogError> {
-    file.set_len(0).map_err(io_err(path, "truncate"))?;
-    file.write_all(magic)
-        .map_err(io_err(path, "write header"))?;
-    file.sync_all().map_err(io_err(path, "fsync"))?;
-    sync_parent(path).map_err(io_err(path, "fsync folder"))?;
-    Ok(magic.to_vec())
-}
-
-/// A torn or damaged last record (a crash during a write) is cut off, durably, so the next
-/// append lands on a record boundary; `good_end` is where the intact records end. `kind`
-/// names the file in the warning.
-pub(crate) fn cut_torn_tail(
-    file: &File,
-    path: &Path,
-    kind: &'static str,
-    good_end: u64,
-    torn_bytes: usize,
-    kept_records: usize,
-) -> Result<(), LogError> {
-    if torn_bytes == 0 {
-        return Ok(());
-    }
-    tracing::warn!(
-        path = %path.display(),
-        file = kind,
-        torn_bytes,
-        kept_records,
-        "{kind} ends in a torn or damaged record (crash during a write?); truncating to the last intact record"
-    );
-    file.set_len(good_end)
-        .map_err(io_err(path, "truncate torn tail"))?;
-    file.sync_all().map_err(io_err(path, "fsync"))
-}
-
-pub(crate) fn io_err<'a>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl FnOnce(io::Error) -> LogError + 'a {
-    move |source| LogError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    }
-}
-
 /// Unix seconds now; a clock before 1970 counts as 0 (replay then drops nothing).
 pub fn now_unix() -> u64 {
     SystemTime::now()
@@ -180,102 +83,107 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Makes a rename or a new directory entry in `path`'s folder durable.
-pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        Ok(())
+/// Brings the header of an opened log to the current version: writes it into a new file,
+/// rewrites a version 1 log as version 2 (the original kept beside it as `<path>.v1-<time>`),
+/// refuses anything else.
+fn upgrade(opened: &mut Opened) -> Result<(), LogError> {
+    match check_header(&opened.bytes, &KIND) {
+        Err(source) => Err(LogError::Header {
+            path: opened.path.clone(),
+            source,
+        }),
+        Ok(Header::Valid) => Ok(()),
+        Ok(Header::Incomplete) => store::reset_to_header(opened, &KIND),
+        Ok(Header::Version(1)) => {
+            let records = decode_v1(opened.bytes.get(HEADER_LEN..).unwrap_or_default());
+            let kept = store::preserve(&opened.path, &opened.bytes, "v1")?;
+            let mut contents = Vec::with_capacity(HEADER_LEN + records.len() * RECORD_LEN);
+            contents.extend_from_slice(&MAGIC);
+            for r in &records {
+                r.encode_into(&mut contents);
+            }
+            store::replace(opened, contents)?;
+            tracing::info!(path = %opened.path.display(), records = records.len(),
+                original = %kept.display(), "revocation log converted from format version 1 to 2");
+            Ok(())
+        }
+        Ok(Header::Version(found)) => Err(LogError::Header {
+            path: opened.path.clone(),
+            source: HeaderError::UnsupportedVersion {
+                kind: KIND.name,
+                found,
+                supported: MAGIC[HEADER_LEN - 1],
+            },
+        }),
     }
 }
 
 impl Log {
     /// Opens (creating it and its folder if missing) the log at `path` and replays it,
-    /// keeping revocations that expired less than [`REPLAY_LEEWAY`] ago.
+    /// keeping revocations that expired less than [`REPLAY_LEEWAY`] ago. Damage other
+    /// than a torn final write refuses the open (see [`Log::open_with`]).
     pub fn open(path: impl AsRef<Path>) -> Result<(Log, Replay), LogError> {
-        Self::open_at(path, now_unix(), REPLAY_LEEWAY)
+        Self::open_with(path, now_unix(), REPLAY_LEEWAY, false)
     }
 
     /// [`Log::open`] with an explicit clock and leeway.
-    ///
-    /// A torn tail (a crash mid-write leaves a partial record, or full-size records that
-    /// fail their checksum, at the very end) is warned about and cut off, so the next
-    /// append lands on a record boundary. A damaged record followed by intact ones is
-    /// skipped with a warning and left in place; earlier and later records all load, and
-    /// the next compaction drops it. Skipping loses only that one change (if it was a
-    /// revocation, that token is live again, which is why it is warned about), where
-    /// stopping there would lose every change after it. A file that is not a log at all
-    /// is refused and left untouched.
     pub fn open_at(
         path: impl AsRef<Path>,
         now: u64,
         leeway: u64,
     ) -> Result<(Log, Replay), LogError> {
-        let path = path.as_ref().to_path_buf();
-        let (mut file, mut bytes, tmp_path) = open_append_only(&path)?;
-        match check_header(&bytes) {
-            Err(source) => return Err(LogError::Header { path, source }),
-            Ok(Header::Valid) => {}
-            Ok(Header::Incomplete) => {
-                // New file, or one whose creator died before the header was durable.
-                bytes = reset_to_header(&mut file, &path, &MAGIC)?;
-            }
-        }
-        let body = bytes.get(HEADER_LEN..).unwrap_or_default();
+        Self::open_with(path, now, leeway, false)
+    }
 
+    /// Opens the log under its exclusive lock (a second process is refused with
+    /// [`LogError::Locked`]) and replays every intact record, wherever damage sits between
+    /// them.
+    ///
+    /// A torn final write (a crash mid-append) is warned about and cut off, so the next
+    /// append lands on a record boundary. Any other damage refuses the open with
+    /// [`LogError::Damaged`] (file, offset, the command to recover) and leaves the file
+    /// untouched, unless `recover`: then the damaged file is preserved beside the log,
+    /// the log is rewritten to its intact records, and the damage is reported. A file that
+    /// is not a log at all is refused and left untouched.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        now: u64,
+        leeway: u64,
+        recover: bool,
+    ) -> Result<(Log, Replay), LogError> {
+        let path = path.as_ref().to_path_buf();
+        let mut opened = store::open_locked(&path)?;
+        upgrade(&mut opened)?;
+        let body = opened.bytes.get(HEADER_LEN..).unwrap_or_default();
         // Sized up front: rehashing on the way to 1M entries would cost more than the
         // extra pass over the bytes.
         let (tokens, subjects) = estimate_live(body, now, leeway);
         let dict = Dictionary::with_capacity(tokens, subjects);
         let mut skipped = 0usize;
-        let found = scan(body, |r| match r {
-            Record::RevokeToken { exp, .. } | Record::RevokeSubject { expires: exp, .. }
-                if expired(exp, now, leeway) =>
-            {
-                skipped += 1
+        let (end, recovery) = store::load(&mut opened, &KIND, recover, |p| {
+            match Record::from_payload(p) {
+                Some(
+                    Record::RevokeToken { exp, .. } | Record::RevokeSubject { expires: exp, .. },
+                ) if expired(exp, now, leeway) => skipped += 1,
+                Some(r) => r.apply(&dict),
+                None => return false,
             }
-            r => r.apply(&dict),
-        });
-        drop(bytes);
-
-        if found.corrupt > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                damaged = found.corrupt,
-                "revocation log has damaged records between intact ones; skipped them \
-                 (the changes they held are lost), the next compaction drops them"
-            );
-        }
-        let good_end = (HEADER_LEN + found.good_len) as u64;
-        cut_torn_tail(
-            &file,
-            &path,
-            "revocation log",
-            good_end,
-            found.torn,
-            found.records,
-        )?;
-
+            true
+        })?;
+        let Opened { file, tmp_path, .. } = opened;
         let log = Log {
-            committer: Committer::new(path.clone(), file, good_end),
+            committer: Committer::new(path.clone(), file, end),
             path,
             tmp_path,
             compacting: Mutex::new(()),
         };
         let replay = Replay {
             dict,
-            records: found.records,
+            records: recovery.records,
             expired: skipped,
-            corrupt: found.corrupt,
-            truncated: found.torn,
+            corrupt: recovery.damaged.len(),
+            truncated: recovery.truncated,
+            recovery,
         };
         Ok((log, replay))
     }
@@ -289,6 +197,18 @@ impl Log {
         self.committer.end().unwrap_or(0)
     }
 
+    /// Whether the last write failed and no retry has succeeded since (disk full, I/O
+    /// error): revokes are answered 503 meanwhile, and readiness reports it.
+    pub fn is_degraded(&self) -> bool {
+        self.committer.is_degraded()
+    }
+
+    /// While degraded, checks whether the disk takes writes again (see
+    /// [`Committer::probe`]); returns whether the log is healthy.
+    pub fn probe(&self) -> bool {
+        self.committer.probe()
+    }
+
     /// Whether the file has grown to more than twice what `live_entries` records need
     /// (plus 1 MiB, so small logs are left alone): the caller's cue to [`Log::compact`].
     pub fn needs_compaction(&self, live_entries: usize) -> bool {
@@ -299,7 +219,7 @@ impl Log {
     /// Appends records and returns once they are written and fsynced. Concurrent callers
     /// share one fsync (group commit).
     pub fn append(&self, records: &[Record]) -> Result<(), LogError> {
-        self.committer.commit(records, None)
+        super::commit::commit(&self.committer, records, None)
     }
 
     /// [`Log::append`], also applying the records to `dict` in the order they take in the
@@ -309,20 +229,21 @@ impl Log {
     /// visible to requests before it is durable; if the write then fails the caller gets
     /// the error, and the change holds until a restart.
     pub fn append_and_apply(&self, records: &[Record], dict: &Dictionary) -> Result<(), LogError> {
-        self.committer.commit(records, Some(dict))
+        super::commit::commit(&self.committer, records, Some(dict))
     }
 
     /// Rewrites the file to the entries of `dict` not expired at `now` (with `leeway`), so
     /// it stops growing with revocations that were undone or have lapsed.
     ///
-    /// Crash-safe: the live set goes to `<path>.tmp`, which is fsynced, renamed over the log,
-    /// and the folder fsynced; a crash at any point leaves either the old or the new file
-    /// whole. Appends keep flowing during the rewrite; they are held up only for the final
-    /// swap, which copies the records appended meanwhile, fsyncs, and renames. Some of
-    /// those records may already show in the snapshot; replaying them over it is harmless,
-    /// because an unrevoke is idempotent and a revoke keeps the later of two expiries, so a
-    /// change applied twice in file order gives what applying it once does. `dict` must be the dictionary this log's
-    /// [`Log::append_and_apply`] calls feed.
+    /// Crash-safe: the live set goes to `<path>.tmp` (locked before it is renamed, so the
+    /// store's lock carries over), which is fsynced, renamed over the log, and the folder
+    /// fsynced; a crash at any point leaves either the old or the new file whole. Appends
+    /// keep flowing during the rewrite; they are held up only for the final swap, which
+    /// copies the records appended meanwhile, fsyncs, and renames. Some of those records
+    /// may already show in the snapshot; replaying them over it is harmless, because an
+    /// unrevoke is idempotent and a revoke keeps the later of two expiries, so a change
+    /// applied twice in file order gives what applying it once does. `dict` must be the
+    /// dictionary this log's [`Log::append_and_apply`] calls feed.
     pub fn compact(
         &self,
         dict: &Dictionary,
@@ -344,7 +265,7 @@ impl Log {
         let mut bytes_after = 0;
         let (pause, result) = self.committer.swap(|old, end| {
             carried = (end.saturating_sub(base) / RECORD_LEN as u64) as usize;
-            let swap = self.swap(old, base, end, tmp);
+            let swap = store::swap_in(&self.path, &self.tmp_path, old, base, end, tmp);
             if let Swap::Replace { end, .. } = &swap {
                 bytes_after = *end;
             }
@@ -361,22 +282,24 @@ impl Log {
     }
 
     /// Writes header + live set to the tmp file and fsyncs it.
-    fn rewrite(&self, dict: &Dictionary, now: u64, leeway: u64) -> Result<(File, usize), LogError> {
+    fn rewrite(
+        &self,
+        dict: &Dictionary,
+        now: u64,
+        leeway: u64,
+    ) -> Result<(std::fs::File, usize), LogError> {
         let tmp = &self.tmp_path;
-        let _ = fs::remove_file(tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(tmp)
-            .map_err(io_err(tmp, "create"))?;
+        let file = store::create_tmp(tmp)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut live = 0usize;
         let mut write_err = out.write_all(&MAGIC).err();
+        let mut buf = Vec::with_capacity(RECORD_LEN);
         dict.for_each_live(now, leeway, |e| {
             if write_err.is_none() {
                 live += 1;
-                write_err = out.write_all(&Record::from(e).encode()).err();
+                buf.clear();
+                Record::from(e).encode_into(&mut buf);
+                write_err = out.write_all(&buf).err();
             }
         });
         if let Some(e) = write_err {
@@ -388,421 +311,8 @@ impl Log {
         file.sync_data().map_err(io_err(tmp, "fsync"))?;
         Ok((file, live))
     }
-
-    /// Copies the records appended between `base` and `end` from the old file, fsyncs,
-    /// renames over the log, and fsyncs the folder. Runs with appends held.
-    fn swap(&self, old: &File, base: u64, end: u64, tmp: File) -> Swap {
-        swap_in(&self.path, &self.tmp_path, old, base, end, tmp)
-    }
-}
-
-/// The end of a compaction, shared with the session journal: copies the bytes appended to
-/// `old` between `base` and `end` onto the fsynced snapshot `tmp` (at `tmp_path`), fsyncs,
-/// renames it over `path`, and fsyncs the folder. Runs with appends held.
-pub(crate) fn swap_in(
-    path: &Path,
-    tmp_path: &Path,
-    old: &File,
-    base: u64,
-    end: u64,
-    tmp: File,
-) -> Swap {
-    let copy = || -> io::Result<u64> {
-        let tail_len = end.saturating_sub(base);
-        let mut tail = Vec::with_capacity(usize::try_from(tail_len).unwrap_or(0));
-        let mut old = old;
-        old.seek(SeekFrom::Start(base))?;
-        old.take(tail_len).read_to_end(&mut tail)?;
-        if tail.len() as u64 != tail_len {
-            let msg = "log is shorter than what was written to it";
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
-        }
-        (&tmp).write_all(&tail)?;
-        tmp.sync_data()?;
-        tmp.metadata().map(|m| m.len())
-    };
-    let new_end = match copy() {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = fs::remove_file(tmp_path);
-            return Swap::Keep(io_err(tmp_path, "copy appended records")(e));
-        }
-    };
-    if let Err(e) = fs::rename(tmp_path, path) {
-        let _ = fs::remove_file(tmp_path);
-        return Swap::Keep(io_err(path, "rename compacted log")(e));
-    }
-    // If the folder is not synced the rename may not survive a crash, and appends to
-    // the new file would be lost with it: the committer then refuses further writes.
-    Swap::Replace {
-        file: tmp,
-        end: new_end,
-        durable: sync_parent(path).map_err(io_err(path, "fsync folder")),
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::revocation::dict::{digest, Entry, Kind};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use tracing::{span, Event, Level, Metadata};
-
-    /// Counts WARN events, so tests can assert that a repair was reported.
-    struct WarnCounter(Arc<AtomicUsize>);
-
-    impl tracing::Subscriber for WarnCounter {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
-            span::Id::from_u64(1)
-        }
-        fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
-        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
-        fn event(&self, e: &Event<'_>) {
-            if *e.metadata().level() == Level::WARN {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        fn enter(&self, _: &span::Id) {}
-        fn exit(&self, _: &span::Id) {}
-    }
-
-    fn warnings<T>(f: impl FnOnce() -> T) -> (T, usize) {
-        let n = Arc::new(AtomicUsize::new(0));
-        let out = tracing::subscriber::with_default(WarnCounter(Arc::clone(&n)), f);
-        (out, n.load(Ordering::SeqCst))
-    }
-
-    const NOW: u64 = 1_000_000;
-
-    fn open(path: &Path) -> (Log, Replay) {
-        match Log::open_at(path, NOW, 0) {
-            Ok(x) => x,
-            Err(e) => panic!("open {}: {e}", path.display()),
-        }
-    }
-
-    fn key(n: u64) -> crate::revocation::Key {
-        digest(&n.to_le_bytes())
-    }
-
-    /// A mix of every record kind, all live at NOW.
-    fn workload(n: u64) -> Vec<Record> {
-        (0..n)
-            .map(|i| match i % 10 {
-                0..=5 => Record::RevokeToken {
-                    key: key(i),
-                    exp: NOW + i,
-                },
-                6 => Record::UnrevokeToken { key: key(i - 6) },
-                7 | 8 => Record::RevokeSubject {
-                    key: key(i),
-                    revoked_before: i,
-                    expires: NOW + 10 * i,
-                },
-                _ => Record::UnrevokeSubject { key: key(i - 1) },
-            })
-            .collect()
-    }
-
-    fn listing(d: &Dictionary) -> Vec<Entry> {
-        let mut all = d.page(Kind::Token, None, usize::MAX);
-        all.extend(d.page(Kind::Subject, None, usize::MAX));
-        all
-    }
-
-    fn applied(records: &[Record]) -> Vec<Entry> {
-        let d = Dictionary::new();
-        records.iter().for_each(|r| r.apply(&d));
-        listing(&d)
-    }
-
-    fn write_log(path: &Path, records: &[Record]) {
-        let (log, _) = open(path);
-        for chunk in records.chunks(7) {
-            log.append(chunk).unwrap();
-        }
-    }
-
-    #[test]
-    fn reopen_rebuilds_the_same_dictionary() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested/deeper/revocations.log");
-        let recs = workload(500);
-        write_log(&path, &recs);
-        let ((_, replay), warned) = warnings(|| open(&path));
-        assert_eq!(warned, 0);
-        assert_eq!(replay.records, 500);
-        assert_eq!((replay.corrupt, replay.truncated), (0, 0));
-        assert_eq!(listing(&replay.dict), applied(&recs));
-        let size = fs::metadata(&path).unwrap().len();
-        assert_eq!(size, (HEADER_LEN + 500 * RECORD_LEN) as u64);
-    }
-
-    #[test]
-    fn replay_skips_expired_revocations() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.log");
-        let recs = [
-            Record::RevokeToken {
-                key: key(1),
-                exp: NOW - 100,
-            },
-            Record::RevokeToken {
-                key: key(2),
-                exp: NOW + 1,
-            },
-            Record::RevokeSubject {
-                key: key(3),
-                revoked_before: 1,
-                expires: NOW - 100,
-            },
-        ];
-        write_log(&path, &recs);
-        let (_, r) = open(&path);
-        assert_eq!(
-            (r.dict.len_tokens(), r.dict.len_subjects(), r.expired),
-            (1, 0, 2)
-        );
-        // Within the leeway they are still in force.
-        let (_, r) = Log::open_at(&path, NOW, 100).unwrap();
-        assert_eq!(
-            (r.dict.len_tokens(), r.dict.len_subjects(), r.expired),
-            (2, 1, 0)
-        );
-    }
-
-    #[test]
-    fn torn_last_record_is_cut_at_every_offset_and_the_log_repaired() {
-        let dir = tempfile::tempdir().unwrap();
-        let full = dir.path().join("full.log");
-        let recs = workload(40);
-        write_log(&full, &recs);
-        let bytes = fs::read(&full).unwrap();
-        let last_start = HEADER_LEN + 39 * RECORD_LEN;
-        assert_eq!(bytes.len(), last_start + RECORD_LEN);
-
-        for cut in 0..RECORD_LEN {
-            let path = dir.path().join(format!("cut{cut}.log"));
-            fs::write(&path, &bytes[..last_start + cut]).unwrap();
-            let ((log, replay), warned) = warnings(|| open(&path));
-            assert_eq!(replay.records, 39, "cut {cut}");
-            assert_eq!(replay.truncated, cut);
-            assert_eq!(warned, usize::from(cut > 0), "cut {cut}");
-            assert_eq!(listing(&replay.dict), applied(&recs[..39]));
-            assert_eq!(fs::metadata(&path).unwrap().len(), last_start as u64);
-
-            log.append(&recs[39..]).unwrap();
-            drop(log);
-            let ((_, replay), warned) = warnings(|| open(&path));
-            assert_eq!((replay.records, warned), (40, 0), "cut {cut}");
-            assert_eq!(listing(&replay.dict), applied(&recs));
-            assert_eq!(fs::read(&path).unwrap(), bytes);
-        }
-    }
-
-    #[test]
-    fn damaged_whole_records_at_the_end_are_a_torn_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.log");
-        let recs = workload(10);
-        write_log(&path, &recs);
-        // A crash can extend the file before the data lands: zeros where records should be.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[0u8; 2 * RECORD_LEN + 5]).unwrap();
-        drop(f);
-        let ((_, replay), warned) = warnings(|| open(&path));
-        assert_eq!(
-            (replay.records, replay.corrupt, replay.truncated),
-            (10, 0, 2 * RECORD_LEN + 5)
-        );
-        assert_eq!(warned, 1);
-        assert_eq!(
-            fs::metadata(&path).unwrap().len(),
-            (HEADER_LEN + 10 * RECORD_LEN) as u64
-        );
-    }
-
-    #[test]
-    fn damaged_middle_record_is_skipped_and_later_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.log");
-        let recs = workload(20);
-        write_log(&path, &recs);
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[HEADER_LEN + 4 * RECORD_LEN + 20] ^= 0x40; // record 4 (a RevokeToken)
-        fs::write(&path, &bytes).unwrap();
-
-        let ((log, replay), warned) = warnings(|| open(&path));
-        assert_eq!(warned, 1);
-        assert_eq!(
-            (replay.records, replay.corrupt, replay.truncated),
-            (19, 1, 0)
-        );
-        let mut without = recs.clone();
-        without.remove(4);
-        assert_eq!(listing(&replay.dict), applied(&without));
-        // Left in place (only compaction rewrites the file)...
-        assert_eq!(fs::read(&path).unwrap(), bytes);
-        // ...and appends still land after it.
-        let extra = Record::RevokeToken {
-            key: key(999),
-            exp: NOW + 5,
-        };
-        log.append_and_apply(&[extra], &replay.dict).unwrap();
-        log.compact(&replay.dict, NOW, 0).unwrap();
-        drop(log);
-        let ((_, again), warned) = warnings(|| open(&path));
-        assert_eq!((again.corrupt, warned), (0, 0));
-        without.push(extra);
-        assert_eq!(listing(&again.dict), applied(&without));
-    }
-
-    #[test]
-    fn compaction_keeps_the_live_set_and_drops_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.log");
-        let mut recs = workload(300);
-        recs.push(Record::RevokeToken {
-            key: key(7777),
-            exp: NOW - 10,
-        });
-        recs.push(Record::RevokeSubject {
-            key: key(8888),
-            revoked_before: 1,
-            expires: NOW - 10,
-        });
-        let (log, replay) = open(&path);
-        log.append_and_apply(&recs, &replay.dict).unwrap();
-        let before = log.len_bytes();
-        let stats = log.compact(&replay.dict, NOW, 0).unwrap();
-        drop(log);
-
-        let live: Vec<Entry> = applied(&recs)
-            .into_iter()
-            .filter(|e| e.key() != key(7777) && e.key() != key(8888))
-            .collect();
-        assert_eq!(stats.live, live.len());
-        assert_eq!(stats.bytes_before, before);
-        assert_eq!(
-            stats.bytes_after,
-            (HEADER_LEN + live.len() * RECORD_LEN) as u64
-        );
-        assert_eq!(fs::metadata(&path).unwrap().len(), stats.bytes_after);
-        let (_, again) = Log::open_at(&path, NOW, 1000).unwrap();
-        assert_eq!(again.expired, 0, "expired entries were not written");
-        assert_eq!(listing(&again.dict), live);
-        assert!(!Path::new(&format!("{}.tmp", path.display())).exists());
-    }
-
-    #[test]
-    fn appends_during_compaction_survive_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.log");
-        let (log, replay) = open(&path);
-        let dict = replay.dict;
-        log.append_and_apply(&workload(2000), &dict).unwrap();
-        let recs: Vec<Vec<Record>> = (0..4u64)
-            .map(|t| workload(400).into_iter().map(|r| shift(r, t)).collect())
-            .collect();
-        std::thread::scope(|s| {
-            for mine in &recs {
-                let (log, dict) = (&log, &dict);
-                s.spawn(move || {
-                    for r in mine {
-                        log.append_and_apply(std::slice::from_ref(r), dict).unwrap();
-                    }
-                });
-            }
-            for _ in 0..5 {
-                log.compact(&dict, NOW, 0).unwrap();
-            }
-        });
-        drop(log);
-        let (_, again) = open(&path);
-        assert_eq!(listing(&again.dict), listing(&dict));
-        assert!(again.dict.len_tokens() > 4 * 200);
-    }
-
-    /// Moves a record to keys of its own per thread.
-    fn shift(r: Record, t: u64) -> Record {
-        let k = |k: crate::revocation::Key| {
-            let mut k = k;
-            k[0] ^= 0x80 | t as u8;
-            k
-        };
-        match r {
-            Record::RevokeToken { key, exp } => Record::RevokeToken { key: k(key), exp },
-            Record::UnrevokeToken { key } => Record::UnrevokeToken { key: k(key) },
-            Record::RevokeSubject {
-                key,
-                revoked_before,
-                expires,
-            } => Record::RevokeSubject {
-                key: k(key),
-                revoked_before,
-                expires,
-            },
-            Record::UnrevokeSubject { key } => Record::UnrevokeSubject { key: k(key) },
-        }
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_log_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.log");
-        fs::write(&path, b"[revocation]\nstore = \"x\"\n").unwrap();
-        let err = Log::open_at(&path, NOW, 0).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LogError::Header {
-                    source: HeaderError::NotALog,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(fs::read(&path).unwrap(), b"[revocation]\nstore = \"x\"\n");
-    }
-
-    #[test]
-    fn partial_header_and_stale_tmp_are_repaired() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.log");
-        fs::write(&path, &MAGIC[..3]).unwrap();
-        let tmp = dir.path().join("r.log.tmp");
-        fs::write(&tmp, b"half a compaction").unwrap();
-        let (log, replay) = open(&path);
-        assert_eq!(replay.records, 0);
-        assert!(!tmp.exists());
-        assert_eq!(fs::read(&path).unwrap(), MAGIC);
-        log.append(&workload(3)).unwrap();
-        drop(log);
-        assert_eq!(open(&path).1.records, 3);
-    }
-
-    #[test]
-    fn needs_compaction_tracks_dead_weight() {
-        let dir = tempfile::tempdir().unwrap();
-        let (log, _) = open(&dir.path().join("r.log"));
-        let churn: Vec<Record> = (0..40_000)
-            .flat_map(|i| {
-                [
-                    Record::RevokeToken {
-                        key: key(i),
-                        exp: NOW,
-                    },
-                    Record::UnrevokeToken { key: key(i) },
-                ]
-            })
-            .collect();
-        assert!(!log.needs_compaction(0));
-        log.append(&churn).unwrap();
-        assert!(log.needs_compaction(0));
-        assert!(!log.needs_compaction(80_000));
-    }
-}
+#[path = "log_tests.rs"]
+mod tests;

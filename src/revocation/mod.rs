@@ -1,7 +1,8 @@
 //! Token revocation: the in-memory dictionary checked on every request (`dict`), and the
-//! embedded append-only log that makes it survive restarts (`log`; file format in `record`,
-//! group commit in `commit`), or in cluster mode the Redis keys and change stream that
-//! every instance shares (`redis`).
+//! embedded append-only log that makes it survive restarts (`log`; record format in
+//! `record`, queuing on the shared group commit in `commit`, the file machinery in
+//! `crate::durable`), or in cluster mode the Redis keys and change stream that every
+//! instance shares (`redis`).
 //!
 //! # Design
 //!
@@ -19,16 +20,17 @@
 //!   change to the dictionary in the order it takes in the file, so two concurrent admin
 //!   calls on one key cannot leave memory and disk disagreeing about which came last.
 //! * **Why a hand-rolled log rather than redb or fjall.** The data is small fixed-size
-//!   records (37 bytes), there is one writer process, and the whole set has to be in memory
-//!   for the request path anyway, so an on-disk index would buy nothing: start-up reads the
-//!   file in one go and replays it, O(size), well under a second at 1M records. A database
-//!   would add a dependency and a file format whose crash behaviour we would have to take
-//!   on trust; what crash safety needs here is small and tested in this module: a CRC per
-//!   record, torn-tail truncation on open, fsync before acknowledging, and compaction by
-//!   write-tmp / fsync / rename / fsync-folder. The price: the file grows with every change
-//!   until [`Log::compact`] runs ([`Log::needs_compaction`] says when), and we own the
-//!   format. A damaged record in the middle is skipped with a warning, losing that change
-//!   only (see [`Log::open_at`]).
+//!   records (43 bytes framed), there is one writer process, and the whole set has to be in
+//!   memory for the request path anyway, so an on-disk index would buy nothing: start-up
+//!   reads the file in one go and replays it, O(size), well under a second at 1M records.
+//!   A database would add a dependency and a file format whose crash behaviour we would
+//!   have to take on trust; what crash safety needs here is small, shared with the session
+//!   journal and tested in `crate::durable`: framed records (magic, length, CRC) found
+//!   again after damage anywhere, a torn final write cut on open and any other damage
+//!   refusing the open until `recover`, fsync before acknowledging, an exclusive `flock`,
+//!   and compaction by write-tmp / fsync / rename / fsync-folder. The price: the file grows
+//!   with every change until [`Log::compact`] runs ([`Log::needs_compaction`] says when),
+//!   and we own the format.
 //! * **Group commit.** [`Log::append`] returns only after fsync; concurrent callers share
 //!   one write and one fsync, so throughput grows with the number of callers instead of
 //!   being capped at one change per disk flush. The API blocks: async code calls it

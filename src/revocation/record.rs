@@ -1,29 +1,44 @@
-//! The on-disk format of the revocation log: the file header, the fixed-size checksummed
-//! record, and the pure decoder that replay (and the fuzz target) run over a file's bytes.
+//! The on-disk format of the revocation log: the file header, the record payload, and the
+//! pure decoder that replay (and the fuzz target) run over a file's bytes. Framing,
+//! checksums and the scan that recovers records after damage are `crate::durable::frame`'s.
 //!
 //! ```text
-//! header  8 bytes   b"PCRVLOG" then the format version (1)
-//! record 37 bytes   kind u8 | key [u8; 16] | a u64 LE | b u64 LE | crc32 u32 LE
-//!                   crc32 (IEEE, crc32fast) covers the 33 bytes before it
+//! header   8 bytes   b"PCRVLOG" then the format version (2)
+//! record  43 bytes   a durable frame (magic, length 33, payload, crc32) around
+//! payload 33 bytes   kind u8 | key [u8; 16] | a u64 LE | b u64 LE
 //!   kind 1 RevokeToken      a = exp
 //!   kind 2 UnrevokeToken    a = b = 0
 //!   kind 3 RevokeSubject    a = revoked_before, b = expires
 //!   kind 4 UnrevokeSubject  a = b = 0
 //! ```
 //!
-//! Fixed-size framing means a damaged record never desynchronises the ones after it: the
-//! decoder skips a record whose checksum fails and carries on at the next 37-byte boundary.
+//! Version 1 used bare fixed-size records (payload then crc32, 37 bytes), so inserted or
+//! deleted bytes misaligned every later record. A version 1 file is read with its own
+//! decoder ([`decode_v1`]) and rewritten as version 2 at open.
 
-use thiserror::Error;
+use crate::durable::frame::{self, OVERHEAD};
+pub use crate::durable::store::{check_header, Header, HEADER_LEN};
+use crate::durable::FileKind;
+pub use crate::durable::HeaderError;
 
 use super::dict::{expired, Entry, Key};
 
 /// First bytes of every log file; the last byte is the format version.
-pub const MAGIC: [u8; 8] = *b"PCRVLOG\x01";
-pub const HEADER_LEN: usize = MAGIC.len();
-/// Bytes per record, checksum included.
-pub const RECORD_LEN: usize = 37;
-const BODY_LEN: usize = RECORD_LEN - 4;
+pub const MAGIC: [u8; 8] = *b"PCRVLOG\x02";
+/// Bytes of a record's payload.
+pub const PAYLOAD_LEN: usize = 33;
+/// Bytes per record in the file, framing included.
+pub const RECORD_LEN: usize = PAYLOAD_LEN + OVERHEAD;
+/// What the durable layer needs to know about this file.
+pub const KIND: FileKind = FileKind {
+    name: "revocation log",
+    header: MAGIC,
+    max_payload: PAYLOAD_LEN,
+};
+/// Version 1 records, still the Redis change stream's wire format: the payload then its
+/// crc32, 37 bytes.
+pub const WIRE_LEN: usize = PAYLOAD_LEN + 4;
+const V1_RECORD_LEN: usize = WIRE_LEN;
 
 const KIND_REVOKE_TOKEN: u8 = 1;
 const KIND_UNREVOKE_TOKEN: u8 = 2;
@@ -51,7 +66,7 @@ pub enum Record {
 }
 
 impl Record {
-    pub fn encode(&self) -> [u8; RECORD_LEN] {
+    pub fn payload(&self) -> [u8; PAYLOAD_LEN] {
         let (kind, key, a, b) = match *self {
             Record::RevokeToken { key, exp } => (KIND_REVOKE_TOKEN, key, exp, 0),
             Record::UnrevokeToken { key } => (KIND_UNREVOKE_TOKEN, key, 0, 0),
@@ -62,20 +77,30 @@ impl Record {
             } => (KIND_REVOKE_SUBJECT, key, revoked_before, expires),
             Record::UnrevokeSubject { key } => (KIND_UNREVOKE_SUBJECT, key, 0, 0),
         };
-        let mut out = [0u8; RECORD_LEN];
+        let mut out = [0u8; PAYLOAD_LEN];
         out[0] = kind;
         out[1..17].copy_from_slice(&key);
         out[17..25].copy_from_slice(&a.to_le_bytes());
         out[25..33].copy_from_slice(&b.to_le_bytes());
-        let crc = crc32fast::hash(&out[..BODY_LEN]);
-        out[BODY_LEN..].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// `None` when the checksum fails or the kind is unknown.
-    pub fn decode(raw: &[u8; RECORD_LEN]) -> Option<Record> {
-        let (body, crc) = raw.split_at(BODY_LEN);
-        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+    /// Appends the framed record to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        frame::encode(out, &self.payload());
+    }
+
+    /// The framed record, as it sits in the file.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(RECORD_LEN);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// `None` when the payload is not a record this build writes (the checksum was checked
+    /// by the frame).
+    pub fn from_payload(raw: &[u8]) -> Option<Record> {
+        if raw.len() != PAYLOAD_LEN {
             return None;
         }
         let key: Key = raw[1..17].try_into().ok()?;
@@ -92,6 +117,28 @@ impl Record {
             KIND_UNREVOKE_SUBJECT => Some(Record::UnrevokeSubject { key }),
             _ => None,
         }
+    }
+
+    /// The record as the Redis change stream carries it (and version 1 logs held it).
+    pub fn encode_wire(&self) -> [u8; WIRE_LEN] {
+        let mut out = [0u8; WIRE_LEN];
+        let payload = self.payload();
+        out[..PAYLOAD_LEN].copy_from_slice(&payload);
+        out[PAYLOAD_LEN..].copy_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        out
+    }
+
+    /// `None` when the checksum fails or the kind is unknown.
+    pub fn decode_wire(raw: &[u8]) -> Option<Record> {
+        if raw.len() != WIRE_LEN {
+            return None;
+        }
+        let (payload, crc) = raw.split_at(PAYLOAD_LEN);
+        let crc = u32::from_le_bytes(crc.try_into().ok()?);
+        if crc32fast::hash(payload) != crc {
+            return None;
+        }
+        Record::from_payload(payload)
     }
 
     /// Applies the change to a dictionary, ignoring expiry.
@@ -130,59 +177,34 @@ impl From<Entry> for Record {
     }
 }
 
-/// What the decoder found in a log body (the bytes after the header).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Scan {
-    /// Intact records.
-    pub records: usize,
-    /// Body bytes up to the end of the last intact record: the part worth keeping.
-    pub good_len: usize,
-    /// Damaged records followed by an intact one: skipped, but not a torn tail.
-    pub corrupt: usize,
-    /// Bytes after `good_len`: a partial record and/or damaged records at the very end,
-    /// which is what a crash in the middle of a write leaves.
-    pub torn: usize,
-}
+pub use crate::durable::frame::Scan;
 
-/// Decodes every intact record of a log body, calling `f` on each in file order.
-///
-/// Never panics, whatever the bytes: this is the fuzz target's entry point (via
-/// [`decode_records`]). Damaged records in the middle are skipped and counted in
-/// [`Scan::corrupt`]; anything after the last intact record is reported as [`Scan::torn`].
+/// Decodes every intact record of a log body (the bytes after the header), calling `f` on
+/// each in file order, wherever damage sits between them. Never panics, whatever the bytes:
+/// the fuzz target's entry point (via [`decode_records`]).
 pub fn scan(body: &[u8], mut f: impl FnMut(Record)) -> Scan {
-    let mut out = Scan::default();
-    let mut bad_since_good = 0usize;
-    for (i, chunk) in body.chunks_exact(RECORD_LEN).enumerate() {
-        let decoded = <&[u8; RECORD_LEN]>::try_from(chunk)
-            .ok()
-            .and_then(Record::decode);
-        match decoded {
-            Some(record) => {
-                f(record);
-                out.records += 1;
-                out.corrupt += bad_since_good;
-                bad_since_good = 0;
-                out.good_len = (i + 1) * RECORD_LEN;
-            }
-            None => bad_since_good += 1,
+    frame::scan(body, PAYLOAD_LEN, |p| match Record::from_payload(p) {
+        Some(r) => {
+            f(r);
+            true
         }
-    }
-    out.torn = body.len() - out.good_len;
-    out
+        None => false,
+    })
 }
 
 /// Upper bounds on the (tokens, subjects) a replay at `now` will hold, for pre-sizing the
-/// dictionary: revocations not yet expired, read without checking checksums (a damaged
-/// record only inflates the estimate). Several times cheaper than [`scan`].
+/// dictionary: revocations not yet expired, read at record-size steps without checking
+/// checksums (damage only skews the estimate). Several times cheaper than [`scan`].
 pub fn estimate_live(body: &[u8], now: u64, leeway: u64) -> (usize, usize) {
     let (mut tokens, mut subjects) = (0usize, 0usize);
+    let start = frame::MAGIC.len() + 4;
     for raw in body.chunks_exact(RECORD_LEN) {
         let field = |at: usize| {
-            raw.get(at..at + 8)
+            raw.get(start + at..start + at + 8)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map_or(0, u64::from_le_bytes)
         };
-        match raw[0] {
+        match raw[start] {
             KIND_REVOKE_TOKEN if !expired(field(17), now, leeway) => tokens += 1,
             KIND_REVOKE_SUBJECT if !expired(field(25), now, leeway) => subjects += 1,
             _ => {}
@@ -198,53 +220,24 @@ pub fn decode_records(body: &[u8]) -> (Vec<Record>, Scan) {
     (records, found)
 }
 
-/// Why a file's first bytes are not a log this build can read.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum HeaderError {
-    #[error("not a portcullis revocation log (bad magic bytes)")]
-    NotALog,
-    #[error(
-        "revocation log format version {found} is not supported (this build reads {supported})"
-    )]
-    UnsupportedVersion { found: u8, supported: u8 },
-}
-
-/// The state of a file's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Header {
-    /// A complete header; the body starts at [`HEADER_LEN`].
-    Valid,
-    /// Empty, or a prefix of the header: the file was created and the process died before
-    /// the header reached the disk. Safe to rewrite from scratch: it holds no record.
-    Incomplete,
-}
-
-pub fn check_header(file: &[u8]) -> Result<Header, HeaderError> {
-    let version = MAGIC[HEADER_LEN - 1];
-    if file.len() < HEADER_LEN {
-        return if MAGIC.starts_with(file) {
-            Ok(Header::Incomplete)
-        } else {
-            Err(HeaderError::NotALog)
-        };
-    }
-    if file[..HEADER_LEN - 1] != MAGIC[..HEADER_LEN - 1] {
-        return Err(HeaderError::NotALog);
-    }
-    if file[HEADER_LEN - 1] != version {
-        return Err(HeaderError::UnsupportedVersion {
-            found: file[HEADER_LEN - 1],
-            supported: version,
-        });
-    }
-    Ok(Header::Valid)
+/// The records of a version 1 log body: fixed 37-byte records, each checked by its crc32;
+/// a damaged one is skipped, as version 1 did.
+pub fn decode_v1(body: &[u8]) -> Vec<Record> {
+    body.chunks_exact(V1_RECORD_LEN)
+        .filter_map(Record::decode_wire)
+        .collect()
 }
 
 /// Header check then [`decode_records`] on the body; the whole-file fuzz entry point.
 pub fn decode_file(file: &[u8]) -> Result<(Vec<Record>, Scan), HeaderError> {
-    match check_header(file)? {
+    match check_header(file, &KIND)? {
         Header::Incomplete => Ok((Vec::new(), Scan::default())),
         Header::Valid => Ok(decode_records(file.get(HEADER_LEN..).unwrap_or_default())),
+        Header::Version(found) => Err(HeaderError::UnsupportedVersion {
+            kind: KIND.name,
+            found,
+            supported: MAGIC[HEADER_LEN - 1],
+        }),
     }
 }
 
@@ -272,7 +265,9 @@ mod tests {
     #[test]
     fn records_round_trip() {
         for r in samples() {
-            assert_eq!(Record::decode(&r.encode()), Some(r));
+            assert_eq!(r.encode().len(), RECORD_LEN);
+            let (got, s) = decode_records(&r.encode());
+            assert_eq!((got, s.records), (vec![r], 1));
         }
     }
 
@@ -281,111 +276,60 @@ mod tests {
         for r in samples() {
             let raw = r.encode();
             for bit in 0..RECORD_LEN * 8 {
-                let mut bad = raw;
+                let mut bad = raw.clone();
                 bad[bit / 8] ^= 1 << (bit % 8);
-                assert_eq!(Record::decode(&bad), None, "bit {bit} of {r:?}");
+                assert_eq!(decode_records(&bad).1.records, 0, "bit {bit} of {r:?}");
             }
         }
-        // A zero-filled record (a hole left by a crash) is not valid either.
-        assert_eq!(Record::decode(&[0u8; RECORD_LEN]), None);
+        assert_eq!(decode_records(&[0u8; RECORD_LEN]).1.records, 0);
     }
 
     #[test]
-    fn unknown_kind_with_valid_crc_is_rejected() {
-        let mut raw = [0u8; RECORD_LEN];
-        raw[0] = 9;
-        let crc = crc32fast::hash(&raw[..BODY_LEN]);
-        raw[BODY_LEN..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(Record::decode(&raw), None);
+    fn unknown_kind_with_valid_frame_is_rejected() {
+        let mut payload = [0u8; PAYLOAD_LEN];
+        payload[0] = 9;
+        let mut raw = Vec::new();
+        frame::encode(&mut raw, &payload);
+        assert_eq!(decode_records(&raw).1.records, 0);
     }
 
     #[test]
-    fn scan_separates_corrupt_middle_from_torn_tail() {
+    fn a_damaged_middle_record_is_reported_and_the_rest_decoded() {
         let recs = samples();
         let mut body: Vec<u8> = recs.iter().flat_map(|r| r.encode()).collect();
         body[RECORD_LEN + 3] ^= 0xff; // damage record 1 of 4
         let (got, s) = decode_records(&body);
         assert_eq!(got, vec![recs[0], recs[2], recs[3]]);
-        assert_eq!(
-            s,
-            Scan {
-                records: 3,
-                good_len: 4 * RECORD_LEN,
-                corrupt: 1,
-                torn: 0
-            }
-        );
+        assert_eq!(s.first_damage(), Some(RECORD_LEN));
+        assert_eq!(s.damaged_bytes(), RECORD_LEN);
+    }
 
-        body[3 * RECORD_LEN] ^= 0xff; // now the last one too: it joins the torn tail
+    #[test]
+    fn version_1_bodies_decode() {
+        let recs = samples();
+        let mut body = Vec::new();
+        for r in &recs {
+            body.extend_from_slice(&r.encode_wire());
+        }
+        body[V1_RECORD_LEN + 2] ^= 1;
         body.extend_from_slice(&[1, 2, 3]);
-        let (got, s) = decode_records(&body);
-        assert_eq!(got, vec![recs[0], recs[2]]);
-        assert_eq!(
-            s,
-            Scan {
-                records: 2,
-                good_len: 3 * RECORD_LEN,
-                corrupt: 1,
-                torn: RECORD_LEN + 3
-            }
-        );
+        assert_eq!(decode_v1(&body), vec![recs[0], recs[2], recs[3]]);
     }
 
     #[test]
     fn header_states() {
-        assert_eq!(check_header(b""), Ok(Header::Incomplete));
-        assert_eq!(check_header(b"PCRV"), Ok(Header::Incomplete));
-        assert_eq!(check_header(&MAGIC), Ok(Header::Valid));
-        assert_eq!(check_header(b"PCRX"), Err(HeaderError::NotALog));
-        assert_eq!(check_header(b"{\"hello\": 1}"), Err(HeaderError::NotALog));
+        assert_eq!(check_header(b"", &KIND), Ok(Header::Incomplete));
+        assert_eq!(check_header(b"PCRV", &KIND), Ok(Header::Incomplete));
+        assert_eq!(check_header(&MAGIC, &KIND), Ok(Header::Valid));
+        assert_eq!(check_header(b"PCRVLOG\x01", &KIND), Ok(Header::Version(1)));
         assert_eq!(
-            check_header(b"PCRVLOG\x07"),
-            Err(HeaderError::UnsupportedVersion {
-                found: 7,
-                supported: 1
-            })
+            check_header(b"PCRX", &KIND),
+            Err(HeaderError::NotA("revocation log"))
         );
-    }
-
-    /// Arbitrary bytes never panic the decoder (a stand-in for the cargo-fuzz target).
-    #[test]
-    fn garbage_never_panics() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let valid: Vec<u8> = MAGIC
-            .iter()
-            .copied()
-            .chain(samples().iter().flat_map(|r| r.encode()))
-            .collect();
-        for round in 0..20_000 {
-            let len = (next() % 300) as usize;
-            let mut buf: Vec<u8> = if round % 2 == 0 {
-                (0..len).map(|_| next() as u8).collect()
-            } else {
-                // Mutated valid files reach the record decoder far more often.
-                let mut v = valid.clone();
-                v.truncate(len.min(v.len()));
-                for _ in 0..(next() % 4) {
-                    if !v.is_empty() {
-                        let i = (next() as usize) % v.len();
-                        v[i] ^= next() as u8;
-                    }
-                }
-                v
-            };
-            if round % 3 == 0 {
-                buf.extend_from_slice(&MAGIC);
-            }
-            let _ = decode_file(&buf);
-            let (recs, s) = decode_records(&buf);
-            assert_eq!(recs.len(), s.records);
-            assert_eq!(s.good_len + s.torn, buf.len());
-            assert!(s.good_len % RECORD_LEN == 0);
-        }
+        assert_eq!(
+            check_header(b"{\"hello\": 1}", &KIND),
+            Err(HeaderError::NotA("revocation log"))
+        );
+        assert!(decode_file(b"PCRVLOG\x07").is_err());
     }
 }

@@ -19,17 +19,38 @@ use crate::auth::jws::Verified;
 use crate::config::StoreKind;
 use crate::telemetry::metrics::Metrics;
 
+/// How often a degraded log checks whether the disk takes writes again (the probe itself
+/// backs off, see `crate::durable::commit`).
+const LOG_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Why a change could not be made durable (the admin API answers 503).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Known not to have happened anywhere.
     #[error("the revocation store is not available: {0}")]
     Unavailable(String),
+    /// The store did not confirm in time: the change may still take effect (a slow Redis
+    /// that wakes up). Repeating it is safe: revocations are idempotent.
+    #[error("the revocation store did not confirm the change: {0}")]
+    OutcomeUnknown(String),
+}
+
+impl StoreError {
+    /// Whether the change is known to have been made nowhere (so an answer may say
+    /// "nothing changed").
+    pub fn nothing_changed(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Log(e) => matches!(e, LogError::Refused { .. }),
+            StoreError::OutcomeUnknown(_) => false,
+        }
+    }
 }
 
 enum Store {
-    Log(Log),
+    Log(Box<Log>),
     Memory,
     /// Cluster mode: shared through Redis, tailed by the maintenance task.
     Redis(Arc<Cluster>),
@@ -53,6 +74,8 @@ pub struct Revocations {
     /// Lifetime assumed for tokens whose `exp` is unknown.
     max_lifetime: u64,
     ready: AtomicBool,
+    /// Open damaged store files anyway (see `Log::open_with`); the session journal follows.
+    recover: bool,
 }
 
 impl std::fmt::Debug for Revocations {
@@ -73,7 +96,19 @@ impl Revocations {
             leeway,
             max_lifetime,
             ready: AtomicBool::new(true),
+            recover: false,
         }
+    }
+
+    /// Open the configured store, refusing a damaged store file (see
+    /// [`Revocations::open_recovering`]).
+    pub async fn open(kind: &StoreKind, leeway: u64, max_lifetime: u64) -> anyhow::Result<Self> {
+        Self::open_recovering(kind, false, leeway, max_lifetime).await
+    }
+
+    /// Whether damaged store files are opened anyway (`[revocation] recover`).
+    pub fn recover(&self) -> bool {
+        self.recover
     }
 
     /// Open the configured store and load every revocation in force (the log is read on a
@@ -84,13 +119,24 @@ impl Revocations {
     /// every token (nothing proves a token was not revoked), while
     /// [`Revocations::spawn_maintenance`] keeps trying: an orchestrator sees `/readyz` 503
     /// instead of a crash loop.
-    pub async fn open(kind: &StoreKind, leeway: u64, max_lifetime: u64) -> anyhow::Result<Self> {
+    /// A damaged log refuses the start with a message naming the file, the offset and how to
+    /// recover, unless `recover`: then every intact record loads and the damaged file is
+    /// preserved beside it.
+    pub async fn open_recovering(
+        kind: &StoreKind,
+        recover: bool,
+        leeway: u64,
+        max_lifetime: u64,
+    ) -> anyhow::Result<Self> {
         match kind {
             StoreKind::Memory => Ok(Self::in_memory(leeway, max_lifetime)),
             StoreKind::Log(path) => {
                 let started = std::time::Instant::now();
                 let owned = path.clone();
-                let (log, replay) = tokio::task::spawn_blocking(move || Log::open(owned)).await??;
+                let (log, replay) = tokio::task::spawn_blocking(move || {
+                    Log::open_with(owned, super::now_unix(), super::REPLAY_LEEWAY, recover)
+                })
+                .await??;
                 tracing::info!(
                     path = %path.display(),
                     tokens = replay.dict.len_tokens(),
@@ -104,10 +150,11 @@ impl Revocations {
                 );
                 Ok(Revocations {
                     dict: replay.dict,
-                    store: Store::Log(log),
+                    store: Store::Log(Box::new(log)),
                     leeway,
                     max_lifetime,
                     ready: AtomicBool::new(true),
+                    recover,
                 })
             }
             StoreKind::Redis(store) => {
@@ -121,6 +168,7 @@ impl Revocations {
                     leeway,
                     max_lifetime,
                     ready: AtomicBool::new(true),
+                    recover,
                 })
             }
         }
@@ -155,7 +203,8 @@ impl Revocations {
     pub fn is_ready(&self) -> bool {
         match &self.store {
             Store::Redis(cluster) => cluster.is_loaded() && cluster.is_connected(),
-            Store::Log(_) | Store::Memory => self.ready.load(Ordering::Relaxed),
+            Store::Log(log) => self.ready.load(Ordering::Relaxed) && !log.is_degraded(),
+            Store::Memory => self.ready.load(Ordering::Relaxed),
         }
     }
 
@@ -191,10 +240,15 @@ impl Revocations {
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?
                 .map_err(StoreError::from)
             }
-            Store::Redis(cluster) => cluster
-                .write(&records, &self.dict)
-                .await
-                .map_err(StoreError::Unavailable),
+            Store::Redis(cluster) => {
+                cluster
+                    .write(&records, &self.dict)
+                    .await
+                    .map_err(|e| match e {
+                        super::redis::WriteFailure::NotDone(e) => StoreError::Unavailable(e),
+                        super::redis::WriteFailure::Unknown(e) => StoreError::OutcomeUnknown(e),
+                    })
+            }
         }
     }
 
@@ -249,7 +303,8 @@ impl Revocations {
             let sync = async {
                 match &self.store {
                     Store::Redis(cluster) => cluster.run(&self.dict, &metrics).await,
-                    Store::Log(_) | Store::Memory => std::future::pending().await,
+                    Store::Log(_) => self.watch_log(&metrics).await,
+                    Store::Memory => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -258,6 +313,28 @@ impl Revocations {
                 _ = stop => {}
             }
         })
+    }
+
+    /// After a failed write (disk full) the log is degraded: `/readyz` 503 and the gauge 1
+    /// until a probe or a revoke finds the disk writable again, with no restart.
+    async fn watch_log(self: &Arc<Self>, metrics: &Metrics) {
+        loop {
+            tokio::time::sleep(LOG_PROBE_INTERVAL).await;
+            let degraded = match &self.store {
+                Store::Log(log) if log.is_degraded() => {
+                    let me = self.clone();
+                    let healthy = tokio::task::spawn_blocking(move || match &me.store {
+                        Store::Log(log) => log.probe(),
+                        Store::Memory | Store::Redis(_) => true,
+                    })
+                    .await
+                    .unwrap_or(false);
+                    !healthy
+                }
+                _ => false,
+            };
+            metrics.store_degraded.set(i64::from(degraded));
+        }
     }
 
     fn maintain(&self, metrics: &Metrics) {

@@ -271,7 +271,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let metrics = Arc::new(Metrics::new());
     let store = config.revocation.store.clone();
     let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
-    let revocations = Revocations::open(&store, leeway, max_lifetime).await?;
+    let revocations =
+        Revocations::open_recovering(&store, config.revocation.recover, leeway, max_lifetime)
+            .await?;
     let revocations = Arc::new(revocations);
     if config.signin.is_some() {
         // Sign-in sessions live beside the revocations (a journal file, or Redis); open them
@@ -329,11 +331,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
     // One budget for the whole process, shared by every worker.
     let conns = Arc::new(Semaphore::new(config.limits.max_connections));
-    let opts = Arc::new(ConnOptions::new(
+    let mut opts = ConnOptions::new(
         config.listen.handshake_timeout,
         config.listen.header_read_timeout,
         &config.limits,
-    ));
+    );
+    opts.hsts = config.listen.hsts.clone();
+    let opts = Arc::new(opts);
 
     let mut tasks = Vec::new();
     let mut threads = Vec::new();

@@ -69,7 +69,10 @@ impl Signer {
             }
         };
         Ok(Signer {
-            alg: key.alg,
+            alg: key
+                .alg
+                .jwt()
+                .ok_or("signin: the signing key's algorithm cannot sign")?,
             kid: key.kid.clone(),
             key: encoding,
             issuer: jwt.issuer.clone(),

@@ -325,7 +325,7 @@ pub fn sessions_for(
         Backing::Log(log) => {
             let path = sessions::journal_path(log);
             let started = std::time::Instant::now();
-            let (journal, loaded) = sessions::JournalSessions::open(&path)?;
+            let (journal, loaded) = sessions::JournalSessions::open(&path, revocations.recover())?;
             tracing::info!(
                 path = %path.display(),
                 families = loaded.families,

@@ -158,6 +158,19 @@ impl RedisServer {
         }
     }
 
+    /// Sends `signal` ("STOP", "CONT") to the server: a stopped Redis is slow, not dead
+    /// (its sockets stay open and queue what is sent to them).
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let ok = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{signal} redis-server");
+        }
+    }
+
     /// A connection for checking what the gateways stored.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())

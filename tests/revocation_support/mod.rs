@@ -254,10 +254,16 @@ impl Process {
     /// Start the binary and wait for its "portcullis listening" log line, which names the
     /// ephemeral ports it bound.
     pub fn spawn(config: &Path) -> Process {
+        Self::spawn_with(config, &[])
+    }
+
+    /// [`Process::spawn`] with more arguments after `run --config FILE`.
+    pub fn spawn_with(config: &Path, args: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .arg("run")
             .arg("--config")
             .arg(config)
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
@@ -326,12 +332,61 @@ impl Drop for Process {
     }
 }
 
+/// [`Process::spawn_with`] off the async workers (it blocks until the gateway is up).
+pub async fn spawn_process_with(config: &Path, args: &[&str]) -> Process {
+    let config = config.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Process::spawn_with(&config, &args)
+    })
+    .await
+    .expect("spawn task")
+}
+
 /// [`Process::spawn`] off the async workers (it blocks until the gateway is up).
 pub async fn spawn_process(config: &Path) -> Process {
     let config = config.to_path_buf();
     tokio::task::spawn_blocking(move || Process::spawn(&config))
         .await
         .expect("spawn task")
+}
+
+/// Runs `portcullis run --config FILE ARGS` expecting it to refuse to start: returns its
+/// exit success and stderr, or `None` (after killing it) if it was still running after
+/// 15 s, i.e. it started.
+pub async fn run_expecting_exit(config: &Path, args: &[&str]) -> Option<(bool, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portcullis");
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("poll portcullis") {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Some((status.success(), err));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("wait task")
 }
 
 /// Run the CLI with `args`; returns (success, stdout, stderr).

@@ -58,7 +58,14 @@ struct FileFormat {
 
 pub(super) enum Store {
     Memory,
-    File(PathBuf),
+    /// The key file, and the open `<file>.lock` whose exclusive flock keeps a second
+    /// gateway off it (the key file itself is replaced by rename on every change, so the
+    /// lock lives on a sibling that never moves).
+    File(
+        PathBuf,
+        // INVARIANT: never read; held open for its flock, released when the store drops.
+        #[allow(dead_code)] std::sync::Arc<std::fs::File>,
+    ),
     Redis {
         conn: ConnectionManager,
         hash: String,
@@ -71,7 +78,7 @@ impl fmt::Display for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Store::Memory => f.write_str("memory"),
-            Store::File(p) => write!(f, "{}", p.display()),
+            Store::File(p, _) => write!(f, "{}", p.display()),
             Store::Redis {
                 hash, redacted_url, ..
             } => write!(f, "{redacted_url} hash {hash}"),
@@ -86,10 +93,13 @@ impl Store {
             ApiKeyStore::Memory => Ok((Store::Memory, Vec::new())),
             ApiKeyStore::File(path) => {
                 let owned = path.clone();
-                let keys = tokio::task::spawn_blocking(move || load_file(&owned))
-                    .await?
-                    .map_err(anyhow::Error::msg)?;
-                Ok((Store::File(path.clone()), keys))
+                let (lock, keys) = tokio::task::spawn_blocking(move || {
+                    let lock = lock_file(&owned).map_err(|e| e.to_string())?;
+                    load_file(&owned).map(|keys| (lock, keys))
+                })
+                .await?
+                .map_err(anyhow::Error::msg)?;
+                Ok((Store::File(path.clone(), std::sync::Arc::new(lock)), keys))
             }
             ApiKeyStore::Redis(r) => {
                 let store = redis_store(r)?;
@@ -122,7 +132,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Memory => Ok(()),
-            Store::File(path) => save_file_async(path, all).await,
+            Store::File(path, _) => save_file_async(path, all).await,
             Store::Redis {
                 conn,
                 hash,
@@ -145,7 +155,7 @@ impl Store {
     pub(super) async fn remove(&self, all: &[StoredKey], id: &str) -> Result<(), StoreError> {
         match self {
             Store::Memory => Ok(()),
-            Store::File(path) => save_file_async(path, all).await,
+            Store::File(path, _) => save_file_async(path, all).await,
             Store::Redis {
                 conn,
                 hash,
@@ -271,6 +281,24 @@ async fn save_file_async(path: &Path, keys: &[StoredKey]) -> Result<(), StoreErr
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Takes the exclusive lock on `<path>.lock` (created beside the key file) for as long as
+/// the returned file stays open: a second process is refused, naming the file and the PID.
+pub fn lock_file(path: &Path) -> Result<std::fs::File, crate::durable::DurableError> {
+    let lock_path = crate::durable::sibling(path, ".lock");
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(crate::durable::io_err(path, "create folder"))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(crate::durable::io_err(&lock_path, "open"))?;
+    crate::durable::lock::lock(&file, &lock_path)?;
+    Ok(file)
 }
 
 /// Replace the key file with `keys`: tmp file (0600), fsync, rename, fsync the folder.

@@ -68,7 +68,7 @@ use super::record::Record;
 use crate::config::RedisStore;
 use crate::telemetry::metrics::Metrics;
 pub use wire::{bulk, items};
-pub use wire::{check_url, redact_url, StreamId, APPLY_SCRIPT};
+pub use wire::{check_url, redact_url, sentinel_url, SentinelUrl, StreamId, APPLY_SCRIPT};
 use wire::{stream_entries, Keys};
 
 /// How long one `XREAD` blocks waiting for changes. Short enough that a connection that
@@ -110,13 +110,31 @@ impl From<RedisError> for End {
     }
 }
 
+/// Why [`Cluster::write`] failed.
+#[derive(Debug)]
+pub enum WriteFailure {
+    /// Redis answered with an error: nothing was written.
+    NotDone(String),
+    /// No answer in time, or the connection broke: the write may still take effect.
+    Unknown(String),
+}
+
 /// The Redis side of cluster mode: connections, key names, and where this instance stands
 /// in the change stream. Shared by the admin path ([`Cluster::write`]) and the background
 /// task ([`Cluster::run`]).
 pub struct Cluster {
-    client: redis::Client,
+    /// The Redis this instance talks to; with Sentinel, the master last discovered
+    /// (replaced, with `writer`, when a reconnect finds another one).
+    client: Mutex<redis::Client>,
     /// Admin writes; reconnects by itself after a failure.
-    writer: ConnectionManager,
+    writer: Mutex<ConnectionManager>,
+    /// `redis+sentinel://`: where to ask for the master.
+    sentinel: Option<SentinelUrl>,
+    /// The master address `client` points at (Sentinel only).
+    master: Mutex<Option<(String, u16)>>,
+    /// `WAIT` for this many replicas before acknowledging a write.
+    min_replicas_ack: u32,
+    writer_config: ConnectionManagerConfig,
     script: redis::Script,
     keys: Keys,
     stream_max_len: u64,
@@ -149,8 +167,17 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// A Redis client for `store` (URL, and the private CA for `rediss://`), not connected yet.
-/// Also used by the API-key store, which keeps its hash in the same Redis.
+/// Also used by the API-key store, which keeps its hash in the same Redis. With
+/// `redis+sentinel://` it asks the sentinels for the current master, blocking up to
+/// `timeout` per sentinel (start-up only), and points at that master.
 pub fn client(store: &RedisStore) -> Result<redis::Client, RedisError> {
+    if let Some(parsed) = wire::sentinel_url(&store.url) {
+        let s = parsed.map_err(|e| {
+            RedisError::from((redis::ErrorKind::InvalidClientConfig, "sentinel URL", e))
+        })?;
+        let (host, port) = discover_blocking(&s, store.timeout)?;
+        return redis::Client::open(format!("redis://{host}:{port}/{}", s.db));
+    }
     if store.url.starts_with("rediss://") {
         // The redis crate builds its rustls config from the process default provider;
         // make it ours (a no-op when one is already installed).
@@ -168,20 +195,100 @@ pub fn client(store: &RedisStore) -> Result<redis::Client, RedisError> {
     }
 }
 
+/// The master's address from the first sentinel that knows it (blocking).
+fn discover_blocking(s: &SentinelUrl, timeout: Duration) -> Result<(String, u16), RedisError> {
+    let mut last = None;
+    for (host, port) in &s.sentinels {
+        let asked = redis::Client::open(format!("redis://{host}:{port}"))
+            .and_then(|c| c.get_connection_with_timeout(timeout))
+            .and_then(|mut c| {
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&s.master)
+                    .query::<Option<(String, u16)>>(&mut c)
+            });
+        match asked {
+            Ok(Some(addr)) => return Ok(addr),
+            Ok(None) => {}
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        RedisError::from((
+            redis::ErrorKind::Io,
+            "no sentinel knows the master",
+            s.master.clone(),
+        ))
+    }))
+}
+
+/// The master's address from the first sentinel that knows it.
+async fn discover(s: &SentinelUrl, timeout: Duration) -> Result<(String, u16), RedisError> {
+    let mut last = None;
+    for (host, port) in &s.sentinels {
+        let asked = async {
+            let client = redis::Client::open(format!("redis://{host}:{port}"))?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&s.master)
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+        };
+        match asked.await {
+            Ok(Some(addr)) => return Ok(addr),
+            Ok(None) => {}
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        RedisError::from((
+            redis::ErrorKind::Io,
+            "no sentinel knows the master",
+            s.master.clone(),
+        ))
+    }))
+}
+
 impl Cluster {
-    /// Set up clients without connecting (needs a tokio runtime).
+    /// Set up clients without connecting (needs a tokio runtime). With Sentinel, asks for
+    /// the current master first (blocking, see [`client`]).
     pub fn new(store: &RedisStore, leeway: u64) -> Result<Cluster, RedisError> {
-        let client = client(store)?;
-        let writer = client.get_connection_manager_lazy(
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(store.timeout))
-                .set_response_timeout(Some(store.timeout))
-                .set_number_of_retries(2)
-                .set_max_delay(MAX_BACKOFF),
-        )?;
+        let sentinel = match wire::sentinel_url(&store.url) {
+            Some(parsed) => Some(parsed.map_err(|e| {
+                RedisError::from((redis::ErrorKind::InvalidClientConfig, "sentinel URL", e))
+            })?),
+            None => None,
+        };
+        let writer_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(store.timeout))
+            .set_response_timeout(Some(store.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(MAX_BACKOFF);
+        // With Sentinel the first discovery happens at the first connect, so an unreachable
+        // fleet does not stop the start (the instance starts unready, like a plain URL).
+        let client = match &sentinel {
+            Some(s) => redis::Client::open(format!(
+                "redis://{}:{}/{}",
+                s.sentinels.first().map_or("127.0.0.1", |h| h.0.as_str()),
+                s.sentinels.first().map_or(1, |h| h.1),
+                s.db
+            ))?,
+            None => client(store)?,
+        };
+        let writer = client.get_connection_manager_lazy(writer_config.clone())?;
         Ok(Cluster {
-            client,
-            writer,
+            client: Mutex::new(client),
+            writer: Mutex::new(writer),
+            master: Mutex::new(None),
+            min_replicas_ack: store.min_replicas_ack,
+            writer_config,
+            sentinel,
             script: redis::Script::new(APPLY_SCRIPT),
             keys: Keys::new(&store.key_prefix),
             stream_max_len: store.stream_max_len,
@@ -206,7 +313,20 @@ impl Cluster {
     /// write connection (it reconnects by itself), `P:` (the prefix every key starts with),
     /// and the time Redis has to answer one call.
     pub fn session_link(&self) -> (ConnectionManager, String, Duration) {
-        (self.writer.clone(), self.keys.root.clone(), self.timeout)
+        (
+            self.writer_connection(),
+            self.keys.root.clone(),
+            self.timeout,
+        )
+    }
+
+    /// The admin write connection to the current master (with Sentinel, replaced when a
+    /// failover moves the master).
+    pub fn writer_connection(&self) -> ConnectionManager {
+        self.writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Is the tail connected and in step with Redis?
@@ -262,11 +382,21 @@ impl Cluster {
     }
 
     /// Make `records` shared (keys + stream, atomically), then apply them to `dict`.
-    /// Fails, changing nothing here, when Redis does not confirm within `timeout`.
-    pub async fn write(&self, records: &[Record], dict: &Dictionary) -> Result<(), String> {
+    /// Fails, changing nothing here, when Redis does not confirm within `timeout`; then the
+    /// outcome is unknown (a slow Redis may still run the script when it wakes), unless
+    /// Redis answered with an error.
+    pub async fn write(&self, records: &[Record], dict: &Dictionary) -> Result<(), WriteFailure> {
+        // Known cut off (the tail lost Redis and has not got it back): refuse without
+        // sending, so the answer can truthfully say nothing changed. The tail retries
+        // within `MAX_BACKOFF`, so this holds revokes up only while Redis is unreachable.
+        if !self.is_connected() {
+            return Err(WriteFailure::NotDone(
+                "Redis is unreachable from this instance; nothing was sent".into(),
+            ));
+        }
         let attempt = async {
-            let mut conn = self.writer.clone();
-            match self.invoke(&mut conn, records, Publish::Always).await {
+            let mut conn = self.writer_connection();
+            let ids = match self.invoke(&mut conn, records, Publish::Always).await {
                 // The first command after Redis restarted fails on the dead connection
                 // while the manager reconnects; one retry rides on the new connection.
                 // Replaying the script is harmless: revokes only widen, deletes repeat.
@@ -274,12 +404,39 @@ impl Cluster {
                     self.invoke(&mut conn, records, Publish::Always).await
                 }
                 done => done,
+            }?;
+            if self.min_replicas_ack > 0 {
+                // WAIT counts the replicas that acknowledged every write this connection
+                // made so far, ours included.
+                let acked: i64 = redis::cmd("WAIT")
+                    .arg(self.min_replicas_ack)
+                    .arg(self.timeout.as_millis() as u64)
+                    .query_async(&mut conn)
+                    .await?;
+                if acked < i64::from(self.min_replicas_ack) {
+                    return Err(RedisError::from((
+                        redis::ErrorKind::Io,
+                        "not confirmed by enough replicas",
+                        format!("{acked} of {} replicas have it", self.min_replicas_ack),
+                    )));
+                }
             }
+            Ok(ids)
         };
         let ids = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(ids)) => ids,
-            Ok(Err(e)) => return Err(format!("Redis write failed: {e}")),
-            Err(_) => return Err(format!("no answer from Redis within {:?}", self.timeout)),
+            // An error reply means the script did not run; a dropped connection or an I/O
+            // error may have happened after Redis received it.
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                return Err(WriteFailure::Unknown(format!("Redis write failed: {e}")))
+            }
+            Ok(Err(e)) => return Err(WriteFailure::NotDone(format!("Redis write failed: {e}"))),
+            Err(_) => {
+                return Err(WriteFailure::Unknown(format!(
+                    "no answer from Redis within {:?}",
+                    self.timeout
+                )))
+            }
         };
         let pos = self.pos.lock().unwrap_or_else(PoisonError::into_inner);
         for (record, id) in records.iter().zip(ids) {
@@ -365,12 +522,38 @@ impl Cluster {
     /// A dedicated connection for the tail and syncs: its response timeout leaves room for
     /// a blocked `XREAD`.
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(s) = &self.sentinel {
+            self.follow_master(s).await?;
+        }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(TAIL_BLOCK + self.timeout));
-        self.client
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        client
             .get_multiplexed_async_connection_with_config(&config)
             .await
+    }
+
+    /// Sentinel: asks where the master is now and, when it moved (a failover), points the
+    /// tail and the admin writes at the new one.
+    async fn follow_master(&self, s: &SentinelUrl) -> Result<(), RedisError> {
+        let addr = discover(s, self.timeout).await?;
+        let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
+        if master.as_ref() == Some(&addr) {
+            return Ok(());
+        }
+        let client = redis::Client::open(format!("redis://{}:{}/{}", addr.0, addr.1, s.db))?;
+        let writer = client.get_connection_manager_lazy(self.writer_config.clone())?;
+        tracing::info!(master = %format!("{}:{}", addr.0, addr.1), name = %s.master,
+            "following the Redis master the sentinels name");
+        *self.client.lock().unwrap_or_else(PoisonError::into_inner) = client;
+        *self.writer.lock().unwrap_or_else(PoisonError::into_inner) = writer;
+        *master = Some(addr);
+        Ok(())
     }
 
     /// Tail the stream from our position, applying entries in order, until the connection
@@ -469,7 +652,7 @@ impl Cluster {
                 .arg(op)
                 .arg(value)
                 .arg(at)
-                .arg(&record.encode()[..]);
+                .arg(&record.encode_wire()[..]);
         }
         let reply: Value = call.invoke_async(conn).await?;
         let mut ids: Vec<Option<StreamId>> = items(reply)

@@ -4,7 +4,7 @@
 use redis::Value;
 
 use crate::revocation::dict::key_to_hex;
-use crate::revocation::record::{Record, RECORD_LEN};
+use crate::revocation::record::Record;
 
 /// Writes changes to the keys and the stream in one atomic step.
 ///
@@ -109,9 +109,62 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A `redis+sentinel://HOST:PORT,HOST:PORT,.../MASTER_NAME/DB` store URL, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    /// Sentinel addresses, asked in order for the current master.
+    pub sentinels: Vec<(String, u16)>,
+    /// The name the sentinels monitor the master under.
+    pub master: String,
+    pub db: i64,
+}
+
+/// `Some` for a `redis+sentinel://` URL: parsed, or why it does not parse.
+pub fn sentinel_url(url: &str) -> Option<Result<SentinelUrl, String>> {
+    let rest = url.strip_prefix("redis+sentinel://")?;
+    Some(
+        (|| {
+            let mut parts = rest.splitn(3, '/');
+            let hosts = parts.next().unwrap_or_default();
+            let master = parts.next().filter(|m| !m.is_empty()).ok_or(
+                "no master name: write redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME/DB",
+            )?;
+            let db = match parts.next() {
+                None | Some("") => 0,
+                Some(d) => d.parse().map_err(|_| "the database must be a number")?,
+            };
+            if hosts.contains('@') {
+                return Err("passwords are not supported in a sentinel URL".to_string());
+            }
+            let sentinels = hosts
+                .split(',')
+                .map(|h| {
+                    let (host, port) = h.rsplit_once(':').ok_or("each sentinel needs HOST:PORT")?;
+                    let port = port
+                        .parse()
+                        .map_err(|_| "a sentinel port is not a number")?;
+                    if host.is_empty() {
+                        return Err("a sentinel host is empty");
+                    }
+                    Ok((host.to_string(), port))
+                })
+                .collect::<Result<Vec<_>, &str>>()?;
+            Ok(SentinelUrl {
+                sentinels,
+                master: master.to_string(),
+                db,
+            })
+        })()
+        .map_err(|e: String| e),
+    )
+}
+
 /// Whether `url` is a Redis URL this build can connect to (`portcullis check` runs this).
 /// The message never repeats the URL, which may hold a password.
 pub fn check_url(url: &str) -> Result<(), String> {
+    if let Some(parsed) = sentinel_url(url) {
+        return parsed.map(drop);
+    }
     redis::Client::open(url)
         .map(drop)
         .map_err(|e| format!("{:?}: {}", e.kind(), e.detail().unwrap_or("invalid URL")))
@@ -213,8 +266,7 @@ pub(super) fn stream_entries(reply: Value) -> Vec<(StreamId, Option<Record>)> {
                     if bulk(&name) != Some(b"r") {
                         return None;
                     }
-                    let raw: &[u8; RECORD_LEN] = bulk(&value)?.try_into().ok()?;
-                    Record::decode(raw)
+                    Record::decode_wire(bulk(&value)?)
                 })
             });
             out.push((id, record));
@@ -283,7 +335,7 @@ mod tests {
             ])
         };
         let entries = Value::Array(vec![
-            entry("1-0", rec.encode().to_vec()),
+            entry("1-0", rec.encode_wire().to_vec()),
             entry("1-1", b"garbage".to_vec()),
         ]);
         let resp2 = Value::Array(vec![Value::Array(vec![

@@ -24,7 +24,6 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Script, ScriptInvocation, Value};
 
 use super::{
@@ -139,7 +138,9 @@ return ended
 
 /// Families in the cluster's Redis (`store = "redis://..."`).
 pub struct RedisSessions {
-    conn: ConnectionManager,
+    /// Whose admin write connection the scripts run on: with Sentinel it follows the
+    /// master through a failover, so it is asked for on every call.
+    cluster: std::sync::Arc<Cluster>,
     /// `P:`
     root: String,
     timeout: Duration,
@@ -187,11 +188,11 @@ fn ended(reply: Vec<Value>, skip: usize) -> Vec<Issued> {
 }
 
 impl RedisSessions {
-    pub fn new(cluster: &Cluster) -> RedisSessions {
-        let (conn, root, timeout) = cluster.session_link();
+    pub fn new(cluster: &std::sync::Arc<Cluster>) -> RedisSessions {
+        let (_, root, timeout) = cluster.session_link();
         let script = |body: &str| Script::new(&format!("{LIB}{body}"));
         RedisSessions {
-            conn,
+            cluster: cluster.clone(),
             root,
             timeout,
             start: script(START),
@@ -214,7 +215,7 @@ impl RedisSessions {
         retry: bool,
     ) -> Result<Vec<Value>, SessionError> {
         let attempt = async {
-            let mut conn = self.conn.clone();
+            let mut conn = self.cluster.writer_connection();
             match invocation.invoke_async::<Value>(&mut conn).await {
                 Err(e) if retry && (e.is_unrecoverable_error() || e.is_connection_dropped()) => {
                     invocation.invoke_async::<Value>(&mut conn).await
