@@ -189,6 +189,11 @@ impl GatewayProcess {
         self.child.id()
     }
 
+    /// The process has not exited (yet).
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     /// The admin listener (panics when the config has no `[admin]`).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.expect("the config has an [admin] listener")
