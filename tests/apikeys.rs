@@ -10,7 +10,8 @@
 
 mod common;
 
-use common::{hmac_key_toml, tokens, Reply, Setup, TestGateway, Upstream};
+use common::upstream::hex;
+use common::{hmac_key_toml, tokens, Env, Reply, Setup, TestGateway, Upstream, Upstreams};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 
@@ -18,10 +19,10 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const ADMIN_TOKEN: &str = "admin-token-for-api-key-tests";
 
 /// Routes: `/open` public, `/keyed` key alone, `/user` token alone, `/both` token and key.
-fn config(upstream: &str, store: &str) -> String {
+fn config(store: &str) -> String {
     let route = |prefix: &str, auth: &str, key: bool| {
         format!(
-            "[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\nauth = \"{auth}\"\napi_key = {key}\n\n"
+            "[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{{up}}\"\nauth = \"{auth}\"\napi_key = {key}\n\n"
         )
     };
     format!(
@@ -34,27 +35,19 @@ fn config(upstream: &str, store: &str) -> String {
     )
 }
 
-struct Env {
-    gw: TestGateway,
-    up: Upstream,
-    admin: String,
-}
-
 /// A gateway with the memory store in front of a fresh upstream.
 async fn env() -> Env {
-    let up = Upstream::start().await;
-    let (gw, admin) = start(Setup::new(), &up, "memory").await;
-    Env { gw, up, admin }
+    start(Setup::new(), Upstream::start().await, "memory").await
 }
 
-/// Start from a config file (so `POST /reload` has something to re-read); returns the
-/// gateway and its admin URL.
-async fn start(setup: Setup, up: &Upstream, store: &str) -> (TestGateway, String) {
-    let path = setup.write_config(&config(&up.url(), store));
-    let loaded = portcullis::Config::load(&path).expect("test config is valid");
-    let gw = setup.start_with(loaded).await;
-    let admin = gw.admin_url().expect("admin listener");
-    (gw, admin)
+/// Start from a config file (so `POST /reload` has something to re-read).
+async fn start<U: Upstreams>(setup: Setup, up: U, store: &str) -> Env<U> {
+    Env::start_from_file_with(setup, up, &config(store)).await
+}
+
+/// The admin listener's base URL.
+fn admin_of(gw: &TestGateway) -> String {
+    gw.admin_url().expect("admin listener")
 }
 
 fn token(sub: &str) -> String {
@@ -72,13 +65,7 @@ async fn admin_call(
     path: &str,
     body: Option<Value>,
 ) -> Reply {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{admin}{path}"))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    TestGateway::reply(req.send().await.expect("admin request")).await
+    common::admin_request(admin, ADMIN_TOKEN, method, path, body).await
 }
 
 /// Create a key for `app` through the admin API; returns the whole 201 body.
@@ -103,7 +90,7 @@ async fn get(gw: &TestGateway, path: &str, key: Option<&str>, token: Option<&str
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    TestGateway::reply(req.send().await.expect("request")).await
+    TestGateway::send(req).await
 }
 
 fn assert_key_refused(r: &Reply, what: &str, missing: bool) {
@@ -129,7 +116,8 @@ fn assert_key_refused(r: &Reply, what: &str, missing: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_key_is_accepted_and_the_upstream_sees_the_app_not_the_key() {
-    let Env { gw, up, admin } = env().await;
+    let Env { gw, up } = env().await;
+    let admin = admin_of(&gw);
     let created = create(&admin, "mobile-ios").await;
     let key = created["key"].as_str().expect("key");
     assert!(key.starts_with("pck_") && key.len() == 47, "{key}");
@@ -171,7 +159,8 @@ async fn a_created_key_is_accepted_and_the_upstream_sees_the_app_not_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_wrong_malformed_and_revoked_keys_are_refused() {
-    let Env { gw, up, admin } = env().await;
+    let Env { gw, up } = env().await;
+    let admin = admin_of(&gw);
     let created = create(&admin, "batch").await;
     let key = created["key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -261,7 +250,8 @@ async fn missing_wrong_malformed_and_revoked_keys_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_with_jwt_and_api_key_needs_both() {
-    let Env { gw, up, admin } = env().await;
+    let Env { gw, up } = env().await;
+    let admin = admin_of(&gw);
     let key = create(&admin, "web").await["key"]
         .as_str()
         .unwrap()
@@ -309,7 +299,8 @@ async fn a_route_with_jwt_and_api_key_needs_both() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sent_client_id_never_reaches_the_upstream() {
-    let Env { gw, admin, .. } = env().await;
+    let Env { gw, .. } = env().await;
+    let admin = admin_of(&gw);
     let key = create(&admin, "real-app").await["key"]
         .as_str()
         .unwrap()
@@ -367,7 +358,8 @@ async fn keys_survive_a_restart_and_a_reload_and_only_digests_are_stored() {
     let persist = tempfile::tempdir().unwrap();
     let store = persist.path().join("revocations.log");
     let store = store.to_str().unwrap();
-    let (gw, admin) = start(Setup::new(), &up, store).await;
+    let Env { gw, .. } = start(Setup::new(), &up, store).await;
+    let admin = admin_of(&gw);
     let kept = create(&admin, "kept-app").await;
     let gone = create(&admin, "gone-app").await;
     let kept_key = kept["key"].as_str().unwrap().to_owned();
@@ -421,7 +413,7 @@ async fn keys_survive_a_restart_and_a_reload_and_only_digests_are_stored() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    let (gw, _) = start(Setup::new(), &up, store).await;
+    let Env { gw, .. } = start(Setup::new(), &up, store).await;
     let echo = get(&gw, "/keyed", Some(&kept_key), None).await.echo();
     assert_eq!(echo.one("x-client-id"), Some("kept-app"), "after restart");
     assert_key_refused(
@@ -433,8 +425,8 @@ async fn keys_survive_a_restart_and_a_reload_and_only_digests_are_stored() {
 
     // A damaged file stops the gateway from starting, naming it.
     std::fs::write(&file, "{ not json").unwrap();
-    let setup = Setup::new();
-    let path = setup.write_config(&config(&up.url(), store));
+    let setup = up.define(Setup::new());
+    let path = setup.write_config(&config(store));
     let err = portcullis::start(portcullis::Config::load(&path).unwrap())
         .await
         .err()
@@ -447,15 +439,13 @@ async fn keys_survive_a_restart_and_a_reload_and_only_digests_are_stored() {
 
 fn sha2_hex(b: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(b))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_refuses_bad_input_and_missing_credentials() {
-    let Env { gw, admin, .. } = env().await;
+    let Env { gw, .. } = env().await;
+    let admin = admin_of(&gw);
     for (body, what) in [
         ("{not json", "bad JSON"),
         ("{}", "missing app"),
@@ -497,25 +487,16 @@ async fn admin_api_refuses_bad_input_and_missing_credentials() {
 
 /// `portcullis apikey ...` against the running gateway; returns (success, stdout, stderr).
 async fn cli(args: Vec<String>) -> (bool, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("apikey")
-            .args(&args)
-            .output()
-            .expect("run portcullis");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    let mut cmd = common::portcullis(&["apikey"]);
+    cmd.args(&args);
+    let out = common::process::output(cmd).await;
+    (out.ok, out.stdout, out.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_lists_and_revokes_keys() {
-    let Env { gw, admin, .. } = env().await;
+    let Env { gw, .. } = env().await;
+    let admin = admin_of(&gw);
     let common = |cmd: &str| -> Vec<String> {
         vec![
             cmd.into(),

@@ -19,13 +19,12 @@ mod revocation_support;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::redis_server::{free_port, RedisServer};
-use common::{tokens, Upstream};
+use common::redis_server::RedisServer;
+use common::{tokens, GatewayProcess, Upstream};
 use portcullis::revocation::{digest, key_to_hex};
 use reqwest::Method;
 use revocation_support::{
@@ -173,22 +172,12 @@ async fn readyz(gw: &Gw) -> u16 {
 /// `portcullis ready` against this instance's admin API: (exit 0, first output line).
 async fn ready_cli(gw: &Gw) -> (bool, String) {
     let url = format!("http://{}", gw.admin);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["ready", "--admin", &url])
-            .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output()
-            .expect("run portcullis ready")
-    })
-    .await
-    .expect("join");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let mut cmd = common::portcullis(&["ready", "--admin", &url]);
+    cmd.env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN);
+    let out = common::process::output(cmd).await;
+    let text = out.all();
     let first = text.lines().next().unwrap_or_default().to_owned();
-    (
-        out.status.success(),
-        if out.status.success() { first } else { text },
-    )
+    (out.ok, if out.ok { first } else { text })
 }
 
 /// The value of `portcullis_revocation_store_degraded` on this instance.
@@ -622,79 +611,36 @@ async fn a_redis_restart_fails_no_request_and_loses_no_revocation() {
     }
 }
 
-/// The real binary running `run --config FILE` on ports picked beforehand (so nothing
-/// depends on its log output); killed with SIGKILL when dropped.
-struct Process {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
+/// The real binary running `run --config dir/config.toml` on `config_text` (ports `0`), once
+/// it has logged the ports it bound: listeners bind only after the initial load, so it has
+/// the full set then. SIGKILLed when dropped.
+async fn spawn_process(dir: &Path, config_text: &str) -> GatewayProcess {
+    let config = dir.join("config.toml");
+    std::fs::write(&config, config_text).expect("write config");
+    let mut p = GatewayProcess::spawn(&config).await;
+    assert!(p.running(), "the gateway exited:\n{}", p.log());
+    p
 }
 
-impl Process {
-    /// Start it with `config_text` moved to fresh ports, and wait until its admin listener
-    /// answers: listeners bind only after the initial load, so it has the full set then.
-    async fn spawn(dir: &Path, config_text: &str) -> Process {
-        let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let text = config_text
-            .replacen("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""), 1)
-            .replacen("addr = \"127.0.0.1:0\"", &format!("addr = \"{admin}\""), 1);
-        let config = dir.join("config.toml");
-        std::fs::write(&config, text).expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn portcullis");
-        let mut p = Process {
-            child,
-            proxy,
-            admin,
-        };
-        let http = client();
-        eventually("the gateway process answers", || {
-            let (http, url) = (&http, format!("http://{admin}/healthz"));
-            async move { http.get(url).send().await.is_ok() }
-        })
-        .await;
-        assert!(
-            p.child.try_wait().expect("wait").is_none(),
-            "the gateway exited"
-        );
-        p
+/// An admin request to the process's admin listener, with the right admin token.
+async fn process_admin(
+    p: &GatewayProcess,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = client()
+        .request(method, format!("http://{}{path}", p.admin_addr()))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
     }
-
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let mut req = client()
-            .request(method, format!("http://{}{path}", self.admin))
-            .bearer_auth(ADMIN_TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        reply(req.send().await.expect("admin request")).await
-    }
-
-    async fn get(&self, token: &str) -> Reply {
-        proxy_get(&client(), self.proxy, token).await
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
+    reply(req.send().await.expect("admin request")).await
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// GET `/api` through the process's proxy listener with this bearer token.
+async fn process_get(p: &GatewayProcess, token: &str) -> Reply {
+    proxy_get(&client(), p.addr, token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,10 +651,14 @@ async fn an_instance_killed_with_sigkill_restarts_with_the_full_set() {
     let text = config_text(&up.url(), &cluster_toml(&redis.url(), ""));
     let a = node(&up, &redis.url(), "").await;
 
-    let p = Process::spawn(dir.path(), &text).await;
-    let r = p
-        .admin(Method::POST, "/revocations", Some(json!({ "jti": "k1" })))
-        .await;
+    let p = spawn_process(dir.path(), &text).await;
+    let r = process_admin(
+        &p,
+        Method::POST,
+        "/revocations",
+        Some(json!({ "jti": "k1" })),
+    )
+    .await;
     assert_eq!(r.status, 201, "{r:?}");
     wait_refused(&a, &token("hal", "k1"), "k1 on a").await;
     p.kill_9();
@@ -717,17 +667,20 @@ async fn an_instance_killed_with_sigkill_restarts_with_the_full_set() {
     a.revoke(json!({ "jti": "k2" })).await;
     a.revoke(json!({ "sub": "ivy" })).await;
 
-    let p = Process::spawn(dir.path(), &text).await;
+    let p = spawn_process(dir.path(), &text).await;
     // No polling from here on: it listens only once the set is loaded.
-    assert_eq!(p.admin(Method::GET, "/readyz", None).await.status, 200);
+    assert_eq!(
+        process_admin(&p, Method::GET, "/readyz", None).await.status,
+        200
+    );
     for (t, what) in [
         (token("hal", "k1"), "revoked through the killed instance"),
         (token("hal", "k2"), "revoked while it was down"),
         (token("ivy", "k3"), "subject revoked while it was down"),
     ] {
-        assert_revoked(&p.get(&t).await, what);
+        assert_revoked(&process_get(&p, &t).await, what);
     }
-    assert_passes(&p.get(&token("hal", "k4")).await, "valid");
+    assert_passes(&process_get(&p, &token("hal", "k4")).await, "valid");
     p.kill_9();
 }
 

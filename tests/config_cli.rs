@@ -8,16 +8,14 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
+use common::process::strip_ansi;
 use common::tokens::{self, HS256_SECRET};
-use common::{hmac_key_toml, Setup, TestGateway, Upstream};
+use common::{hmac_key_toml, portcullis, GatewayProcess, Setup, TestGateway, Upstream};
 use portcullis::Config;
-
-const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// A valid config: TLS listener, an HMAC key, one jwt route.
 const VALID: &str = r#"{listen}
@@ -34,13 +32,6 @@ prefix = "/"
 upstream = "http://127.0.0.1:9"
 auth = "jwt"
 "#;
-
-/// The binary with a clean environment for logging.
-fn portcullis(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).env_remove("RUST_LOG").env("NO_COLOR", "1");
-    cmd
-}
 
 fn run_check(config: &Path) -> Output {
     portcullis(&["check", "--config", &config.display().to_string()])
@@ -240,23 +231,9 @@ auth = "jwt"
     assert_eq!(echo.one("x-user-id"), Some("bob"));
 }
 
-/// A child process killed when the test ends, however it ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port free right now (bind, read, close).
-fn free_port() -> u16 {
-    common::upstream::dead_addr().port()
-}
-
-/// The shipped `config.toml` with its listen and admin ports, and every upstream, replaced.
-fn shipped_config(listen_port: u16, admin_port: u16, upstream: &str) -> String {
+/// The shipped `config.toml` with its listen and admin addresses on ephemeral loopback ports,
+/// and every upstream replaced.
+fn shipped_config(upstream: &str) -> String {
     let shipped =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml"))
             .expect("read shipped config.toml");
@@ -267,10 +244,8 @@ fn shipped_config(listen_port: u16, admin_port: u16, upstream: &str) -> String {
         if t.starts_with('[') {
             section = t.trim_matches(|c| c == '[' || c == ']').to_owned();
         }
-        let line = if t.starts_with("addr") && section == "listen" {
-            format!("addr = \"127.0.0.1:{listen_port}\"")
-        } else if t.starts_with("addr") && section == "admin" {
-            format!("addr = \"127.0.0.1:{admin_port}\"")
+        let line = if t.starts_with("addr") && (section == "listen" || section == "admin") {
+            "addr = \"127.0.0.1:0\"".to_owned()
         } else if t.starts_with("upstream") {
             format!("upstream = \"{upstream}\"")
         } else {
@@ -315,7 +290,7 @@ fn dev_material(dir: &Path, config: &str) -> Vec<PathBuf> {
 #[test]
 fn shipped_config_passes_check_without_writing_anything() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = shipped_config(free_port(), free_port(), "http://127.0.0.1:9");
+    let text = shipped_config("http://127.0.0.1:9");
     let path = dir.path().join("config.toml");
     std::fs::write(&path, &text).expect("write");
     let out = run_check(&path);
@@ -335,79 +310,24 @@ fn shipped_config_passes_check_without_writing_anything() {
     }
 }
 
-/// Remove ANSI colour sequences, in case the log writer colours despite `NO_COLOR`.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Spawn `run --config path`, logs to `dir/run.log`; wait (bounded) until `port` accepts.
-fn spawn_run(dir: &Path, config: &Path, port: u16) -> (ChildGuard, PathBuf) {
-    let log = dir.join("run.log");
-    let out = File::create(&log).expect("log file");
-    let err = out.try_clone().expect("log file");
-    let child = portcullis(&["run", "--config", &config.display().to_string()])
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .expect("spawn portcullis run");
-    let mut guard = ChildGuard(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        if let Some(status) = guard.0.try_wait().expect("try_wait") {
-            panic!(
-                "portcullis run exited with {status}:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "portcullis run did not listen on {port} within 30 s:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (guard, log)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_generates_missing_dev_material_and_serves_with_it() {
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let text = shipped_config(port, free_port(), &up.url());
+    let text = shipped_config(&up.url());
     let path = dir.path().join("config.toml");
     std::fs::write(&path, &text).expect("write");
     let material = dev_material(dir.path(), &text);
 
-    let (child, log) = {
-        let (d, p) = (dir.path().to_owned(), path.clone());
-        tokio::task::spawn_blocking(move || spawn_run(&d, &p, port))
-            .await
-            .expect("spawn task")
-    };
+    let gw = GatewayProcess::spawn(&path).await;
+    let port = gw.addr.port();
     for f in &material {
         let len = std::fs::metadata(f)
             .unwrap_or_else(|e| panic!("{} was not generated: {e}", f.display()))
             .len();
         assert!(len > 0, "{} is empty", f.display());
     }
-    let logs = strip_ansi(&std::fs::read_to_string(&log).expect("log"));
+    let logs = strip_ansi(&gw.log());
     for f in &material {
         let name = f.file_name().and_then(|n| n.to_str()).expect("name");
         assert!(
@@ -441,14 +361,8 @@ async fn run_generates_missing_dev_material_and_serves_with_it() {
         String::from_utf8_lossy(&token.stderr)
     );
     let token = String::from_utf8(token.stdout).expect("utf-8");
-    let cert = std::fs::read(&material[0]).expect("generated cert");
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&cert).expect("cert pem"))
-        .resolve("localhost", ([127, 0, 0, 1], port).into())
-        .no_proxy()
-        .timeout(common::CLIENT_TIMEOUT)
+    let cert = std::fs::read_to_string(&material[0]).expect("generated cert");
+    let client = common::https_client(gw.addr, &cert)
         .build()
         .expect("client");
     let resp = client
@@ -459,43 +373,15 @@ async fn run_generates_missing_dev_material_and_serves_with_it() {
         .expect("request to portcullis run");
     let echo = TestGateway::reply(resp).await.echo();
     assert_eq!(echo.one("x-user-id"), Some("alice"));
-    drop(child);
+    drop(gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_exits_cleanly_on_sigterm() {
     let setup = Setup::new();
-    let port = free_port();
-    let text = setup
-        .render(VALID)
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    let path = setup.write("config.toml", &text);
-    let dir = setup.dir.path().to_owned();
-    let (mut child, log) = tokio::task::spawn_blocking(move || spawn_run(&dir, &path, port))
-        .await
-        .expect("spawn task");
-    let pid = child.0.id().to_string();
-    let status = tokio::task::spawn_blocking(move || {
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(killed.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.0.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .expect("wait task");
-    let logs = std::fs::read_to_string(&log).unwrap_or_default();
-    let status =
-        status.unwrap_or_else(|| panic!("run did not stop within 15 s of SIGTERM:\n{logs}"));
+    let path = setup.write_config(VALID);
+    let gw = GatewayProcess::spawn(&path).await;
+    gw.sigterm();
+    let (status, logs) = gw.wait_exit_async(Duration::from_secs(15)).await;
     assert!(status.success(), "run exited with {status}:\n{logs}");
 }

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{hmac_key_toml, users_toml, Reply, Setup, TestGateway, Upstream};
+use common::{hmac_key_toml, users_toml, Env, Reply, Setup, TestGateway};
 use serde_json::json;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -21,24 +21,16 @@ const ACCESS: &str = "__Host-portcullis";
 const REFRESH: &str = "__Secure-portcullis-refresh";
 const CSRF: &str = "__Host-portcullis-csrf";
 
-struct Env {
-    gw: TestGateway,
-    up: Upstream,
-}
-
 /// A gateway with sign-in (alice/wonderland = u-1), `cookies` as the `[signin.cookies]`
 /// section (none when empty), a public route `/public` and a JWT route `/`.
 async fn env(cookies: &str) -> Env {
     let setup = Setup::new();
     setup.write("users.toml", users_toml(&[("u-1", "alice", "wonderland")]));
-    let up = Upstream::start().await;
     let config = format!(
-        "{{listen}}\n{}\n[revocation]\nstore = \"memory\"\n\n[signin]\nusers_file = \"users.toml\"\nsigning_kid = \"hs1\"\naccess_ttl = \"10m\"\nrefresh_ttl = \"1d\"\n\n{cookies}\n\n[[routes]]\nprefix = \"/public\"\nupstream = \"{up}\"\nauth = \"public\"\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{up}\"\nauth = \"jwt\"\n",
+        "{{listen}}\n{}\n[revocation]\nstore = \"memory\"\n\n[signin]\nusers_file = \"users.toml\"\nsigning_kid = \"hs1\"\naccess_ttl = \"10m\"\nrefresh_ttl = \"1d\"\n\n{cookies}\n\n[[routes]]\nprefix = \"/public\"\nupstream = \"{{up}}\"\nauth = \"public\"\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{{up}}\"\nauth = \"jwt\"\n",
         hmac_key_toml("hs1", "HS256", SECRET),
-        up = up.url()
     );
-    let gw = setup.start(&config).await;
-    Env { gw, up }
+    Env::start(setup, &config).await
 }
 
 async fn cookie_env() -> Env {
@@ -82,7 +74,7 @@ async fn login(gw: &TestGateway) -> Reply {
         .h1()
         .post(gw.url("/auth/login"))
         .json(&json!({ "username": "alice", "password": "wonderland" }));
-    TestGateway::reply(req.send().await.expect("request")).await
+    TestGateway::send(req).await
 }
 
 /// Log in and return the cookies set, failing on anything but 200.
@@ -109,7 +101,7 @@ async fn send(
     for (n, v) in headers {
         req = req.header(*n, *v);
     }
-    TestGateway::reply(req.send().await.expect("request")).await
+    TestGateway::send(req).await
 }
 
 fn cookie_header(jar: &Jar) -> String {
@@ -181,7 +173,7 @@ async fn the_access_cookie_authenticates_and_never_reaches_the_upstream() {
         .get(gw.url("/api/me"))
         .header("cookie", "theme=dark")
         .header("cookie", format!("{ACCESS}={token}"));
-    let r = TestGateway::reply(req.send().await.expect("request")).await;
+    let r = TestGateway::send(req).await;
     assert_eq!(r.version, http::Version::HTTP_2);
     let echo = r.echo();
     assert_eq!(echo.one("x-user-id"), Some("u-1"));
@@ -396,7 +388,7 @@ async fn a_cross_site_login_is_refused_in_cookie_mode() {
 /// POST `path` with a JSON body; the answer.
 async fn post_json(gw: &TestGateway, path: &str, body: serde_json::Value) -> Reply {
     let req = gw.h1().post(gw.url(path)).json(&body);
-    TestGateway::reply(req.send().await.expect("request")).await
+    TestGateway::send(req).await
 }
 
 /// A mobile app in front of a cookie-mode gateway with `bearer_clients = true`: it asks for

@@ -13,13 +13,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::process::BinaryGateway;
 use common::{
-    exchange_on, gateway_panics, rss_kib, watch_panics, RawExchange, Reply, Setup, TestGateway,
-    Upstream,
+    exchange_on, gateway_panics, rss_kib, watch_panics, Env, RawExchange, Reply, Setup,
+    TestGateway, Upstream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -33,23 +33,15 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// A request the upstream must never receive: it exists only inside another request.
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
-struct Env {
-    gw: TestGateway,
-    up: Upstream,
-}
-
 /// A gateway with one public route to a recording upstream, small head limits and a 1 s
 /// header read timeout.
 async fn env() -> Env {
     watch_panics();
-    let up = Upstream::start().await;
     let config = format!(
-        "{{listen}}header_read_timeout = \"{}ms\"\nhandshake_timeout = \"1s\"\n\n[limits]\nmax_header_bytes = {MAX_HEADER_BYTES}\nmax_headers = {MAX_HEADERS}\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nauth = \"public\"\n",
+        "{{listen}}header_read_timeout = \"{}ms\"\nhandshake_timeout = \"1s\"\n\n[limits]\nmax_header_bytes = {MAX_HEADER_BYTES}\nmax_headers = {MAX_HEADERS}\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{{up}}\"\nauth = \"public\"\n",
         HEADER_READ_TIMEOUT.as_millis(),
-        up.url()
     );
-    let gw = Setup::new().start(&config).await;
-    Env { gw, up }
+    Env::start(Setup::new(), &config).await
 }
 
 impl Env {
@@ -710,79 +702,12 @@ async fn slow_tls_handshake_is_cut_by_handshake_timeout() {
 // ---------------------------------------------------------------------------------------
 
 /// The `portcullis` binary running as its own process, so its memory can be measured alone.
-struct Spawned {
-    child: Child,
-    _setup: Setup,
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Spawned {
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-async fn spawn_gateway(upstream: &str) -> (Spawned, TestGatewayClient) {
-    let setup = Setup::new();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let config = format!(
-        "[listen]\naddr = \"127.0.0.1:{port}\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\n\n[revocation]\nstore = \"memory\"\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{upstream}\"\nauth = \"public\"\n"
-    );
-    let path = setup.write("config.toml", config);
-    let log = std::fs::File::create(setup.path("gateway.log")).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["run", "--config", path.to_str().expect("utf-8 path")])
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn portcullis run");
-    let cert_pem = setup.cert_pem.clone();
-    let spawned = Spawned {
-        child,
-        _setup: setup,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "portcullis run did not listen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (spawned, TestGatewayClient { port, cert_pem })
-}
-
-/// Clients for a gateway running in another process.
-struct TestGatewayClient {
-    port: u16,
-    cert_pem: String,
-}
-
-impl TestGatewayClient {
-    fn builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).expect("cert"),
-            )
-            .resolve("localhost", ([127, 0, 0, 1], self.port).into())
-            .no_proxy()
-            .timeout(common::CLIENT_TIMEOUT)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
-    }
+async fn spawn_gateway(upstream: &str) -> BinaryGateway {
+    Setup::new()
+        .spawn(&format!(
+            "{{listen}}\n[revocation]\nstore = \"memory\"\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{upstream}\"\nauth = \"public\"\n"
+        ))
+        .await
 }
 
 /// How much more resident memory the gateway may use while a client refuses to read a
@@ -793,24 +718,24 @@ const HUGE_RESPONSE: usize = 2 * 1024 * 1024 * 1024;
 
 async fn assert_memory_bounded_while_client_stalls(http2: bool) {
     let up = Upstream::start().await;
-    let (gw, client) = spawn_gateway(&up.url()).await;
+    let gw = spawn_gateway(&up.url()).await;
     let c = if http2 {
-        client.builder().http2_prior_knowledge().build()
+        gw.builder().http2_prior_knowledge().build()
     } else {
-        client.builder().http1_only().build()
+        gw.builder().http1_only().build()
     }
     .expect("client");
     // Warm up (TLS, pools, a small streamed response), then take the baseline.
     let warm = c
-        .get(client.url("/zeros/1048576"))
+        .get(gw.url("/zeros/1048576"))
         .send()
         .await
         .expect("warm-up");
     assert_eq!(warm.bytes().await.expect("warm-up body").len(), 1 << 20);
-    let before = rss_kib(&gw.pid());
+    let before = rss_kib(&gw.pid().to_string());
 
     let resp = c
-        .get(client.url(&format!("/zeros/{HUGE_RESPONSE}")))
+        .get(gw.url(&format!("/zeros/{HUGE_RESPONSE}")))
         .send()
         .await
         .expect("response head");
@@ -819,12 +744,12 @@ async fn assert_memory_bounded_while_client_stalls(http2: bool) {
     let mut peak = before;
     for _ in 0..15 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        peak = peak.max(rss_kib(&gw.pid()));
+        peak = peak.max(rss_kib(&gw.pid().to_string()));
     }
     // Other clients are served meanwhile.
-    let other = client.builder().build().expect("client");
+    let other = gw.builder().build().expect("client");
     let r = other
-        .get(client.url("/other"))
+        .get(gw.url("/other"))
         .send()
         .await
         .expect("other request");

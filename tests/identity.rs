@@ -11,7 +11,7 @@
 mod common;
 
 use common::tokens::{self, HS256_SECRET};
-use common::{hmac_key_toml, Echo, Setup, TestGateway, Upstream};
+use common::{hmac_key_toml, Echo, Env, Setup, TestGateway};
 use serde_json::json;
 
 /// Every spelling of the identity headers a client might try.
@@ -28,7 +28,8 @@ const SPOOFS: &[&str] = &[
     "X-User-Email: admin@evil.example",
 ];
 
-async fn start(up: &Upstream) -> TestGateway {
+/// Identity headers from `sub`, `roles` and `email`; `/public` public, the rest jwt.
+async fn env() -> Env {
     let config = format!(
         r#"{{listen}}
 {}
@@ -52,7 +53,7 @@ auth = "jwt"
 "#,
         hmac_key_toml("hs", "HS256", HS256_SECRET)
     );
-    Setup::new().var("up", up.url()).start(&config).await
+    Env::start(Setup::new(), &config).await
 }
 
 /// Every identity-header spelling the upstream received, as (name, value).
@@ -66,8 +67,7 @@ fn identity_headers(echo: &Echo) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_headers_are_replaced_by_the_token_on_a_jwt_route() {
-    let up = Upstream::start().await;
-    let gw = start(&up).await;
+    let Env { gw, .. } = env().await;
     let mut claims = tokens::claims("alice");
     claims["roles"] = json!(["reader", "writer"]);
     let token = tokens::hs256(Some("hs"), &claims);
@@ -86,8 +86,7 @@ async fn spoofed_identity_headers_are_replaced_by_the_token_on_a_jwt_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_route_forwards_no_identity_header() {
-    let up = Upstream::start().await;
-    let gw = start(&up).await;
+    let Env { gw, up } = env().await;
     let token = tokens::hs256(Some("hs"), &tokens::claims("alice"));
 
     // Without a token, and with one: a public route authenticates nobody.
@@ -102,8 +101,7 @@ async fn public_route_forwards_no_identity_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_identity_over_http2_is_stripped() {
-    let up = Upstream::start().await;
-    let gw = start(&up).await;
+    let Env { gw, .. } = env().await;
     let token = tokens::hs256(Some("hs"), &tokens::claims("alice"));
     let send = |path: &str, token: Option<&str>| {
         let mut req = gw
@@ -133,8 +131,7 @@ async fn spoofed_identity_over_http2_is_stripped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_become_header_values() {
-    let up = Upstream::start().await;
-    let gw = start(&up).await;
+    let Env { gw, up } = env().await;
     let cases = [
         (json!(["a", "b", "c"]), Some("a,b,c")),
         (json!(["solo"]), Some("solo")),
@@ -169,8 +166,7 @@ async fn claims_become_header_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_are_replaced_by_what_the_gateway_saw() {
-    let up = Upstream::start().await;
-    let gw = start(&up).await;
+    let Env { gw, .. } = env().await;
     let spoofs = [
         "X-Forwarded-For: 6.6.6.6",
         "x-forwarded-for: 10.0.0.1, 10.0.0.2",
@@ -192,8 +188,7 @@ async fn forwarding_headers_are_replaced_by_what_the_gateway_saw() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_header_lines_cannot_smuggle_a_user_header() {
-    let up = Upstream::start().await;
-    let gw = start(&up).await;
+    let Env { gw, .. } = env().await;
     let token = tokens::hs256(Some("hs"), &tokens::claims("alice"));
     let cases: [&[&str]; 3] = [
         // obs-fold: a continuation line that looks like a header.
@@ -221,8 +216,7 @@ async fn malformed_header_lines_cannot_smuggle_a_user_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_header_cannot_remove_the_injected_identity() {
-    let up = Upstream::start().await;
-    let gw = start(&up).await;
+    let Env { gw, up } = env().await;
     let mut claims = tokens::claims("alice");
     claims["roles"] = json!(["reader"]);
     let token = tokens::hs256(Some("hs"), &claims);
@@ -255,8 +249,7 @@ async fn connection_header_cannot_remove_the_injected_identity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_headers_in_trailers_do_not_reach_the_upstream() {
-    let up = Upstream::start().await;
-    let gw = start(&up).await;
+    let Env { gw, .. } = env().await;
     let token = tokens::hs256(Some("hs"), &tokens::claims("alice"));
     for path in ["/api/me", "/public/page"] {
         let req = format!(

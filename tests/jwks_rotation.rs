@@ -11,83 +11,31 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::answer::AnswerServer;
 use common::tokens::{self, PemPair};
 use common::{Setup, TestGateway, Upstream};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::Algorithm;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 const ADMIN_TOKEN: &str = "jwks-test-admin-token-0123456789";
 
-/// An HTTPS server answering every request with the current (status, body), counting
-/// requests; its certificate is issued for `localhost` by a fresh CA.
+/// The key server: an [`AnswerServer`] publishing a JWKS document.
 struct KeyServer {
     url: String,
     ca_pem: String,
-    answer: Arc<Mutex<(u16, String)>>,
-    hits: Arc<AtomicUsize>,
+    server: AnswerServer,
 }
 
 impl KeyServer {
     async fn start(keys: &[Jwk]) -> KeyServer {
-        let pki = common::private_ca_for_localhost();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(pki.cert_der.clone())],
-                PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).expect("key"),
-            )
-            .expect("server TLS config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let answer = Arc::new(Mutex::new((200, document(keys))));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (a, h) = (answer.clone(), hits.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (acceptor, a, h) = (acceptor.clone(), a.clone(), h.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = service_fn(move |_req| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let (status, body) = a.lock().expect("answer").clone();
-                        async move {
-                            let mut r = http::Response::new(Full::new(Bytes::from(body)));
-                            *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
+        let server = AnswerServer::start(200, &document(keys)).await;
         KeyServer {
-            url: format!("https://localhost:{port}/.well-known/jwks.json"),
-            ca_pem: pki.ca_pem,
-            answer,
-            hits,
+            url: format!("{}/.well-known/jwks.json", server.base),
+            ca_pem: server.ca_pem.clone(),
+            server,
         }
     }
 
@@ -96,11 +44,11 @@ impl KeyServer {
     }
 
     fn answer_with(&self, status: u16, body: &str) {
-        *self.answer.lock().expect("answer") = (status, body.to_owned());
+        self.server.answer_with(status, body);
     }
 
     fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.server.hits()
     }
 
     /// Wait until the gateway has fetched `more` more times than `since`.
@@ -555,22 +503,9 @@ async fn check_validates_offline_and_says_what_run_will_fetch() {
     setup.write("jwks-ca.pem", &server.ca_pem);
     let path = setup.write_config(&config(&server.url, &up.url(), ""));
     // Blocking, off the runtime that serves the key server.
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("check")
-            .arg("--config")
-            .arg(&path)
-            .output()
-            .expect("run portcullis check")
-    })
-    .await
-    .expect("check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::cli(&["check", "--config", &path.display().to_string()]).await;
+    let stdout = &out.stdout;
+    assert!(out.ok, "{}", out.all());
     assert!(
         stdout.contains("will fetch") && stdout.contains(&server.url),
         "{stdout}"

@@ -8,26 +8,21 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::Upstream;
+use common::{GatewayProcess, Upstream};
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Frame;
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::{EncodingKey, Header};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -84,65 +79,13 @@ auth = "jwt"
     )
 }
 
-/// An upstream whose `/drip` answer streams 20 chunks of 1 KiB, 75 ms apart (1.5 s in all).
-async fn drip_upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
-                        let chunks = futures_util::stream::unfold(0u32, |i| async move {
-                            if i == 20 {
-                                return None;
-                            }
-                            tokio::time::sleep(Duration::from_millis(75)).await;
-                            Some((
-                                Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 1024]))),
-                                i + 1,
-                            ))
-                        });
-                        Ok::<_, Infallible>(Response::new(StreamBody::new(chunks)))
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// A TLS client trusting `roots`; returns the stream and the certificate the server showed.
 async fn tls_connect(
     addr: SocketAddr,
     roots: &[&str],
     alpn: &[u8],
 ) -> (TlsStream<TcpStream>, Vec<u8>) {
-    let mut store = rustls::RootCertStore::empty();
-    for pem in roots {
-        store
-            .add(CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem"))
-            .expect("root");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let tls = TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("handshake");
+    let tls = common::tls_connect(addr, roots, &[alpn]).await;
     let shown = tls.get_ref().1.peer_certificates().expect("server cert")[0].to_vec();
     (tls, shown)
 }
@@ -177,18 +120,9 @@ fn get(path: &str, bearer: Option<&str>) -> Request<Full<Bytes>> {
 
 /// Call the admin API over plain HTTP.
 async fn admin(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let tcp = TcpStream::connect(addr).await.expect("admin connect");
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "admin")
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(Full::new(Bytes::new()))
-        .expect("request");
-    let resp = send(tcp, req).await;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let method = method.parse().expect("method");
+    let r = common::admin_request(&format!("http://{addr}"), ADMIN_TOKEN, method, path, None).await;
+    (r.status, r.text())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,13 +132,8 @@ async fn reload_swaps_the_certificate_while_a_stream_and_a_websocket_stay_open()
     std::fs::write(dir.path().join("cert.pem"), &cert_a).unwrap();
     std::fs::write(dir.path().join("key.pem"), &key_a).unwrap();
     let up = Upstream::start().await;
-    let drip = drip_upstream().await;
     let path = dir.path().join("config.toml");
-    std::fs::write(
-        &path,
-        config_text(true, &format!("http://{drip}"), &up.url(), ""),
-    )
-    .unwrap();
+    std::fs::write(&path, config_text(true, &up.url(), &up.url(), "")).unwrap();
     let gw = portcullis::start(portcullis::Config::load(&path).expect("config"))
         .await
         .expect("start");
@@ -262,7 +191,11 @@ async fn reload_swaps_the_certificate_while_a_stream_and_a_websocket_stay_open()
         .await
         .unwrap()
         .expect("stream completes without error");
-    assert_eq!(n, 20 * 1024, "the streaming response was cut by the reload");
+    assert_eq!(
+        n,
+        common::upstream::DRIP_CHUNKS * 1024,
+        "the streaming response was cut by the reload"
+    );
     gw.shutdown().await;
 }
 
@@ -336,18 +269,10 @@ async fn an_invalid_reload_is_refused_and_traffic_continues() {
 
 /// `portcullis reload` against the admin API at `addr`: (success, stdout and stderr).
 async fn reload_cli(addr: SocketAddr) -> (bool, String) {
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["reload", "--admin", &format!("http://{addr}")])
-            .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output()
-            .expect("run portcullis reload")
-    })
-    .await
-    .expect("join");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let mut cmd = common::portcullis(&["reload", "--admin", &format!("http://{addr}")]);
+    cmd.env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN);
+    let out = common::process::output(cmd).await;
+    (out.ok, out.all())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,73 +371,19 @@ async fn metrics_parse_as_prometheus_text_and_carry_the_series() {
     gw.shutdown().await;
 }
 
-/// The real binary, run on a config in `dir`, with stderr captured to a file.
-fn spawn_binary(dir: &Path, config: &str) -> (Child, PathBuf, SocketAddr) {
+/// The real binary, run on `config` written to `dir/config.toml`, its log in `dir`.
+async fn spawn_binary(dir: &Path, config: &str) -> GatewayProcess {
     let path = dir.join("config.toml");
-    // The binary needs a fixed port: take a free one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        &path,
-        config.replace(
-            "addr = \"127.0.0.1:0\"\nshutdown_grace",
-            &format!("addr = \"127.0.0.1:{port}\"\nshutdown_grace"),
-        ),
-    )
-    .unwrap();
-    let log = dir.join("stderr.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn portcullis");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, log, addr)
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("gateway did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    std::fs::write(&path, config).unwrap();
+    GatewayProcess::spawn(&path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_complete_then_exits_zero() {
     let dir = tempfile::tempdir().expect("tmp");
     let up = Upstream::start().await;
-    let (mut child, log, addr) =
-        spawn_binary(dir.path(), &config_text(false, &up.url(), &up.url(), ""));
+    let gw = spawn_binary(dir.path(), &config_text(false, &up.url(), &up.url(), "")).await;
+    let addr = gw.addr;
     let tok = token("dave");
     let tcp = TcpStream::connect(addr).await.unwrap();
     let in_flight = tokio::spawn(async move {
@@ -522,18 +393,16 @@ async fn sigterm_lets_in_flight_requests_complete_then_exits_zero() {
         (status, body)
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    sigterm(&child);
+    gw.sigterm();
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(
         status,
         200,
         "the in-flight request must complete: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        gw.log()
     );
     assert!(body.expect("whole body") > 0);
-    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(15)))
-        .await
-        .unwrap();
+    let (exit, _) = gw.wait_exit_async(Duration::from_secs(15)).await;
     assert!(exit.success(), "exit status {exit:?}");
     assert!(
         TcpStream::connect(addr).await.is_err(),
@@ -551,18 +420,16 @@ async fn access_log_lines_are_json_with_the_fields_and_never_the_token() {
         &up.url(),
         "\n[log]\nformat = \"json\"\naccess_log = true\n",
     );
-    let (mut child, log, addr) = spawn_binary(dir.path(), &config);
+    let gw = spawn_binary(dir.path(), &config).await;
+    let addr = gw.addr;
     let tok = token("erin");
     for (path, bearer) in [("/hello?secret=q", Some(tok.as_str())), ("/nope", None)] {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let resp = send(tcp, get(path, bearer)).await;
         let _ = resp.into_body().collect().await;
     }
-    sigterm(&child);
-    tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(15)))
-        .await
-        .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
+    gw.sigterm();
+    let (_, text) = gw.wait_exit_async(Duration::from_secs(15)).await;
     assert!(!text.contains(&tok), "a token reached the log");
     assert!(
         !text.contains("secret=q"),
@@ -600,21 +467,13 @@ async fn access_log_lines_are_json_with_the_fields_and_never_the_token() {
 async fn api_keys_never_reach_the_log_even_at_debug() {
     let dir = tempfile::tempdir().expect("tmp");
     let up = Upstream::start().await;
-    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let extra = format!(
         "\n[log]\nformat = \"json\"\nlevel = \"debug\"\naccess_log = true\n\n[[routes]]\nprefix = \"/keyed\"\nupstream = \"{}\"\nauth = \"public\"\napi_key = true\n",
         up.url()
     );
-    let config = config_text(false, &up.url(), &up.url(), &extra).replace(
-        "[admin]\naddr = \"127.0.0.1:0\"",
-        &format!("[admin]\naddr = \"127.0.0.1:{admin_port}\""),
-    );
-    let (mut child, log, addr) = spawn_binary(dir.path(), &config);
-    let admin_addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let config = config_text(false, &up.url(), &up.url(), &extra);
+    let gw = spawn_binary(dir.path(), &config).await;
+    let (addr, admin_addr) = (gw.addr, gw.admin_addr());
     let tcp = TcpStream::connect(admin_addr).await.expect("admin connect");
     let req = Request::post("/apikeys")
         .header("host", "admin")
@@ -643,11 +502,8 @@ async fn api_keys_never_reach_the_log_even_at_debug() {
         let _ = resp.into_body().collect().await;
     }
     assert_eq!(statuses, [200, 401]);
-    sigterm(&child);
-    tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(15)))
-        .await
-        .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
+    gw.sigterm();
+    let (_, text) = gw.wait_exit_async(Duration::from_secs(15)).await;
     // The secret part of a key, not the common `pck_` prefix.
     for k in [&key, &wrong] {
         assert!(

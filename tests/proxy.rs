@@ -14,7 +14,7 @@ mod common;
 use bytes::Bytes;
 use common::tokens::{self, HS256_SECRET};
 use common::upstream::{dead_addr, hex, pseudo_random_bytes, pseudo_random_sha256};
-use common::{hmac_key_toml, Setup, TestGateway, Upstream, OTHER_HOST};
+use common::{hmac_key_toml, Env, Setup, TestGateway, Upstream, Upstreams, OTHER_HOST};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha2::{Digest, Sha256};
@@ -22,19 +22,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Env {
-    gw: TestGateway,
+/// The three upstreams of the routes below, as `{public}`, `{admin}` and `{internal}`.
+struct Upstreams3 {
     public: Upstream,
     admin: Upstream,
     internal: Upstream,
 }
 
-async fn env() -> Env {
-    let (public, admin, internal) = (
-        Upstream::start().await,
-        Upstream::start().await,
-        Upstream::start().await,
-    );
+impl Upstreams for Upstreams3 {
+    fn define(&self, setup: Setup) -> Setup {
+        setup
+            .var("public", self.public.url())
+            .var("admin", self.admin.url())
+            .var("internal", self.internal.url())
+    }
+}
+
+async fn env() -> Env<Upstreams3> {
+    let up = Upstreams3 {
+        public: Upstream::start().await,
+        admin: Upstream::start().await,
+        internal: Upstream::start().await,
+    };
     let config = format!(
         r#"{{listen}}
 {}
@@ -77,18 +86,7 @@ timeout = "1s"
         hmac_key_toml("hs", "HS256", HS256_SECRET),
         dead_addr()
     );
-    let gw = Setup::new()
-        .var("public", public.url())
-        .var("admin", admin.url())
-        .var("internal", internal.url())
-        .start(&config)
-        .await;
-    Env {
-        gw,
-        public,
-        admin,
-        internal,
-    }
+    Env::start_with(Setup::new(), up, &config).await
 }
 
 fn token(sub: &str) -> String {
@@ -117,12 +115,12 @@ async fn dot_segments_are_resolved_before_routing() {
         assert_eq!(r.status, want, "{path}: {}", r.text());
     }
     assert_eq!(
-        env.admin.hits(),
+        env.up.admin.hits(),
         0,
         "the admin upstream was reached without a token"
     );
     assert_eq!(
-        env.public.hits(),
+        env.up.public.hits(),
         0,
         "a dot-segment path was routed as /public"
     );
@@ -134,7 +132,7 @@ async fn dot_segments_are_resolved_before_routing() {
         assert_eq!(echo.path, "/admin/users", "{path}");
         assert_eq!(echo.one("x-user-id"), Some("alice"), "{path}");
     }
-    assert_eq!(env.public.hits(), 0);
+    assert_eq!(env.up.public.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,8 +165,8 @@ async fn paths_that_cannot_be_normalised_safely_are_400() {
             assert_eq!(r.json()["error"], "invalid_request", "{path}");
         }
     }
-    assert_eq!(env.admin.hits(), 0);
-    assert_eq!(env.public.hits(), 0);
+    assert_eq!(env.up.admin.hits(), 0);
+    assert_eq!(env.up.public.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +177,7 @@ async fn prefixes_match_whole_segments_only() {
         assert_eq!(r.status, 404, "{path}: {}", r.text());
         assert_eq!(r.json()["error"], "not_found");
     }
-    assert_eq!(env.public.hits() + env.admin.hits(), 0);
+    assert_eq!(env.up.public.hits() + env.up.admin.hits(), 0);
 
     for path in ["/public", "/public/", "/public/a/b"] {
         let echo = env.gw.get(path, None).await.echo();
@@ -187,7 +185,7 @@ async fn prefixes_match_whole_segments_only() {
     }
     let echo = env.gw.get("/public/search?q=a%20b&x=1", None).await.echo();
     assert_eq!(echo.query.as_deref(), Some("q=a%20b&x=1"));
-    assert_eq!(env.public.hits(), 4);
+    assert_eq!(env.up.public.hits(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,12 +195,12 @@ async fn longest_prefix_wins() {
     let echo = env.gw.get("/admin/open/doc", None).await.echo();
     assert_eq!(echo.path, "/admin/open/doc");
     assert_eq!(echo.one("x-user-id"), None);
-    assert_eq!(env.public.hits(), 1);
+    assert_eq!(env.up.public.hits(), 1);
     // ... but only on whole segments, and not for its parent.
     for path in ["/admin/opener", "/admin/x", "/admin"] {
         assert_eq!(env.gw.get(path, None).await.status, 401, "{path}");
     }
-    assert_eq!(env.admin.hits(), 0);
+    assert_eq!(env.up.admin.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +212,7 @@ async fn host_specific_route_serves_only_its_host() {
         let echo = env.gw.raw(&req).await.echo();
         assert_eq!(echo.path, "/admin/x", "{host}");
     }
-    assert_eq!(env.internal.hits(), 3);
+    assert_eq!(env.up.internal.hits(), 3);
     // Over HTTP/2 the host is the :authority.
     let r = TestGateway::reply(
         env.gw
@@ -227,14 +225,14 @@ async fn host_specific_route_serves_only_its_host() {
     .await;
     assert_eq!(r.version, http::Version::HTTP_2);
     assert_eq!(r.echo().path, "/admin/x");
-    assert_eq!(env.internal.hits(), 4);
+    assert_eq!(env.up.internal.hits(), 4);
 
     for host in ["localhost", "internal.example.evil", "xinternal.example"] {
         let req = format!("GET /admin/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         assert_eq!(env.gw.raw(&req).await.status, 401, "{host}");
     }
-    assert_eq!(env.internal.hits(), 4);
-    assert_eq!(env.admin.hits(), 0);
+    assert_eq!(env.up.internal.hits(), 4);
+    assert_eq!(env.up.admin.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,7 +336,7 @@ async fn http2_requests_are_forwarded_with_identity() {
     )
     .await;
     assert_eq!(r.status, 401);
-    assert_eq!(env.admin.hits(), 2);
+    assert_eq!(env.up.admin.hits(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +352,7 @@ async fn websocket_upgrade_is_tunnelled() {
         }
         other => panic!("expected a 401 handshake, got {:?}", other.map(|(_, r)| r)),
     }
-    assert_eq!(env.admin.hits(), 0);
+    assert_eq!(env.up.admin.hits(), 0);
 
     let mut req = url.into_client_request().expect("ws request");
     req.headers_mut().insert(
@@ -389,7 +387,7 @@ async fn websocket_upgrade_is_tunnelled() {
     }
     ws.close(None).await.expect("close");
 
-    let seen = env.admin.requests();
+    let seen = env.up.admin.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/admin/ws");
     assert_eq!(seen[0].one("x-user-id"), Some("alice"));
@@ -593,7 +591,7 @@ async fn duplicate_host_is_refused() {
         let r = env.gw.raw(&req).await;
         assert_eq!(r.status, 400, "Host {hosts:?}: {}", r.text());
     }
-    assert_eq!(env.internal.hits() + env.admin.hits(), 0);
+    assert_eq!(env.up.internal.hits() + env.up.admin.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,5 +603,5 @@ async fn http11_request_without_host_is_refused() {
         .raw("GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n")
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(env.public.hits(), 0);
+    assert_eq!(env.up.public.hits(), 0);
 }

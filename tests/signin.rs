@@ -15,15 +15,10 @@ mod common;
 use std::process::Stdio;
 
 use base64::Engine as _;
-use common::{hmac_key_toml, users_toml, Reply, Setup, TestGateway, Upstream};
+use common::{hmac_key_toml, users_toml, Env, Reply, Setup, TestGateway};
 use serde_json::{json, Value};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-struct Env {
-    gw: TestGateway,
-    up: Upstream,
-}
 
 /// A gateway with sign-in (alice/wonderland = u-1, bob/builder = u-2), `extra` lines in
 /// `[signin]`, and one JWT route to an echoing upstream.
@@ -37,14 +32,15 @@ async fn env(extra: &str) -> Env {
 }
 
 async fn start(setup: Setup, users_file: &str, extra: &str) -> Env {
-    let up = Upstream::start().await;
-    let config = format!(
-        "{{listen}}\n{}\n[revocation]\nstore = \"memory\"\n\n[signin]\nusers_file = \"{users_file}\"\nsigning_kid = \"hs1\"\n{extra}\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nauth = \"jwt\"\n",
+    Env::start(setup, &config(users_file, extra)).await
+}
+
+/// Sign-in from `users_file` with `extra` lines in `[signin]`, one JWT route to `{up}`.
+fn config(users_file: &str, extra: &str) -> String {
+    format!(
+        "{{listen}}\n{}\n[revocation]\nstore = \"memory\"\n\n[signin]\nusers_file = \"{users_file}\"\nsigning_kid = \"hs1\"\n{extra}\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{{up}}\"\nauth = \"jwt\"\n",
         hmac_key_toml("hs1", "HS256", SECRET),
-        up.url()
-    );
-    let gw = setup.start(&config).await;
-    Env { gw, up }
+    )
 }
 
 async fn post(gw: &TestGateway, path: &str, body: Value, bearer: Option<&str>) -> Reply {
@@ -52,7 +48,7 @@ async fn post(gw: &TestGateway, path: &str, body: Value, bearer: Option<&str>) -
     if let Some(t) = bearer {
         req = req.bearer_auth(t);
     }
-    TestGateway::reply(req.send().await.expect("request")).await
+    TestGateway::send(req).await
 }
 
 async fn login(gw: &TestGateway, username: &str, password: &str) -> Reply {
@@ -291,8 +287,7 @@ async fn logout_all_revokes_every_session_of_the_user() {
 /// `portcullis users ...` with `stdin` piped in; returns (success, stderr).
 fn users_cli(args: &[&str], stdin: &str) -> (bool, String) {
     use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("users")
+    let mut child = common::portcullis(&["users"])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -378,89 +373,54 @@ async fn imported_bcrypt_hashes_sign_in() {
 /// session started before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_picks_up_new_users_and_keeps_sessions() {
-    let up = Upstream::start().await;
     let setup = Setup::new();
     setup.write("users.toml", users_toml(&[("u-1", "alice", "wonderland")]));
-    let path = setup.write_config(&format!(
-        "{{listen}}\n{}\n[revocation]\nstore = \"memory\"\n\n[signin]\nusers_file = \"users.toml\"\nsigning_kid = \"hs1\"\nmax_sessions_per_user = 1\n\n[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nauth = \"jwt\"\n",
-        hmac_key_toml("hs1", "HS256", SECRET),
-        up.url()
-    ));
-    let gateway = portcullis::start(portcullis::Config::load(&path).expect("config"))
-        .await
-        .expect("gateway starts");
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(setup.cert_pem.as_bytes()).unwrap())
-        .resolve("localhost", gateway.addr())
-        .no_proxy()
-        .timeout(common::CLIENT_TIMEOUT)
-        .build()
-        .unwrap();
-    let url = |p: &str| format!("https://localhost:{}{p}", gateway.addr().port());
-    let call = |path: String, body: Value, bearer: Option<String>| {
-        let mut req = client.post(path).json(&body);
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        async move {
-            let r = req.send().await.expect("request");
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let get = |token: String| {
-        let req = client.get(url("/api/me")).bearer_auth(token);
-        async move { req.send().await.expect("request").status().as_u16() }
-    };
-    let creds = |u: &str, p: &str| json!({ "username": u, "password": p });
+    let Env { gw, .. } =
+        Env::start_from_file(setup, &config("users.toml", "max_sessions_per_user = 1\n")).await;
 
-    let (status, before) = call(url("/auth/login"), creds("alice", "wonderland"), None).await;
-    assert_eq!(status, 200, "{before}");
-    let before_access = before["access_token"].as_str().unwrap().to_owned();
-    let before_refresh = before["refresh_token"].as_str().unwrap().to_owned();
-    let (status, _) = call(url("/auth/login"), creds("carol", "c-pass"), None).await;
-    assert_eq!(status, 401, "carol does not exist yet");
+    let (before_access, before_refresh) = session(&gw, "alice", "wonderland").await;
+    let r = login(&gw, "carol", "c-pass").await;
+    assert_eq!(r.status, 401, "carol does not exist yet");
 
-    setup.write(
-        "users.toml",
+    let dir = gw.dir.path();
+    std::fs::write(
+        dir.join("users.toml"),
         users_toml(&[("u-1", "alice", "wonderland"), ("u-3", "carol", "c-pass")]),
-    );
-    gateway.reload().await.expect("reload");
-
-    let (status, carol) = call(url("/auth/login"), creds("carol", "c-pass"), None).await;
-    assert_eq!(status, 200, "the reload read the new users file");
-    let carol_refresh = carol["refresh_token"].as_str().unwrap().to_owned();
-    let (status, rotated) = call(
-        url("/auth/refresh"),
-        json!({ "refresh_token": before_refresh }),
-        None,
     )
-    .await;
-    assert_eq!(status, 200, "a session from before the reload: {rotated}");
-    let rotated_access = rotated["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(get(rotated_access.clone()).await, 200);
-    let (status, _) = call(url("/auth/login"), creds("alice", "wonderland"), None).await;
-    assert_eq!(status, 200);
+    .expect("write users");
+    gw.reload().await.expect("reload");
+
+    let carol = login(&gw, "carol", "c-pass").await;
+    assert_eq!(carol.status, 200, "the reload read the new users file");
+    let carol_refresh = carol.json()["refresh_token"].as_str().unwrap().to_owned();
+    let rotated = refresh(&gw, &before_refresh).await;
     assert_eq!(
-        get(rotated_access).await,
+        rotated.status,
+        200,
+        "a session from before the reload: {}",
+        rotated.text()
+    );
+    let rotated_access = rotated.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(proxied(&gw, &rotated_access).await, 200);
+    let r = login(&gw, "alice", "wonderland").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        proxied(&gw, &rotated_access).await,
         401,
         "single-session policy across the reload"
     );
-    assert_eq!(get(before_access).await, 401);
+    assert_eq!(proxied(&gw, &before_access).await, 401);
 
     // A user removed from the file cannot refresh any more.
-    setup.write("users.toml", users_toml(&[("u-1", "alice", "wonderland")]));
-    gateway.reload().await.expect("reload");
-    let (status, body) = call(
-        url("/auth/refresh"),
-        json!({ "refresh_token": carol_refresh }),
-        None,
+    std::fs::write(
+        dir.join("users.toml"),
+        users_toml(&[("u-1", "alice", "wonderland")]),
     )
-    .await;
-    assert_eq!(status, 401, "{body}");
-    gateway.shutdown().await;
+    .expect("write users");
+    gw.reload().await.expect("reload");
+    let r = refresh(&gw, &carol_refresh).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STAN
 use base64::engine::DecodePaddingMode;
 use base64::{alphabet, Engine};
 use common::tokens::{self, b64, PemPair, HS256_SECRET};
-use common::{hmac_key_toml, public_key_toml, Reply, Setup, TestGateway, Upstream};
+use common::{hmac_key_toml, public_key_toml, Reply, Setup, Upstream, Upstreams};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 
@@ -29,20 +29,39 @@ const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "api";
 const MAX_TOKEN_BYTES: usize = 2048;
 
-/// A gateway with issuer, audience and a small token limit, an HMAC, an RSA and an EC key.
-struct Env {
-    gw: TestGateway,
-    up: Upstream,
+/// The upstream behind the gateway and the gateway's RSA and EC key pairs (the tests sign
+/// with them): [`common::Env`]'s upstream kit for this file. `{up}` is the upstream; the
+/// public keys are written to `keys/rsa.pub.pem` and `keys/ec.pub.pem`.
+struct Keyed {
+    upstream: Upstream,
     rsa: PemPair,
     ec: PemPair,
 }
 
+impl Keyed {
+    /// Requests the upstream received.
+    fn hits(&self) -> usize {
+        self.upstream.hits()
+    }
+}
+
+impl Upstreams for Keyed {
+    fn define(&self, setup: Setup) -> Setup {
+        setup.write("keys/rsa.pub.pem", &self.rsa.public_pem);
+        setup.write("keys/ec.pub.pem", &self.ec.public_pem);
+        self.upstream.define(setup)
+    }
+}
+
+type Env = common::Env<Keyed>;
+
+/// A gateway with issuer, audience and a small token limit, an HMAC, an RSA and an EC key.
 async fn env() -> Env {
-    let up = Upstream::start().await;
-    let setup = Setup::new();
-    let (rsa, ec) = (tokens::rsa(), tokens::ec_p256());
-    setup.write("keys/rsa.pub.pem", &rsa.public_pem);
-    setup.write("keys/ec.pub.pem", &ec.public_pem);
+    let keyed = Keyed {
+        upstream: Upstream::start().await,
+        rsa: tokens::rsa(),
+        ec: tokens::ec_p256(),
+    };
     let keys = [
         hmac_key_toml("hs", "HS256", HS256_SECRET),
         public_key_toml("rsa", "RS256", "keys/rsa.pub.pem".as_ref()),
@@ -65,8 +84,7 @@ upstream = "{{up}}"
 auth = "jwt"
 "#
     );
-    let gw = setup.var("up", up.url()).start(&config).await;
-    Env { gw, up, rsa, ec }
+    Env::start_with(Setup::new(), keyed, &config).await
 }
 
 /// Claims the gateway accepts: right issuer and audience, valid for ten minutes.
@@ -143,12 +161,17 @@ impl Env {
 
     /// A valid token for the gateway's RSA key (kid `rsa`, RS256).
     fn rs256(&self, claims: &Value) -> String {
-        tokens::sign(Algorithm::RS256, Some("rsa"), &self.rsa.encoding(), claims)
+        tokens::sign(
+            Algorithm::RS256,
+            Some("rsa"),
+            &self.up.rsa.encoding(),
+            claims,
+        )
     }
 
     /// A valid token for the gateway's EC key (kid `ec`, ES256).
     fn es256(&self, claims: &Value) -> String {
-        tokens::sign(Algorithm::ES256, Some("ec"), &self.ec.encoding(), claims)
+        tokens::sign(Algorithm::ES256, Some("ec"), &self.up.ec.encoding(), claims)
     }
 
     /// Present a well-formed token: the gateway still works and forwards the user.
@@ -309,7 +332,7 @@ async fn assert_public_key_as_hmac_secret_refused(env: &Env, kid: &str, pem: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn algorithm_confusion_hmac_keyed_with_the_rsa_public_key_is_refused() {
     let env = env().await;
-    let pem = env.rsa.public_pem.clone();
+    let pem = env.up.rsa.public_pem.clone();
     assert_public_key_as_hmac_secret_refused(&env, "rsa", &pem).await;
     assert_eq!(env.up.hits(), 0);
     env.control().await;
@@ -318,7 +341,7 @@ async fn algorithm_confusion_hmac_keyed_with_the_rsa_public_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn algorithm_confusion_hmac_keyed_with_the_ec_public_key_is_refused() {
     let env = env().await;
-    let pem = env.ec.public_pem.clone();
+    let pem = env.up.ec.public_pem.clone();
     assert_public_key_as_hmac_secret_refused(&env, "ec", &pem).await;
     assert_eq!(env.up.hits(), 0);
     env.control().await;
@@ -332,8 +355,8 @@ async fn algorithm_confusion_between_asymmetric_algorithms_is_refused() {
     let env = env().await;
     let claims = good_claims("mallory");
     let payload = claims.to_string();
-    let rsa = env.rsa.encoding();
-    let ec = env.ec.encoding();
+    let rsa = env.up.rsa.encoding();
+    let ec = env.up.ec.encoding();
     let cases = [
         (
             tokens::sign_raw(
@@ -595,7 +618,7 @@ fn with_kid(kid: &Value, secret: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kid_path_traversal_is_refused() {
     let env = env().await;
-    let rsa_pem = env.rsa.public_pem.as_bytes().to_vec();
+    let rsa_pem = env.up.rsa.public_pem.as_bytes().to_vec();
     let cases: [(&str, &[u8]); 8] = [
         // A file-loading verifier would read /dev/null: an empty HMAC secret.
         ("../../../../../../dev/null", b""),

@@ -13,20 +13,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::faulty::{FaultyUpstream, RESET_ANNOUNCED_BYTES};
-use common::{gateway_panics, watch_panics, Setup, TestGateway};
+use common::{gateway_panics, watch_panics, Env, Setup, TestGateway};
 
 /// Route timeout for the stall test: long enough for a loaded debug build to answer a
 /// healthy request, short enough to keep the test quick.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(1);
 
-struct Env {
-    gw: TestGateway,
-    up: FaultyUpstream,
-}
-
-async fn env() -> Env {
+async fn env() -> Env<FaultyUpstream> {
     watch_panics();
-    let up = FaultyUpstream::start().await;
     let config = r#"{listen}
 [[routes]]
 prefix = "/"
@@ -34,11 +28,10 @@ upstream = "{up}"
 auth = "public"
 timeout = "1s"
 "#;
-    let gw = Setup::new().var("up", up.url()).start(config).await;
-    Env { gw, up }
+    Env::start_with(Setup::new(), FaultyUpstream::start().await, config).await
 }
 
-impl Env {
+impl Env<FaultyUpstream> {
     /// A healthy request on the same route: the pool must hand out (or open) a working
     /// connection after whatever happened before.
     async fn healthy(&self, client: &reqwest::Client, what: &str) {

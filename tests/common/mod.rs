@@ -1,12 +1,17 @@
 //! The one shared helper of the integration tests: a temp dir with TLS material, the real
-//! gateway started in-process on an ephemeral port ([`Setup::start`]), a real upstream
-//! ([`upstream::Upstream`]), keys and tokens ([`tokens`]), and clients that speak HTTP/1.1,
-//! HTTP/2 and raw bytes over TLS.
+//! gateway started in-process on an ephemeral port ([`Setup::start`], [`env::Env`] with its
+//! upstreams) or as the real binary reporting the ports it bound ([`process`]), the upstream
+//! kit ([`upstream::Upstream`], [`faulty::FaultyUpstream`], [`answer::AnswerServer`]), a throwaway `redis-server`
+//! ([`redis_server`]), keys and tokens ([`tokens`]), and clients that speak HTTP/1.1, HTTP/2
+//! and raw bytes over TLS.
 //!
 //! Each test binary uses a subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod answer;
+pub mod env;
 pub mod faulty;
+pub mod process;
 pub mod redis_server;
 pub mod tokens;
 pub mod upstream;
@@ -26,6 +31,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+#[allow(unused_imports)]
+pub use env::{Env, Upstreams};
+#[allow(unused_imports)]
+pub use process::{cli, portcullis, CliOutput, GatewayProcess};
 #[allow(unused_imports)]
 pub use upstream::{Echo, Upstream};
 
@@ -116,14 +125,13 @@ impl Setup {
         self.start_with(config).await
     }
 
-    /// Start the gateway with an already loaded config (e.g. `Config::load`).
+    /// Start the gateway with an already loaded config (e.g. `Config::load`). A config
+    /// without `tls_cert` gets plain-HTTP clients and URLs; the raw-TLS helpers then panic.
     pub async fn start_with(self, config: Config) -> TestGateway {
-        assert!(
-            config.listen.tls.is_some(),
-            "the test helper speaks TLS only"
-        );
+        let tls = config.listen.tls.is_some();
         let gateway = portcullis::start(config).await.expect("gateway starts");
         TestGateway {
+            tls,
             addr: gateway.addr(),
             gateway: Some(gateway),
             cert_pem: self.cert_pem,
@@ -135,6 +143,8 @@ impl Setup {
 /// A running gateway and the temp dir its config came from.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The proxy listener speaks TLS (the `{listen}` template); false for plain HTTP.
+    pub tls: bool,
     gateway: Option<Gateway>,
     pub cert_pem: String,
     pub dir: TempDir,
@@ -191,27 +201,27 @@ impl TestGateway {
         Some(format!("http://{addr}"))
     }
 
-    /// `https://localhost:PORT{path}`; clients resolve `localhost` to the gateway.
+    /// `https://localhost:PORT{path}` (`http://` without TLS); clients resolve `localhost`
+    /// to the gateway.
     pub fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port())
+        format!("{}://localhost:{}{path}", self.scheme(), self.port())
     }
 
     /// `https://{OTHER_HOST}:PORT{path}`, also resolved to the gateway.
     pub fn other_host_url(&self, path: &str) -> String {
-        format!("https://{OTHER_HOST}:{}{path}", self.port())
+        format!("{}://{OTHER_HOST}:{}{path}", self.scheme(), self.port())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     fn client_builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).expect("cert"),
-            )
-            .resolve("localhost", self.addr)
-            .resolve(OTHER_HOST, self.addr)
-            .no_proxy()
-            .timeout(CLIENT_TIMEOUT)
+        https_client(self.addr, &self.cert_pem)
     }
 
     /// A client that speaks HTTP/1.1 only (ALPN `http/1.1`).
@@ -250,6 +260,11 @@ impl TestGateway {
         }
     }
 
+    /// Send a reqwest request and collect the response (panics when no response came).
+    pub async fn send(req: reqwest::RequestBuilder) -> Reply {
+        Self::reply(req.send().await.expect("request")).await
+    }
+
     /// GET `path` over HTTP/1.1, with `Authorization: Bearer <token>` when given.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         let mut req = self.h1().get(self.url(path));
@@ -261,23 +276,8 @@ impl TestGateway {
 
     /// A TLS connection to the gateway offering exactly `alpn`.
     pub async fn tls_stream(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
-            roots.add(cert.expect("cert pem")).expect("root");
-        }
-        // Two providers are compiled in (reqwest brings ring), so name one explicitly.
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let tcp = TcpStream::connect(self.addr).await.expect("connect");
-        TlsConnector::from(Arc::new(cfg))
-            .connect(ServerName::try_from("localhost").expect("name"), tcp)
-            .await
-            .expect("TLS handshake")
+        assert!(self.tls, "the gateway was started without TLS");
+        tls_connect(self.addr, &[&self.cert_pem], alpn).await
     }
 
     /// Send `request` byte for byte over TLS (ALPN `http/1.1`), so header casing, duplicates
@@ -340,6 +340,67 @@ impl TestGateway {
             g.shutdown_with_grace(Duration::from_secs(5)).await;
         }
     }
+}
+
+/// A reqwest client builder for a TLS gateway at `addr` (in-process or a child process):
+/// trusts only `cert_pem`, resolves `localhost` and [`OTHER_HOST`] to `addr`, ignores proxy
+/// settings from the environment, and gives up after [`CLIENT_TIMEOUT`].
+pub fn https_client(addr: SocketAddr, cert_pem: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("cert"))
+        .resolve("localhost", addr)
+        .resolve(OTHER_HOST, addr)
+        .no_proxy()
+        .timeout(CLIENT_TIMEOUT)
+}
+
+/// A TLS connection to `addr` as `localhost`, trusting only the certificates in `roots` (PEM)
+/// and offering exactly `alpn`.
+pub async fn tls_connect(addr: SocketAddr, roots: &[&str], alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let mut store = rustls::RootCertStore::empty();
+    for pem in roots {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            store.add(cert.expect("cert pem")).expect("root");
+        }
+    }
+    // Two providers are compiled in (reqwest brings ring), so name one explicitly.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// A request to an admin API at `base` (`http://ADDR`) with `Authorization: Bearer token`
+/// and an optional JSON body.
+pub async fn admin_request(
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Reply {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(CLIENT_TIMEOUT)
+        .build()
+        .expect("client");
+    let mut req = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    TestGateway::reply(req.send().await.expect("admin request")).await
 }
 
 /// Write `request` on `io` (a failed write is the peer refusing, not a test failure), then

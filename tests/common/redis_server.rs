@@ -11,6 +11,9 @@ use tempfile::TempDir;
 
 /// How long `redis-server` may take to answer after it is started.
 const START_WAIT: Duration = Duration::from_secs(8);
+/// Ports tried by [`RedisServer::start`] before giving up (each found taken by the time
+/// redis-server bound it), and restarts tried by [`RedisServer::launch`].
+const LAUNCH_ATTEMPTS: usize = 5;
 
 /// A throwaway `redis-server` on an ephemeral loopback port, without persistence, so a
 /// restart loses every key (the worst case for the gateways).
@@ -18,20 +21,19 @@ pub struct RedisServer {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
-    /// Replaces `--port PORT` (e.g. `--port 0 --tls-port PORT ...`).
-    listen_args: Option<Vec<String>>,
+    /// TLS only: listen with `--port 0 --tls-port PORT` and these arguments.
+    tls_args: Option<Vec<String>>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
+        RedisServer {
+            port: 0,
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
-            listen_args: None,
-        };
-        server.launch();
-        server
+            tls_args: None,
+        }
+        .first_launch()
     }
 
     /// A `redis-server` speaking only TLS, with a password, its certificate issued for
@@ -43,42 +45,67 @@ impl RedisServer {
         std::fs::write(path("ca.pem"), &pki.ca_pem).expect("write CA");
         std::fs::write(path("cert.pem"), &pki.cert_pem).expect("write cert");
         std::fs::write(path("key.pem"), &pki.key_pem).expect("write key");
-        let port = free_port();
-        let mut server = RedisServer {
-            port,
-            listen_args: Some(
-                [
-                    "--port",
-                    "0",
-                    "--tls-port",
-                    &port.to_string(),
-                    "--tls-cert-file",
-                    &path("cert.pem"),
-                    "--tls-key-file",
-                    &path("key.pem"),
-                    "--tls-ca-cert-file",
-                    &path("ca.pem"),
-                    "--tls-auth-clients",
-                    "no",
-                    "--requirepass",
-                    password,
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ),
+        let tls_args = [
+            "--tls-cert-file",
+            &path("cert.pem"),
+            "--tls-key-file",
+            &path("key.pem"),
+            "--tls-ca-cert-file",
+            &path("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let server = RedisServer {
+            port: 0,
             dir,
             child: None,
-        };
-        server.launch();
+            tls_args: Some(tls_args),
+        }
+        .first_launch();
         (server, pki.ca_pem)
     }
 
-    /// Start (again) on the same port and wait until it answers PING.
+    /// redis-server cannot bind port 0 and report it, so a port is picked free and the start
+    /// retried on another one when redis-server finds it taken by then.
+    fn first_launch(mut self) -> RedisServer {
+        for _ in 0..LAUNCH_ATTEMPTS {
+            self.port = free_port();
+            if self.try_launch() {
+                return self;
+            }
+        }
+        panic!("redis-server found {LAUNCH_ATTEMPTS} free ports taken");
+    }
+
+    /// Start (again) on the same port and wait until it answers PING. A restart may find the
+    /// port briefly taken (another test's outgoing connection): it retries, then panics.
     pub fn launch(&mut self) {
-        let listen = self
-            .listen_args
-            .clone()
-            .unwrap_or_else(|| vec!["--port".into(), self.port.to_string()]);
+        for _ in 0..LAUNCH_ATTEMPTS {
+            if self.try_launch() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("redis-server could not listen on port {}", self.port);
+    }
+
+    /// Spawn on `self.port`; true once this very process listens there (checked through
+    /// /proc, so a server of another test on the same port is never mistaken for ours) and,
+    /// without TLS, answers PING. False when it exited first (the port was taken).
+    fn try_launch(&mut self) -> bool {
+        let port = self.port.to_string();
+        let listen = match &self.tls_args {
+            Some(tls) => [
+                vec!["--port".into(), "0".into(), "--tls-port".into(), port],
+                tls.clone(),
+            ]
+            .concat(),
+            None => vec!["--port".into(), port],
+        };
         let child = Command::new("redis-server")
             .args(listen)
             .args(["--bind", "127.0.0.1"])
@@ -89,14 +116,23 @@ impl RedisServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("redis-server must be installed (.ci/run installs it)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = std::time::Instant::now() + START_WAIT;
-        let up = |port| match self.listen_args {
-            // TLS: no plain PING; accepting connections is enough.
-            Some(_) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            None => ping(port),
-        };
-        while !up(self.port) {
+        loop {
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.child = None;
+                return false;
+            }
+            // TLS: no plain PING; our process listening on the port is enough.
+            let ours = super::process::listening_ports(pid).contains(&self.port);
+            if ours && (self.tls_args.is_some() || ping(self.port)) {
+                return true;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server did not start on port {}",
@@ -151,7 +187,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and may by the time it is used: only for
+/// servers that cannot bind port 0 themselves (redis-server), and only with a check that the
+/// server really got it (see [`RedisServer::try_launch`]).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

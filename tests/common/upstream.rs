@@ -9,6 +9,8 @@
 //! - `.../zeros/<N>`: N zero bytes, generated chunk by chunk as the client reads (constant
 //!   memory on the upstream side, however large N is);
 //! - `.../slow/<ms>`: sleeps, then echoes;
+//! - `.../drip`: a streaming answer of [`DRIP_CHUNKS`] chunks of 1 KiB, [`DRIP_INTERVAL`]
+//!   apart (a response still in flight while the test does something else);
 //! - `.../hop-response`: echoes, with hop-by-hop headers on the response;
 //! - `.../ws`: WebSocket echo (text and binary messages are sent back unchanged);
 //! - `.../h2c` with `Upgrade: h2c`: switches to HTTP/2 (RFC 7540 section 3.2) and serves these
@@ -38,6 +40,10 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Size of each chunk `/stream/<N>` writes.
 const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks of 1 KiB `.../drip` sends.
+pub const DRIP_CHUNKS: usize = 20;
+/// The pause before each `.../drip` chunk (1.5 s in all).
+pub const DRIP_INTERVAL: Duration = Duration::from_millis(75);
 
 /// What the echo endpoint answers: the request exactly as the upstream received it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,10 +149,25 @@ impl Upstream {
     }
 }
 
-/// An address nothing listens on: bind an ephemeral port, then close it.
+/// An address nothing listens on, and nothing else can take: a socket bound to an ephemeral
+/// port but never listening (so a connection is refused with a reset), kept open for the life
+/// of the test process. Closing it instead would hand the port back to the kernel, and a busy
+/// machine may give it to the next test's listener.
 pub fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    use socket2::{Domain, Protocol, Socket, Type};
+    static HELD: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))
+        .expect("socket for a dead port");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind a dead port");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("dead port address");
+    HELD.lock().expect("lock").push(socket);
+    addr
 }
 
 type UpBody = BoxBody<Bytes, Infallible>;
@@ -184,6 +205,10 @@ async fn handle(seen: Arc<Seen>, req: Request<Incoming>) -> Result<Response<UpBo
             record(&seen, &req, 0, String::new());
             return Ok(zeros_response(n));
         }
+    }
+    if last == "drip" {
+        record(&seen, &req, 0, String::new());
+        return Ok(drip_response());
     }
     if before == "slow" {
         if let Ok(ms) = last.parse::<u64>() {
@@ -317,6 +342,24 @@ fn stream_response(n: usize) -> Response<UpBody> {
         .header("x-body-sha256", sha)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(BodyExt::boxed(body))
+        .expect("response")
+}
+
+/// [`DRIP_CHUNKS`] chunks of 1 KiB of `x`, each after [`DRIP_INTERVAL`].
+fn drip_response() -> Response<UpBody> {
+    let chunks = futures_util::stream::unfold(0usize, |i| async move {
+        if i == DRIP_CHUNKS {
+            return None;
+        }
+        tokio::time::sleep(DRIP_INTERVAL).await;
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 1024]))),
+            i + 1,
+        ))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(BodyExt::boxed(StreamBody::new(chunks)))
         .expect("response")
 }
 
