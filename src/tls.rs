@@ -60,11 +60,34 @@ pub fn server_config(m: &TlsMaterial) -> Result<ServerConfig, String> {
             )
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Our cipher suite order (strongest first), not the client's: a client offering a weak
+    // suite first is not allowed to pick it over a strong one both sides support.
+    config.ignore_client_order = true;
     // Stateless resumption tickets spare returning clients a full handshake.
     if let Ok(ticketer) = rustls::crypto::aws_lc_rs::Ticketer::new() {
         config.ticketer = ticketer;
     }
     Ok(config)
+}
+
+/// Validate `[listen] hsts`: a `Strict-Transport-Security` value (RFC 6797 section 6.1)
+/// starting with `max-age=<seconds>`, only meaningful with TLS (browsers ignore the header
+/// over plain HTTP, section 8.1).
+pub fn hsts_value(v: &str, tls: bool) -> Result<http::HeaderValue, String> {
+    if !tls {
+        return Err("only applies with TLS (set tls_cert and tls_key)".into());
+    }
+    let max_age = v
+        .split(';')
+        .next()
+        .map(str::trim)
+        .and_then(|d| d.strip_prefix("max-age="));
+    if !max_age.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!(
+            "`{v}` must start with max-age=<seconds>, e.g. \"max-age=31536000; includeSubDomains\""
+        ));
+    }
+    http::HeaderValue::from_str(v).map_err(|_| format!("`{v}` is not a valid header value"))
 }
 
 /// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, as (cert PEM, key PEM).

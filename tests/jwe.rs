@@ -1,7 +1,8 @@
-//! Encrypted tokens through the real gateway: tokens written by an independent implementation
-//! (jwcrypto, `scripts/gen_jwe_vectors.py`) for every supported alg/enc pair are accepted with
-//! the user injected; tampered ones are refused with the same answer as a wrong key, and
-//! nothing reaches the upstream.
+//! Encrypted tokens through the real gateway: tokens written by independent implementations
+//! (jwcrypto and node jose, `scripts/gen_jwe_vectors.py`) for every supported alg/enc pair
+//! are accepted with the user injected; tampered ones are refused with the same answer as a
+//! wrong key, and nothing reaches the upstream. Under public-key management (RSA-OAEP*,
+//! ECDH-ES*) only nested signed JWTs pass; bare claims sets are refused.
 
 mod common;
 
@@ -25,12 +26,19 @@ fn nested_hs256_secret() -> String {
     URL_SAFE_NO_PAD.encode(&d[..32])
 }
 
-/// A gateway configured with every fixture key (JWE) and the nested-JWS HMAC key.
+/// A gateway configured with every fixture key (JWE) and the nested-JWS HMAC key: the
+/// symmetric and RSA keys inline, the ECDH-ES keys through `decryption_jwks_file`, every
+/// content encryption accepted.
 async fn start(up: &Upstream) -> (TestGateway, Value) {
     let fx = fixture();
     let setup = Setup::new();
     let mut keys = String::new();
+    let mut jwks = Vec::new();
     for k in fx["keys"].as_array().expect("keys") {
+        if k["alg"].as_str().unwrap().starts_with("ECDH") {
+            jwks.push(k["jwk"].clone());
+            continue;
+        }
         keys.push_str("[[jwt.decryption_keys]]\n");
         keys.push_str(&format!(
             "kid = \"{}\"\nalg = \"{}\"\n",
@@ -49,27 +57,67 @@ async fn start(up: &Upstream) -> (TestGateway, Value) {
             keys.push_str(&format!("private_key = \"{rel}\"\n"));
         }
     }
+    setup.write(
+        "keys/enc-keys.json",
+        serde_json::json!({ "keys": jwks }).to_string(),
+    );
     let template = format!(
-        "{{listen}}\n[jwt]\nleeway = \"30s\"\n\n[[jwt.keys]]\nkid = \"nested\"\nalg = \"HS256\"\nsecret = \"{}\"\nsecret_base64 = true\n\n{keys}\n[[routes]]\nprefix = \"/\"\nupstream = \"{{up}}\"\nauth = \"jwt\"\n",
+        "{{listen}}\n[jwt]\nleeway = \"30s\"\ndecryption_jwks_file = \"keys/enc-keys.json\"\ndecryption_encs = [\"A128GCM\", \"A192GCM\", \"A256GCM\", \"A128CBC-HS256\", \"A192CBC-HS384\", \"A256CBC-HS512\"]\n\n[[jwt.keys]]\nkid = \"nested\"\nalg = \"HS256\"\nsecret = \"{}\"\nsecret_base64 = true\n\n{keys}\n[[routes]]\nprefix = \"/\"\nupstream = \"{{up}}\"\nauth = \"jwt\"\n",
         nested_hs256_secret()
     );
     (setup.var("up", up.url()).start(&template).await, fx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jwcrypto_tokens_for_every_alg_and_enc_are_accepted() {
+async fn jwcrypto_and_jose_tokens_for_every_alg_and_enc_are_accepted() {
     let up = Upstream::start().await;
     let (gw, fx) = start(&up).await;
     let tokens = fx["tokens"].as_array().expect("tokens");
     assert!(
-        tokens.len() >= 21,
+        tokens.len() >= 79,
         "fixture covers every pair plus a nested JWS"
     );
+    let mut by = std::collections::BTreeSet::new();
     for t in tokens {
-        let what = format!("{} + {} (cty {:?})", t["alg"], t["enc"], t["cty"]);
+        let what = format!(
+            "{} + {} (cty {:?}, by {})",
+            t["alg"], t["enc"], t["cty"], t["by"]
+        );
         let r = gw.get("/who", Some(t["token"].as_str().unwrap())).await;
         assert_eq!(r.status, 200, "{what}: {}", r.text());
         assert_eq!(r.echo().one("x-user-id"), Some("user-4711"), "{what}");
+        by.insert((
+            t["by"].as_str().unwrap().to_owned(),
+            t["alg"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // node jose made a token for every key management but dir's own (each dir enc too).
+    for alg in [
+        "A192KW",
+        "A128GCMKW",
+        "A256GCMKW",
+        "RSA-OAEP",
+        "ECDH-ES",
+        "ECDH-ES+A128KW",
+        "ECDH-ES+A192KW",
+        "ECDH-ES+A256KW",
+        "dir",
+    ] {
+        assert!(
+            by.contains(&("jose".to_owned(), alg.to_owned())),
+            "no jose token for {alg}"
+        );
+    }
+    // Bare claims sets under public-key management: anyone with the public key made them.
+    for t in fx["bare_asymmetric"].as_array().unwrap() {
+        let r = gw.get("/who", Some(t["token"].as_str().unwrap())).await;
+        assert_eq!(
+            r.status,
+            401,
+            "bare claims under {}: {}",
+            t["alg"],
+            r.text()
+        );
     }
     gw.shutdown().await;
 }

@@ -95,8 +95,14 @@ impl Validator {
     }
 
     /// Decrypt a compact JWE, then check what it carries: a nested JWS (`cty: "JWT"`),
-    /// verified like any bearer token, or a claims set whose integrity the AEAD already proved.
-    /// Every decryption failure is the same error, so responses are no decryption oracle.
+    /// verified like any bearer token, or a bare claims set. Every decryption failure is the
+    /// same error, so responses are no decryption oracle.
+    ///
+    /// A bare claims set is accepted only under symmetric key management (`dir`, `A*KW`,
+    /// `A*GCMKW`) from a key without `require_nested`: there the shared secret proves who
+    /// made the token. Under RSA-OAEP* or ECDH-ES* the sender picks the content key and
+    /// anyone holding the *public* key can encrypt, so only a nested JWS signed by a
+    /// configured verification key says who issued it.
     fn verify_jwe(&self, token: &str, now: Option<u64>) -> Result<Verified, AuthError> {
         let ring = self.jwe.as_ref().ok_or(AuthError::Malformed)?;
         let d = jwe::decrypt(ring, token).map_err(|e| match e {
@@ -108,9 +114,12 @@ impl Validator {
             let inner = std::str::from_utf8(&d.plaintext).map_err(|_| AuthError::Malformed)?;
             // One layer of nesting only: a JWE inside a JWE is refused.
             self.verify_jws(inner, now)?
+        } else if d.nested_required {
+            return Err(AuthError::NestedRequired);
         } else {
             let claims = JsonObject::parse(&d.plaintext)?;
-            self.check_claims(&claims, token, now)?
+            // The revocation identity is what the AEAD authenticated, not the token text.
+            self.check_claims(&claims, &d.plaintext, now)?
         };
         Ok(v)
     }
@@ -145,10 +154,7 @@ impl Validator {
             Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|_| AuthError::Malformed)?),
         };
 
-        let verifies = |key: &VerifyKey| {
-            jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.decoding, alg)
-                .unwrap_or(false)
-        };
+        let verifies = |key: &VerifyKey| key.verifies(signing_input.as_bytes(), signature);
         let mut tried = false;
         let mut ok = false;
         for key in self.keys.candidates(kid.as_deref(), alg) {
@@ -203,7 +209,10 @@ impl Validator {
 
         let payload_json = b64(payload_b64)?;
         let claims = JsonObject::parse(&payload_json)?;
-        self.check_claims(&claims, token, now)
+        // The revocation identity is the signing input, never the token text: an ECDSA
+        // signature (r, s) has a twin (r, n - s) that verifies as well, and base64 can spell
+        // one signature more than one way; both would dodge a revocation keyed on the text.
+        self.check_claims(&claims, signing_input.as_bytes(), now)
     }
 
     fn check_times(
@@ -230,7 +239,7 @@ impl Validator {
     fn check_claims(
         &self,
         c: &JsonObject<'_>,
-        token: &str,
+        signed: &[u8],
         now: Option<u64>,
     ) -> Result<Verified, AuthError> {
         let exp = numeric_date(c, "exp")?;
@@ -263,8 +272,7 @@ impl Validator {
         } else {
             string_claim(c, &self.user_claim)?
         };
-        let user = user.filter(|u| !u.is_empty()).ok_or(AuthError::Claims)?;
-        let user = HeaderValue::from_str(&user).map_err(|_| AuthError::Claims)?;
+        let user = user_header_value(user.as_deref())?;
 
         let mut extra = SmallVec::new();
         for (i, name) in self.extra_claims.iter().enumerate() {
@@ -277,7 +285,7 @@ impl Validator {
 
         let (token_key, has_jti) = match string_claim(c, "jti")? {
             Some(jti) => (digest128(jti.as_bytes()), true),
-            None => (digest128(token.as_bytes()), false),
+            None => (token_digest(signed), false),
         };
         Ok(Verified {
             user,
@@ -290,6 +298,33 @@ impl Validator {
             exp,
         })
     }
+}
+
+/// The revocation key of a token without `jti`: a digest of what its issuer signed (the JWS
+/// signing input) or encrypted (a bare JWE claims set), domain-separated from `jti` and
+/// subject keys.
+pub fn token_digest(signed: &[u8]) -> Digest128 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"portcullis token v2\0");
+    h.update(signed);
+    let full = h.finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&full[..16]);
+    key
+}
+
+/// The user claim as the upstream will read it. Refused (401 `invalid_token`): absent,
+/// empty, only whitespace, leading or trailing whitespace (HTTP parsers trim header values,
+/// RFC 9110 section 5.5, so `" alice "` would reach the upstream as `alice` while revocation
+/// is keyed on the padded text), or any control character (tab, CR, LF, DEL, C1).
+fn user_header_value(user: Option<&str>) -> Result<HeaderValue, AuthError> {
+    let user = user.ok_or(AuthError::Claims)?;
+    let trimmed = user.trim_matches(char::is_whitespace);
+    if trimmed.is_empty() || trimmed.len() != user.len() || user.chars().any(char::is_control) {
+        return Err(AuthError::Claims);
+    }
+    HeaderValue::from_str(user).map_err(|_| AuthError::Claims)
 }
 
 fn is_base64url(s: &str) -> bool {
@@ -685,6 +720,7 @@ mod tests {
         let tok = sign(c);
         let v = validator().verify(&tok, NOW).unwrap();
         assert!(!v.has_jti);
-        assert_eq!(v.token_key, digest128(tok.as_bytes()));
+        let signing_input = tok.rsplit_once('.').unwrap().0;
+        assert_eq!(v.token_key, token_digest(signing_input.as_bytes()));
     }
 }

@@ -10,7 +10,7 @@ pub mod jws;
 
 /// Key material, key sets and JWE live in the `jose` leaf (config checks keys at load);
 /// re-exported so `auth::keys`, `auth::jwe` and `auth::jwks` keep their paths.
-pub use crate::jose::{jwe, jwks, keys};
+pub use crate::jose::{jwe, jwks, key_checks, keys};
 
 /// Why a request was not authenticated. Each variant maps to one status and one generic
 /// client-facing description in `pipeline::error`; the variant name is the metrics label.
@@ -28,6 +28,8 @@ pub enum AuthError {
     ForbiddenHeader,
     #[error("no configured key matches the token's kid and alg")]
     UnknownKey,
+    #[error("encrypted token under public-key management carries no nested signed JWT (or the key requires one)")]
+    NestedRequired,
     #[error("signature does not verify")]
     Signature,
     #[error("encrypted token cannot be decrypted with any configured key (or was tampered with)")]
@@ -60,6 +62,7 @@ impl AuthError {
             AuthError::Algorithm => "algorithm",
             AuthError::ForbiddenHeader => "forbidden_header",
             AuthError::UnknownKey => "unknown_key",
+            AuthError::NestedRequired => "nested_required",
             AuthError::Signature => "signature",
             AuthError::Decrypt => "decrypt",
             AuthError::Expired => "expired",
@@ -91,6 +94,7 @@ impl AuthError {
             | AuthError::ForbiddenHeader
             | AuthError::UnknownKey
             | AuthError::Signature
+            | AuthError::NestedRequired
             | AuthError::Decrypt => "token is invalid",
         }
     }

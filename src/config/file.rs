@@ -54,6 +54,9 @@ pub struct Listen {
     pub workers: Option<usize>,
     /// On SIGTERM, how long in-flight requests may take to finish, e.g. "30s".
     pub shutdown_grace: Option<String>,
+    /// `Strict-Transport-Security` value added to every response sent over TLS, e.g.
+    /// "max-age=31536000; includeSubDomains".
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +82,11 @@ pub struct Jwt {
     /// Keys for encrypted (JWE) tokens.
     #[serde(default)]
     pub decryption_keys: Vec<DecryptionKey>,
+    /// A JWKS file of private JWE keys (each with `kid` and `alg`; `use` absent or "enc").
+    pub decryption_jwks_file: Option<PathBuf>,
+    /// Content encryptions accepted, e.g. ["A128GCM", "A256GCM"]; default
+    /// A128GCM, A256GCM, A128CBC-HS256, A256CBC-HS512.
+    pub decryption_encs: Option<Vec<String>>,
 }
 
 /// `[jwt.jwks]`: where the issuer publishes its keys and how often to look.
@@ -114,6 +122,9 @@ pub struct DecryptionKey {
     pub key_file: Option<PathBuf>,
     /// PEM RSA private key, for `RSA-OAEP-256`.
     pub private_key: Option<PathBuf>,
+    /// Accept only a nested signed JWT (`cty: "JWT"`) even under symmetric key management;
+    /// public-key management (RSA-OAEP*, ECDH-ES*) always requires one.
+    pub require_nested: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -116,6 +116,8 @@ pub struct Listen {
     pub header_read_timeout: Duration,
     pub workers: Option<usize>,
     pub shutdown_grace: Duration,
+    /// `[listen] hsts`: the `Strict-Transport-Security` value for responses over TLS.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 #[derive(Debug)]
@@ -643,6 +645,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             f.listen.shutdown_grace.as_ref(),
             DEFAULT_SHUTDOWN_GRACE,
         ),
+        hsts: f.listen.hsts.as_deref().and_then(|v| {
+            crate::tls::hsts_value(v, f.listen.tls_cert.is_some())
+                .map_err(|e| c.problems.push(format!("listen.hsts: {e}")))
+                .ok()
+        }),
     };
 
     // [jwt]
@@ -684,12 +691,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             private_pem,
         });
     }
-    let jwks = f
-        .jwt
-        .jwks_file
-        .as_ref()
-        .and_then(|p| c.read("jwt.jwks_file", &resolve(base, p)));
-    let keys = match KeySet::build(materials, jwks.as_deref()) {
+    let jwks = f.jwt.jwks_file.as_ref().and_then(|p| {
+        c.read("jwt.jwks_file", &resolve(base, p))
+            .map(|doc| (p.display().to_string(), doc))
+    });
+    let jwks = jwks.as_ref().map(|(p, d)| (p.as_str(), d.as_slice()));
+    let keys = match KeySet::build(materials, jwks) {
         Ok(ks) => ks,
         Err(errs) => {
             c.problems.extend(errs);
@@ -736,15 +743,36 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             raw,
             pem.as_deref(),
         ) {
-            Ok(key) => jwe_keys.push(key),
-            Err(e) => c.problems.push(format!("{label}: {e}")),
+            Ok(mut key) => {
+                key.require_nested = k.require_nested.unwrap_or(false);
+                jwe_keys.push(key)
+            }
+            Err(e) => c.problems.push(format!(
+                "{label}{}: {e}",
+                k.kid
+                    .as_ref()
+                    .map(|k| format!(" kid {k:?}"))
+                    .unwrap_or_default()
+            )),
         }
     }
+    if let Some(p) = &f.jwt.decryption_jwks_file {
+        if let Some(doc) = c.read("jwt.decryption_jwks_file", &resolve(base, p)) {
+            let source = format!("decryption_jwks_file {}", p.display());
+            match crate::jose::jwe::parse_decryption_jwks(&doc, &source) {
+                Ok(mut keys) => jwe_keys.append(&mut keys),
+                Err(e) => c.problems.push(format!("jwt.{e}")),
+            }
+        }
+    }
+    let encs = crate::jose::jwe::parse_encs(f.jwt.decryption_encs.as_deref())
+        .map_err(|e| c.problems.push(format!("jwt.decryption_encs: {e}")))
+        .unwrap_or_default();
     let decryption_keys = if jwe_keys.is_empty() {
         None
     } else {
         match crate::jose::jwe::KeyRing::new(jwe_keys) {
-            Ok(ring) => Some(std::sync::Arc::new(ring)),
+            Ok(ring) => Some(std::sync::Arc::new(ring.with_accepted_encs(encs))),
             Err(e) => {
                 c.problems.push(format!("jwt.decryption_keys: {e}"));
                 None

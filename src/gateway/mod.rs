@@ -161,11 +161,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let (shutdown_tx, shutdown_rx) = watch::channel(None);
     // One budget for the whole process, shared by every worker.
     let conns = Arc::new(Semaphore::new(config.limits.max_connections));
-    let opts = Arc::new(ConnOptions::new(
+    let mut opts = ConnOptions::new(
         config.listen.handshake_timeout,
         config.listen.header_read_timeout,
         &config.limits,
-    ));
+    );
+    opts.hsts = config.listen.hsts.clone();
+    let opts = Arc::new(opts);
 
     let mut tasks = Vec::new();
     let mut threads = Vec::new();

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::keys::{parse_jwks, VerifyKey};
+use super::keys::{parse_jwks, Family, VerifyKey};
 
 /// Largest JWKS document accepted, in bytes (a set of a dozen RSA-4096 keys is ~10 KiB).
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -131,15 +131,19 @@ async fn fetch_document(source: &Source, opts: &FetchOptions) -> Result<Vec<u8>,
 /// Parse a JWKS document from `source` with the rules of [`fetch`] (used by config
 /// validation to check a file source without the runtime).
 pub fn parse_document(source: &Source, bytes: &[u8]) -> Result<Vec<VerifyKey>, JwksError> {
-    let keys = parse_jwks(bytes).map_err(JwksError::Parse)?;
-    if matches!(source, Source::Url(_))
-        && keys
-            .iter()
-            .any(|k| k.alg.family() == jsonwebtoken::AlgorithmFamily::Hmac)
-    {
-        return Err(JwksError::Parse(
-            "a JWKS fetched over the network may not carry symmetric (oct) keys".into(),
-        ));
+    let name = match source {
+        Source::Url(u) => format!("[jwt.jwks] url {u}"),
+        Source::File(p) => format!("[jwt.jwks] file {}", p.display()),
+    };
+    let keys = parse_jwks(bytes, &name).map_err(JwksError::Parse)?;
+    if matches!(source, Source::Url(_)) {
+        if let Some(k) = keys.iter().find(|k| k.alg.family() == Family::Hmac) {
+            return Err(JwksError::Parse(format!(
+                "{name} kid {:?}: a JWKS fetched over the network may not carry symmetric \
+                 (oct) keys: a published secret is no secret",
+                k.kid.as_deref().unwrap_or("(none)")
+            )));
+        }
     }
     if keys.is_empty() {
         return Err(JwksError::Parse("the JWKS holds no signature key".into()));

@@ -7,4 +7,5 @@
 
 pub mod jwe;
 pub mod jwks;
+pub mod key_checks;
 pub mod keys;

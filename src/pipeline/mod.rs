@@ -439,8 +439,8 @@ fn check_body_size(route: &Route, req: &Request<Incoming>) -> Result<(), Gateway
 /// Normalise the path (the only time it is normalised) and find where it goes: a gateway
 /// endpoint or a route. Rejects: 400 for a path that cannot be normalised safely, for an
 /// HTTP/1.1 request without exactly one `Host` (RFC 9112 section 3.2: a second copy could
-/// steer an upstream to another virtual host than the one routed on), 404 when nothing
-/// matches.
+/// steer an upstream to another virtual host than the one routed on), for an HTTP/2 request
+/// whose `Host` disagrees with `:authority` ([`check_authority`]), 404 when nothing matches.
 fn route<'s>(
     state: &'s State,
     req: &Request<Incoming>,
@@ -454,6 +454,7 @@ fn route<'s>(
         }
         _ => {}
     }
+    check_authority(req)?;
     let host = request_host(req);
     let target = state
         .routes
@@ -465,6 +466,31 @@ fn route<'s>(
         std::borrow::Cow::Owned(p) => Some(p),
     };
     Ok((target, rewritten))
+}
+
+/// An HTTP/2 request carrying both `:authority` and a `Host` that names another host is
+/// malformed (RFC 9113 section 8.3.1): routing reads one, the upstream and the logs could
+/// read the other. Rejects with 400 (a response, not a stream reset). Compared
+/// case-insensitively, port included.
+fn check_authority(req: &Request<Incoming>) -> Result<(), GatewayError> {
+    if req.version() != http::Version::HTTP_2 {
+        return Ok(());
+    }
+    let (Some(authority), Some(host)) =
+        (req.uri().authority(), req.headers().get(http::header::HOST))
+    else {
+        return Ok(());
+    };
+    if host
+        .as_bytes()
+        .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
+        Ok(())
+    } else {
+        Err(GatewayError::BadRequest(
+            ":authority and Host name different hosts",
+        ))
+    }
 }
 
 /// Remove every client-supplied identity header. Runs on every route, public ones too.

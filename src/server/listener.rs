@@ -34,6 +34,8 @@ pub struct ConnOptions {
     /// A connection that sends no byte within this is closed (the header read timeout).
     pub first_byte_timeout: Duration,
     pub builder: auto::Builder<TokioExecutor>,
+    /// `Strict-Transport-Security` added to every response on a TLS connection.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 impl ConnOptions {
@@ -67,6 +69,7 @@ impl ConnOptions {
             handshake_timeout,
             first_byte_timeout: header_read_timeout,
             builder,
+            hsts: None,
         }
     }
 }
@@ -198,7 +201,22 @@ async fn serve_io<I, S, F, B>(
     // nothing at all is cut by this instead.
     let io = FirstByteTimeout::new(io, opts.first_byte_timeout);
     let peer = info.peer;
-    let svc = service_fn(move |req| handler(req, info.clone()));
+    // HSTS on every response of a TLS connection, errors included (RFC 6797 section 7.1);
+    // never over plain HTTP, where a browser must ignore it (section 8.1).
+    let hsts = opts.hsts.clone().filter(|_| info.tls);
+    let svc = service_fn(move |req| {
+        let response = handler(req, info.clone());
+        let hsts = hsts.clone();
+        async move {
+            let mut response = response.await?;
+            if let Some(v) = hsts {
+                response
+                    .headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, v);
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
     let conn = opts
         .builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc);

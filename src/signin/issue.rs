@@ -87,7 +87,9 @@ impl Signer {
             }
         };
         Ok(Signer {
-            alg: key.alg,
+            alg: key.alg.jwt().ok_or_else(|| {
+                IssueError::Config("signin: the signing key's algorithm cannot sign".into())
+            })?,
             kid: key.kid.clone(),
             key: encoding,
             issuer: jwt.issuer.clone(),

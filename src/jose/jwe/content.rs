@@ -8,7 +8,7 @@ use aes_gcm::{AeadInPlace, AesGcm, KeyInit};
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use hmac::{Hmac, Mac};
-use sha2::{Sha256, Sha512};
+use sha2::{Sha256, Sha384, Sha512};
 
 use super::JweError;
 
@@ -19,14 +19,24 @@ pub enum ContentEnc {
     A192Gcm,
     A256Gcm,
     A128CbcHs256,
+    A192CbcHs384,
     A256CbcHs512,
 }
 
 impl ContentEnc {
     /// Every supported `enc`, in the order config errors list them.
-    pub const ALL: [ContentEnc; 5] = [
+    pub const ALL: [ContentEnc; 6] = [
         ContentEnc::A128Gcm,
         ContentEnc::A192Gcm,
+        ContentEnc::A256Gcm,
+        ContentEnc::A128CbcHs256,
+        ContentEnc::A192CbcHs384,
+        ContentEnc::A256CbcHs512,
+    ];
+
+    /// Accepted when `[jwt] decryption_encs` is not set (a key's own `enc` is accepted too).
+    pub const DEFAULT_ACCEPTED: [ContentEnc; 4] = [
+        ContentEnc::A128Gcm,
         ContentEnc::A256Gcm,
         ContentEnc::A128CbcHs256,
         ContentEnc::A256CbcHs512,
@@ -44,6 +54,7 @@ impl ContentEnc {
             ContentEnc::A192Gcm => "A192GCM",
             ContentEnc::A256Gcm => "A256GCM",
             ContentEnc::A128CbcHs256 => "A128CBC-HS256",
+            ContentEnc::A192CbcHs384 => "A192CBC-HS384",
             ContentEnc::A256CbcHs512 => "A256CBC-HS512",
         }
     }
@@ -56,6 +67,7 @@ impl ContentEnc {
             ContentEnc::A192Gcm => 24,
             ContentEnc::A256Gcm => 32,
             ContentEnc::A128CbcHs256 => 32,
+            ContentEnc::A192CbcHs384 => 48,
             ContentEnc::A256CbcHs512 => 64,
         }
     }
@@ -65,7 +77,7 @@ impl ContentEnc {
     pub fn iv_len(self) -> usize {
         match self {
             ContentEnc::A128Gcm | ContentEnc::A192Gcm | ContentEnc::A256Gcm => 12,
-            ContentEnc::A128CbcHs256 | ContentEnc::A256CbcHs512 => 16,
+            ContentEnc::A128CbcHs256 | ContentEnc::A192CbcHs384 | ContentEnc::A256CbcHs512 => 16,
         }
     }
 
@@ -75,6 +87,7 @@ impl ContentEnc {
         match self {
             ContentEnc::A128Gcm | ContentEnc::A192Gcm | ContentEnc::A256Gcm => 16,
             ContentEnc::A128CbcHs256 => 16,
+            ContentEnc::A192CbcHs384 => 24,
             ContentEnc::A256CbcHs512 => 32,
         }
     }
@@ -100,6 +113,9 @@ pub(crate) fn seal(
         ContentEnc::A256Gcm => gcm_seal::<aes_gcm::Aes256Gcm>(cek, iv, aad, plaintext),
         ContentEnc::A128CbcHs256 => {
             cbc_hs_seal::<aes::Aes128, Hmac<Sha256>>(enc, cek, iv, aad, plaintext)
+        }
+        ContentEnc::A192CbcHs384 => {
+            cbc_hs_seal::<aes::Aes192, Hmac<Sha384>>(enc, cek, iv, aad, plaintext)
         }
         ContentEnc::A256CbcHs512 => {
             cbc_hs_seal::<aes::Aes256, Hmac<Sha512>>(enc, cek, iv, aad, plaintext)
@@ -130,6 +146,9 @@ pub(crate) fn open(
         ContentEnc::A256Gcm => gcm_open::<aes_gcm::Aes256Gcm>(cek, iv, aad, ciphertext, tag),
         ContentEnc::A128CbcHs256 => {
             cbc_hs_open::<aes::Aes128, Hmac<Sha256>>(enc, cek, iv, aad, ciphertext, tag)
+        }
+        ContentEnc::A192CbcHs384 => {
+            cbc_hs_open::<aes::Aes192, Hmac<Sha384>>(enc, cek, iv, aad, ciphertext, tag)
         }
         ContentEnc::A256CbcHs512 => {
             cbc_hs_open::<aes::Aes256, Hmac<Sha512>>(enc, cek, iv, aad, ciphertext, tag)
@@ -298,6 +317,25 @@ mod tests {
     }
 
     #[test]
+    fn rfc7518_b2_a192cbc_hs384() {
+        check_appendix_b(
+            ContentEnc::A192CbcHs384,
+            48,
+            "ea 65 da 6b 59 e6 1e db 41 9b e6 2d 19 71 2a e5
+             d3 03 ee b5 00 52 d0 df d6 69 7f 77 22 4c 8e db
+             00 0d 27 9b dc 14 c1 07 26 54 bd 30 94 42 30 c6
+             57 be d4 ca 0c 9f 4a 84 66 f2 2b 22 6d 17 46 21
+             4b f8 cf c2 40 0a dd 9f 51 26 e4 79 66 3f c9 0b
+             3b ed 78 7a 2f 0f fc bf 39 04 be 2a 64 1d 5c 21
+             05 bf e5 91 ba e2 3b 1d 74 49 e5 32 ee f6 0a 9a
+             c8 bb 6c 6b 01 d3 5d 49 78 7b cd 57 ef 48 49 27
+             f2 80 ad c9 1a c0 c4 e7 9c 7b 11 ef c6 00 54 e3",
+            "84 90 ac 0e 58 94 9b fe 51 87 5d 73 3f 93 ac 20
+             75 16 80 39 cc c7 33 d7",
+        );
+    }
+
+    #[test]
     fn rfc7518_b3_a256cbc_hs512() {
         check_appendix_b(
             ContentEnc::A256CbcHs512,
@@ -392,6 +430,6 @@ mod tests {
             assert_eq!(ContentEnc::from_name(enc.name()), Some(enc));
         }
         assert_eq!(ContentEnc::from_name("a256gcm"), None);
-        assert_eq!(ContentEnc::from_name("A192CBC-HS384"), None);
+        assert_eq!(ContentEnc::from_name("a192cbc-hs384"), None);
     }
 }

@@ -1,5 +1,6 @@
 //! JWE decryption keys: config validation, the key ring that selects keys by
-//! `kid`/`alg`/`enc`, and key management (`alg`: dir, AES key wrap, RSA-OAEP-256).
+//! `kid`/`alg`/`enc`, and key management (`alg`: dir, AES key wrap, AES-GCM key wrap,
+//! RSA-OAEP and RSA-OAEP-256; ECDH-ES in [`super::ecdh`]).
 
 use std::fmt;
 
@@ -13,6 +14,7 @@ use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::ecdh::EcdhKey;
 use super::{ContentEnc, JweError};
 
 /// Smallest RSA modulus accepted for RSA-OAEP-256, in bits (RFC 7518 section 4.3).
@@ -28,19 +30,43 @@ pub enum KeyAlg {
     Dir,
     /// AES-128 Key Wrap, RFC 3394 (RFC 7518 section 4.4).
     A128Kw,
+    /// AES-192 Key Wrap.
+    A192Kw,
     /// AES-256 Key Wrap, RFC 3394 (RFC 7518 section 4.4).
     A256Kw,
+    /// AES-GCM key wrap, `iv` and `tag` in the header (RFC 7518 section 4.7).
+    A128GcmKw,
+    A192GcmKw,
+    A256GcmKw,
+    /// RSAES-OAEP with SHA-1 and MGF1-SHA-1 (RFC 7518 section 4.3): still what many
+    /// issuers send; OAEP's security does not rest on SHA-1's collision resistance.
+    RsaOaep,
     /// RSAES-OAEP with SHA-256 and MGF1-SHA-256 (RFC 7518 section 4.3).
     RsaOaep256,
+    /// ECDH-ES direct key agreement (RFC 7518 section 4.6): the derived key is the CEK.
+    EcdhEs,
+    /// ECDH-ES, the derived key wrapping the CEK with AES key wrap.
+    EcdhEsA128Kw,
+    EcdhEsA192Kw,
+    EcdhEsA256Kw,
 }
 
 impl KeyAlg {
     /// Every supported `alg`, in the order config errors list them.
-    pub const ALL: [KeyAlg; 4] = [
+    pub const ALL: [KeyAlg; 13] = [
         KeyAlg::Dir,
         KeyAlg::A128Kw,
+        KeyAlg::A192Kw,
         KeyAlg::A256Kw,
+        KeyAlg::A128GcmKw,
+        KeyAlg::A192GcmKw,
+        KeyAlg::A256GcmKw,
+        KeyAlg::RsaOaep,
         KeyAlg::RsaOaep256,
+        KeyAlg::EcdhEs,
+        KeyAlg::EcdhEsA128Kw,
+        KeyAlg::EcdhEsA192Kw,
+        KeyAlg::EcdhEsA256Kw,
     ];
 
     /// Parses an `alg` value. Names are case-sensitive (RFC 7516 section 4.1.1).
@@ -48,13 +74,60 @@ impl KeyAlg {
         Self::ALL.into_iter().find(|a| a.name() == name)
     }
 
+    /// Public-key management: the sender chooses the CEK and needs only the public key,
+    /// so a successful decryption proves nothing about who made the token.
+    pub fn is_asymmetric(self) -> bool {
+        self.is_rsa() || self.is_ecdh()
+    }
+
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeyAlg::RsaOaep | KeyAlg::RsaOaep256)
+    }
+
+    pub fn is_ecdh(self) -> bool {
+        matches!(
+            self,
+            KeyAlg::EcdhEs | KeyAlg::EcdhEsA128Kw | KeyAlg::EcdhEsA192Kw | KeyAlg::EcdhEsA256Kw
+        )
+    }
+
+    /// The AES key-wrap key length in bytes, for the algorithms that wrap the CEK with
+    /// RFC 3394 (directly or after ECDH-ES).
+    pub fn kw_len(self) -> Option<usize> {
+        match self {
+            KeyAlg::A128Kw | KeyAlg::EcdhEsA128Kw => Some(16),
+            KeyAlg::A192Kw | KeyAlg::EcdhEsA192Kw => Some(24),
+            KeyAlg::A256Kw | KeyAlg::EcdhEsA256Kw => Some(32),
+            _ => None,
+        }
+    }
+
+    /// The AES-GCM key-wrap key length in bytes.
+    pub fn gcmkw_len(self) -> Option<usize> {
+        match self {
+            KeyAlg::A128GcmKw => Some(16),
+            KeyAlg::A192GcmKw => Some(24),
+            KeyAlg::A256GcmKw => Some(32),
+            _ => None,
+        }
+    }
+
     /// The registered `alg` name.
     pub fn name(self) -> &'static str {
         match self {
             KeyAlg::Dir => "dir",
             KeyAlg::A128Kw => "A128KW",
+            KeyAlg::A192Kw => "A192KW",
             KeyAlg::A256Kw => "A256KW",
+            KeyAlg::A128GcmKw => "A128GCMKW",
+            KeyAlg::A192GcmKw => "A192GCMKW",
+            KeyAlg::A256GcmKw => "A256GCMKW",
+            KeyAlg::RsaOaep => "RSA-OAEP",
             KeyAlg::RsaOaep256 => "RSA-OAEP-256",
+            KeyAlg::EcdhEs => "ECDH-ES",
+            KeyAlg::EcdhEsA128Kw => "ECDH-ES+A128KW",
+            KeyAlg::EcdhEsA192Kw => "ECDH-ES+A192KW",
+            KeyAlg::EcdhEsA256Kw => "ECDH-ES+A256KW",
         }
     }
 }
@@ -64,6 +137,8 @@ enum Material {
     Symmetric(Zeroizing<Vec<u8>>),
     /// Zeroized on drop by the `rsa` crate.
     Rsa(Box<RsaPrivateKey>),
+    /// The recipient's static ECDH key (aws-lc-rs frees and clears it).
+    Ecdh(EcdhKey),
 }
 
 /// One configured JWE key (`[[jwt.decryption_keys]]`).
@@ -73,6 +148,9 @@ pub struct DecryptionKey {
     /// Required for `dir` (it fixes the key length); for the other `alg`s an
     /// optional restriction to one `enc`, `None` allowing every supported one.
     pub enc: Option<ContentEnc>,
+    /// Accept only a nested JWS even under symmetric key management
+    /// (`require_nested = true`); asymmetric key management always requires one.
+    pub require_nested: bool,
     material: Material,
 }
 
@@ -82,6 +160,7 @@ impl fmt::Debug for DecryptionKey {
         let material = match &self.material {
             Material::Symmetric(k) => format!("<{} secret bytes>", k.len()),
             Material::Rsa(k) => format!("<RSA-{} private key>", k.size() * 8),
+            Material::Ecdh(k) => format!("<{} private key>", k.curve.name()),
         };
         f.debug_struct("DecryptionKey")
             .field("kid", &self.kid)
@@ -127,18 +206,24 @@ impl DecryptionKey {
                 })
             })
             .transpose()?;
-        let material = if alg_parsed == KeyAlg::RsaOaep256 {
+        let material = if alg_parsed.is_asymmetric() {
             if key_b64url.is_some() || key_bytes.is_some() {
                 return Err(format!(
-                    "alg {alg} takes an RSA private key PEM, not key/key_file"
+                    "alg {alg} takes a private key PEM (private_key), not key/key_file"
                 ));
             }
-            let pem =
-                rsa_private_pem.ok_or_else(|| format!("alg {alg} needs an RSA private key PEM"))?;
-            Material::Rsa(Box::new(parse_rsa_private_pem(pem)?))
+            let pem = rsa_private_pem
+                .ok_or_else(|| format!("alg {alg} needs a private key PEM (private_key)"))?;
+            if alg_parsed.is_rsa() {
+                Material::Rsa(Box::new(parse_rsa_private_pem(pem)?))
+            } else {
+                Material::Ecdh(EcdhKey::from_pem(pem)?)
+            }
         } else {
             if rsa_private_pem.is_some() {
-                return Err(format!("alg {alg} takes a symmetric key, not an RSA PEM"));
+                return Err(format!(
+                    "alg {alg} takes a symmetric key, not a private key PEM"
+                ));
             }
             let key = match (key_b64url, key_bytes) {
                 (Some(b64), None) => decode_config_b64url(b64)?,
@@ -155,9 +240,10 @@ impl DecryptionKey {
                             .to_owned()
                     })?
                     .cek_len(),
-                KeyAlg::A128Kw => 16,
-                KeyAlg::A256Kw => 32,
-                KeyAlg::RsaOaep256 => unreachable!("handled above"),
+                other => other
+                    .kw_len()
+                    .or(other.gcmkw_len())
+                    .ok_or_else(|| format!("alg {alg} takes no symmetric key"))?,
             };
             if key.len() != want {
                 let what = match (alg_parsed, enc) {
@@ -175,6 +261,67 @@ impl DecryptionKey {
             kid,
             alg: alg_parsed,
             enc,
+            require_nested: false,
+            material,
+        })
+    }
+
+    /// A key from a private JWK of `decryption_jwks_file` (its `alg` required, `use`
+    /// absent or `enc`). Checked like a configured key.
+    pub fn from_jwk(jwk: &crate::jose::keys::Jwk) -> Result<Self, String> {
+        if jwk.use_.as_deref().is_some_and(|u| u != "enc") {
+            return Err(format!(
+                "use {:?}: a decryption key has use \"enc\" or none",
+                jwk.use_
+            ));
+        }
+        let alg = jwk
+            .alg
+            .as_deref()
+            .ok_or("a decryption JWK needs alg (e.g. \"RSA-OAEP-256\", \"ECDH-ES+A256KW\")")?;
+        let alg_parsed = KeyAlg::from_name(alg).ok_or_else(|| {
+            format!(
+                "alg {alg:?} is not supported; valid: {}",
+                names(KeyAlg::ALL.map(KeyAlg::name))
+            )
+        })?;
+        let material = match jwk.kty.as_str() {
+            "oct" if !alg_parsed.is_asymmetric() && alg_parsed != KeyAlg::Dir => {
+                let k = Zeroizing::new(jwk.bytes("k", jwk.k.as_ref())?);
+                let want = alg_parsed
+                    .kw_len()
+                    .or(alg_parsed.gcmkw_len())
+                    .ok_or("no key length")?;
+                if k.len() != want {
+                    return Err(format!(
+                        "alg {alg} needs a {want}-byte key, got {}",
+                        k.len()
+                    ));
+                }
+                Material::Symmetric(k)
+            }
+            "RSA" if alg_parsed.is_rsa() => {
+                use rsa::BigUint;
+                let int = |name: &str, v: Option<&String>| {
+                    jwk.bytes(name, v).map(|b| BigUint::from_bytes_be(&b))
+                };
+                let key = RsaPrivateKey::from_components(
+                    int("n", jwk.n.as_ref())?,
+                    int("e", jwk.e.as_ref())?,
+                    int("d", jwk.d.as_ref())?,
+                    vec![int("p", jwk.p.as_ref())?, int("q", jwk.q.as_ref())?],
+                )
+                .map_err(|e| format!("not a usable RSA private key: {e}"))?;
+                Material::Rsa(Box::new(check_rsa_private(key)?))
+            }
+            "EC" | "OKP" if alg_parsed.is_ecdh() => Material::Ecdh(EcdhKey::from_jwk(jwk)?),
+            kty => return Err(format!("kty {kty} cannot be used with alg {alg}")),
+        };
+        Ok(DecryptionKey {
+            kid: jwk.kid.clone(),
+            alg: alg_parsed,
+            enc: None,
+            require_nested: false,
             material,
         })
     }
@@ -187,20 +334,49 @@ impl DecryptionKey {
     /// Recovers the CEK from the JWE Encrypted Key. Every failure is `Decrypt`.
     pub(crate) fn unwrap_cek(
         &self,
+        header: &super::header::ProtectedHeader,
+        encrypted_key: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, JweError> {
+        let enc = header.enc;
+        match (&self.material, self.alg) {
+            (Material::Symmetric(key), KeyAlg::Dir) if encrypted_key.is_empty() => Ok(key.clone()),
+            (Material::Symmetric(kek), alg) if alg.kw_len().is_some() => {
+                kw_unwrap_any(kek, enc, encrypted_key)
+            }
+            (Material::Symmetric(kek), alg) if alg.gcmkw_len().is_some() => {
+                gcmkw_unwrap(kek, header, enc, encrypted_key)
+            }
+            (Material::Rsa(key), KeyAlg::RsaOaep) => Ok(rsa_unwrap(
+                key,
+                Oaep::new::<sha1::Sha1>(),
+                enc,
+                encrypted_key,
+            )),
+            (Material::Rsa(key), KeyAlg::RsaOaep256) => {
+                Ok(rsa_unwrap(key, Oaep::new::<Sha256>(), enc, encrypted_key))
+            }
+            (Material::Ecdh(key), alg) => {
+                let derived = key.derive(header, alg)?;
+                match alg {
+                    KeyAlg::EcdhEs if encrypted_key.is_empty() => Ok(derived),
+                    KeyAlg::EcdhEs => Err(JweError::Decrypt),
+                    _ => kw_unwrap_any(&derived, enc, encrypted_key),
+                }
+            }
+            _ => Err(JweError::Decrypt),
+        }
+    }
+
+    /// [`DecryptionKey::unwrap_cek`] for a header holding only this key's `alg` and `enc`.
+    #[cfg(test)]
+    pub(crate) fn unwrap_cek_for(
+        &self,
         enc: ContentEnc,
         encrypted_key: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, JweError> {
-        match (&self.material, self.alg) {
-            (Material::Symmetric(key), KeyAlg::Dir) if encrypted_key.is_empty() => Ok(key.clone()),
-            (Material::Symmetric(kek), KeyAlg::A128Kw) => {
-                kw_unwrap::<aes::Aes128>(kek, enc, encrypted_key)
-            }
-            (Material::Symmetric(kek), KeyAlg::A256Kw) => {
-                kw_unwrap::<aes::Aes256>(kek, enc, encrypted_key)
-            }
-            (Material::Rsa(key), KeyAlg::RsaOaep256) => Ok(rsa_unwrap(key, enc, encrypted_key)),
-            _ => Err(JweError::Decrypt),
-        }
+        let json = format!(r#"{{"alg":"{}","enc":"{}"}}"#, self.alg.name(), enc.name());
+        let header = super::header::parse(json.as_bytes())?;
+        self.unwrap_cek(&header, encrypted_key)
     }
 
     /// Produces the JWE Encrypted Key for `cek` (empty for `dir`, whose CEK
@@ -209,7 +385,11 @@ impl DecryptionKey {
         match (&self.material, self.alg) {
             (Material::Symmetric(key), KeyAlg::Dir) if key.as_slice() == cek => Ok(Vec::new()),
             (Material::Symmetric(kek), KeyAlg::A128Kw) => kw_wrap::<aes::Aes128>(kek, cek),
+            (Material::Symmetric(kek), KeyAlg::A192Kw) => kw_wrap::<aes::Aes192>(kek, cek),
             (Material::Symmetric(kek), KeyAlg::A256Kw) => kw_wrap::<aes::Aes256>(kek, cek),
+            (Material::Rsa(key), KeyAlg::RsaOaep) => RsaPublicKey::from(key.as_ref())
+                .encrypt(&mut OsRng, Oaep::new::<sha1::Sha1>(), cek)
+                .map_err(|_| JweError::Encrypt),
             (Material::Rsa(key), KeyAlg::RsaOaep256) => RsaPublicKey::from(key.as_ref())
                 .encrypt(&mut OsRng, Oaep::new::<Sha256>(), cek)
                 .map_err(|_| JweError::Encrypt),
@@ -224,6 +404,60 @@ impl DecryptionKey {
             _ => None,
         }
     }
+}
+
+/// RFC 3394 unwrap with the AES size the KEK's length names (16, 24 or 32 bytes).
+fn kw_unwrap_any(
+    kek: &[u8],
+    enc: ContentEnc,
+    encrypted_key: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, JweError> {
+    match kek.len() {
+        16 => kw_unwrap::<aes::Aes128>(kek, enc, encrypted_key),
+        24 => kw_unwrap::<aes::Aes192>(kek, enc, encrypted_key),
+        32 => kw_unwrap::<aes::Aes256>(kek, enc, encrypted_key),
+        _ => Err(JweError::Decrypt),
+    }
+}
+
+/// RFC 7518 section 4.7: the CEK is AES-GCM encrypted under the key with the header's
+/// `iv` (96 bits) and `tag` (128 bits) and no AAD. The header is integrity-protected by the
+/// content encryption, so a changed `iv`/`tag` fails here or there.
+fn gcmkw_unwrap(
+    kek: &[u8],
+    header: &super::header::ProtectedHeader,
+    enc: ContentEnc,
+    encrypted_key: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, JweError> {
+    use aes_gcm::aead::consts::U12;
+    use aes_gcm::{AeadInPlace, AesGcm, KeyInit};
+    let param = |name: &str| -> Result<Vec<u8>, JweError> {
+        match header.members.get(name) {
+            Some(serde_json::Value::String(s)) => {
+                URL_SAFE_NO_PAD.decode(s).map_err(|_| JweError::Decrypt)
+            }
+            _ => Err(JweError::Decrypt),
+        }
+    };
+    let (iv, tag) = (param("iv")?, param("tag")?);
+    if iv.len() != 12 || tag.len() != 16 || encrypted_key.len() != enc.cek_len() {
+        return Err(JweError::Decrypt);
+    }
+    let mut cek = Zeroizing::new(encrypted_key.to_vec());
+    let result = match kek.len() {
+        16 => aes_gcm::Aes128Gcm::new_from_slice(kek)
+            .map_err(|_| JweError::Decrypt)?
+            .decrypt_in_place_detached(iv.as_slice().into(), b"", &mut cek, tag.as_slice().into()),
+        24 => AesGcm::<aes::Aes192, U12>::new_from_slice(kek)
+            .map_err(|_| JweError::Decrypt)?
+            .decrypt_in_place_detached(iv.as_slice().into(), b"", &mut cek, tag.as_slice().into()),
+        32 => aes_gcm::Aes256Gcm::new_from_slice(kek)
+            .map_err(|_| JweError::Decrypt)?
+            .decrypt_in_place_detached(iv.as_slice().into(), b"", &mut cek, tag.as_slice().into()),
+        _ => return Err(JweError::Decrypt),
+    };
+    result.map_err(|_| JweError::Decrypt)?;
+    Ok(cek)
 }
 
 fn kw_unwrap<A>(
@@ -270,11 +504,16 @@ where
 /// padded or wrong-length encrypted key yields a random CEK, so the token then
 /// fails the content tag check like any other wrong key. RFC 7516 section
 /// 11.5: recipients must not distinguish these cases (Bleichenbacher/Manger).
-fn rsa_unwrap(key: &RsaPrivateKey, enc: ContentEnc, encrypted_key: &[u8]) -> Zeroizing<Vec<u8>> {
+fn rsa_unwrap(
+    key: &RsaPrivateKey,
+    padding: Oaep,
+    enc: ContentEnc,
+    encrypted_key: &[u8],
+) -> Zeroizing<Vec<u8>> {
     // Drawn before decrypting so both outcomes do the same work.
     let mut random_cek = Zeroizing::new(vec![0u8; enc.cek_len()]);
     OsRng.fill_bytes(&mut random_cek);
-    match key.decrypt_blinded(&mut OsRng, Oaep::new::<Sha256>(), encrypted_key) {
+    match key.decrypt_blinded(&mut OsRng, padding, encrypted_key) {
         Ok(cek) if cek.len() == enc.cek_len() => Zeroizing::new(cek),
         Ok(mut wrong_len) => {
             zeroize::Zeroize::zeroize(&mut wrong_len);
@@ -295,14 +534,21 @@ fn parse_rsa_private_pem(pem: &[u8]) -> Result<RsaPrivateKey, String> {
             "RSA private key: expected a PKCS#8 \"PRIVATE KEY\" or PKCS#1 \"RSA PRIVATE KEY\" PEM"
                 .to_owned()
         })?;
+    check_rsa_private(key)
+}
+
+/// The checks every RSA decryption key passes, from a PEM or a JWK.
+fn check_rsa_private(key: RsaPrivateKey) -> Result<RsaPrivateKey, String> {
     key.validate()
         .map_err(|e| format!("RSA private key is inconsistent: {e}"))?;
     let bits = key.size() * 8;
     if bits < MIN_RSA_BITS {
         return Err(format!(
-            "RSA key is {bits} bits; RSA-OAEP-256 needs at least {MIN_RSA_BITS}"
+            "RSA key is {bits} bits; RSA-OAEP needs at least {MIN_RSA_BITS}"
         ));
     }
+    // The same weak-key rules as verification keys (exponent, ROCA).
+    crate::jose::key_checks::rsa_public(&key.n().to_bytes_be(), &key.e().to_bytes_be())?;
     Ok(key)
 }
 
@@ -316,8 +562,42 @@ fn decode_config_b64url(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
         })
 }
 
-fn names<const N: usize>(list: [&str; N]) -> String {
+pub(super) fn names<const N: usize>(list: [&str; N]) -> String {
     list.join(", ")
+}
+
+/// The private keys of a `decryption_jwks_file`, each checked like a configured key;
+/// errors name the file and the key's kid.
+pub fn parse_decryption_jwks(bytes: &[u8], source: &str) -> Result<Vec<DecryptionKey>, String> {
+    let set: crate::jose::keys::JwkSetDoc =
+        serde_json::from_slice(bytes).map_err(|e| format!("{source}: not a JWKS document: {e}"))?;
+    let mut out = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let name = match &jwk.kid {
+            Some(kid) => format!("{source} kid {kid:?}"),
+            None => return Err(format!("{source} keys[{i}]: a decryption key needs a kid")),
+        };
+        out.push(DecryptionKey::from_jwk(jwk).map_err(|e| format!("{name}: {e}"))?);
+    }
+    Ok(out)
+}
+
+/// `[jwt] decryption_encs`, validated; `None` gives the default list.
+pub fn parse_encs(names: Option<&[String]>) -> Result<Vec<ContentEnc>, String> {
+    let Some(names) = names else {
+        return Ok(ContentEnc::DEFAULT_ACCEPTED.to_vec());
+    };
+    names
+        .iter()
+        .map(|n| {
+            ContentEnc::from_name(n).ok_or_else(|| {
+                format!(
+                    "`{n}` is not a supported enc; valid: {}",
+                    super::names(ContentEnc::ALL.map(ContentEnc::name))
+                )
+            })
+        })
+        .collect()
 }
 
 /// The configured JWE keys plus the token size bound.
@@ -325,6 +605,9 @@ fn names<const N: usize>(list: [&str; N]) -> String {
 pub struct KeyRing {
     keys: Vec<DecryptionKey>,
     max_token_bytes: usize,
+    /// `[jwt] decryption_encs`: the content encryptions accepted (a key's own pinned
+    /// `enc` is accepted for that key whatever this says).
+    encs: Vec<ContentEnc>,
 }
 
 impl KeyRing {
@@ -341,12 +624,19 @@ impl KeyRing {
         Ok(KeyRing {
             keys,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            encs: ContentEnc::DEFAULT_ACCEPTED.to_vec(),
         })
     }
 
     /// Sets the largest compact token (in bytes) that `decrypt` will look at.
     pub fn with_max_token_bytes(mut self, max_token_bytes: usize) -> Self {
         self.max_token_bytes = max_token_bytes;
+        self
+    }
+
+    /// Sets the accepted content encryptions (`[jwt] decryption_encs`).
+    pub fn with_accepted_encs(mut self, encs: Vec<ContentEnc>) -> Self {
+        self.encs = encs;
         self
     }
 
@@ -368,7 +658,9 @@ impl KeyRing {
         enc: ContentEnc,
     ) -> impl Iterator<Item = &'a DecryptionKey> + 'a {
         self.keys.iter().filter(move |key| {
-            kid.is_none_or(|kid| key.kid.as_deref() == Some(kid)) && key.accepts(alg, enc)
+            kid.is_none_or(|kid| key.kid.as_deref() == Some(kid))
+                && key.accepts(alg, enc)
+                && (key.enc == Some(enc) || self.encs.contains(&enc))
         })
     }
 }
@@ -424,11 +716,18 @@ mod tests {
         .is_ok());
         assert!(config_err("A128KW", None, None, Some(&[1; 32])).contains("16-byte"));
         assert!(config_err("A256KW", None, None, Some(&[1; 16])).contains("32-byte"));
-        assert!(config_err("A192KW", None, None, Some(&[1; 24])).contains("not supported"));
-        assert!(
-            config_err("dir", Some("A192CBC-HS384"), None, Some(&[1; 48]))
-                .contains("not supported")
-        );
+        assert!(config_err("A192KW", None, None, Some(&[1; 16])).contains("24-byte"));
+        assert!(config_err("A128GCMKW", None, None, Some(&[1; 24])).contains("16-byte"));
+        assert!(config_err("RSA1_5", None, None, None).contains("not supported"));
+        assert!(DecryptionKey::from_config(
+            None,
+            "dir",
+            Some("A192CBC-HS384"),
+            None,
+            Some(&[1; 48]),
+            None
+        )
+        .is_ok());
         assert!(config_err("A128KW", None, None, None).contains("needs key"));
         assert!(config_err(
             "A128KW",
@@ -439,7 +738,7 @@ mod tests {
         .contains("only one"));
         let pem_for_sym =
             DecryptionKey::from_config(None, "A128KW", None, None, Some(&[1; 16]), Some(b"x"));
-        assert!(pem_for_sym.unwrap_err().contains("not an RSA PEM"));
+        assert!(pem_for_sym.unwrap_err().contains("not a private key PEM"));
         let sym_for_rsa =
             DecryptionKey::from_config(None, "RSA-OAEP-256", None, None, Some(&[1; 16]), None);
         assert!(sym_for_rsa.unwrap_err().contains("not key/key_file"));
@@ -517,25 +816,25 @@ mod tests {
         let cek = [5u8; 32];
         let wrapped = k.wrap_cek(&cek).unwrap();
         assert_eq!(
-            k.unwrap_cek(ContentEnc::A128CbcHs256, &wrapped)
+            k.unwrap_cek_for(ContentEnc::A128CbcHs256, &wrapped)
                 .unwrap()
                 .as_slice(),
             cek
         );
         // Same wrapped key, but the header claims an enc with another CEK length.
         assert_eq!(
-            k.unwrap_cek(ContentEnc::A128Gcm, &wrapped),
+            k.unwrap_cek_for(ContentEnc::A128Gcm, &wrapped),
             Err(JweError::Decrypt)
         );
         let mut bad = wrapped.clone();
         bad[3] ^= 0x80;
         assert_eq!(
-            k.unwrap_cek(ContentEnc::A128CbcHs256, &bad),
+            k.unwrap_cek_for(ContentEnc::A128CbcHs256, &bad),
             Err(JweError::Decrypt)
         );
         let other = sym(None, "A128KW", None, &[8; 16]);
         assert_eq!(
-            other.unwrap_cek(ContentEnc::A128CbcHs256, &wrapped),
+            other.unwrap_cek_for(ContentEnc::A128CbcHs256, &wrapped),
             Err(JweError::Decrypt)
         );
     }

@@ -1,10 +1,15 @@
 //! Encrypted tokens: compact JWE (RFC 7516) decryption and encryption.
 //!
-//! Supported `alg`: `dir`, `A128KW`, `A256KW` (RFC 3394 key wrap) and
-//! `RSA-OAEP-256`; `enc`: `A128GCM`, `A192GCM`, `A256GCM`, `A128CBC-HS256`,
-//! `A256CBC-HS512` (RFC 7518 sections 4 and 5). No `zip`, no `crit`, no JSON
-//! serialization. All primitives come from audited RustCrypto crates; this
-//! module only composes them as RFC 7518 specifies.
+//! Supported `alg`: `dir`, `A128KW`, `A192KW`, `A256KW` (RFC 3394 key wrap),
+//! `A128GCMKW`, `A192GCMKW`, `A256GCMKW`, `RSA-OAEP`, `RSA-OAEP-256`, `ECDH-ES` and
+//! `ECDH-ES+A128KW`/`+A192KW`/`+A256KW` on P-256, P-384, P-521 and X25519; `enc`:
+//! `A128GCM`, `A192GCM`, `A256GCM`, `A128CBC-HS256`, `A192CBC-HS384`, `A256CBC-HS512`
+//! (RFC 7518 sections 4 and 5). Never `RSA1_5`: PKCS#1 v1.5 decryption is a
+//! Bleichenbacher oracle unless every error path is constant-time, which no JOSE
+//! stack reliably is (RFC 7516 section 11.5). No `zip`, no `crit`, no JSON
+//! serialization. All primitives come from RustCrypto crates and aws-lc-rs (ECDH);
+//! this module only composes them as RFC 7518 specifies. The GCMKW and ECDH-ES
+//! modes are decryption only ([`encrypt`] refuses them).
 //!
 //! `decrypt` fails closed, in this order, and each step needs only what the
 //! steps before it checked:
@@ -25,6 +30,7 @@
 //! never on a key, so telling them apart leaks nothing about key material.
 
 mod content;
+mod ecdh;
 mod header;
 mod keys;
 
@@ -37,7 +43,11 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 pub use content::ContentEnc;
-pub use keys::{DecryptionKey, KeyAlg, KeyRing, DEFAULT_MAX_TOKEN_BYTES, MIN_RSA_BITS};
+use keys::names;
+pub use keys::{
+    parse_decryption_jwks, parse_encs, DecryptionKey, KeyAlg, KeyRing, DEFAULT_MAX_TOKEN_BYTES,
+    MIN_RSA_BITS,
+};
 
 /// `enc` used by [`encrypt`] when the key does not pin one.
 pub const DEFAULT_ENC: ContentEnc = ContentEnc::A256Gcm;
@@ -74,6 +84,9 @@ pub struct Decrypted {
     /// `cty` is "JWT" (case-insensitive, "application/" optional): the
     /// plaintext is a nested JWS that must be verified as usual.
     pub cty_jwt: bool,
+    /// The key that decrypted it accepts only a nested JWS: always under public-key
+    /// management (anyone with the public key can encrypt), or when configured so.
+    pub nested_required: bool,
     pub plaintext: Vec<u8>,
 }
 
@@ -97,15 +110,16 @@ pub fn decrypt(ring: &KeyRing, token: &str) -> Result<Decrypted, JweError> {
 
     let aad = header_b64.as_bytes();
     for key in ring.candidates(header.kid.as_deref(), header.alg, header.enc) {
-        let Ok(cek) = key.unwrap_cek(header.enc, &encrypted_key) else {
+        let Ok(cek) = key.unwrap_cek(&header, &encrypted_key) else {
             continue;
         };
         if let Ok(plaintext) = content::open(header.enc, &cek, &iv, aad, &ciphertext, &tag) {
             return Ok(Decrypted {
-                header: header.members,
+                header: header.members.clone(),
                 alg: header.alg,
                 enc: header.enc,
                 cty_jwt: header.cty_jwt,
+                nested_required: key.alg.is_asymmetric() || key.require_nested,
                 plaintext,
             });
         }
@@ -227,12 +241,15 @@ fn check_shapes(
     tag: &[u8],
 ) -> Result<(), JweError> {
     let key_ok = match alg {
-        // RFC 7518 section 4.5: the encrypted key is the empty octet sequence.
-        KeyAlg::Dir => encrypted_key.is_empty(),
-        KeyAlg::A128Kw | KeyAlg::A256Kw => encrypted_key.len() == enc.cek_len() + 8,
+        // RFC 7518 sections 4.5 and 4.6: the encrypted key is the empty octet sequence.
+        KeyAlg::Dir | KeyAlg::EcdhEs => encrypted_key.is_empty(),
+        // RFC 3394: one 64-bit semiblock longer than the CEK.
+        a if a.kw_len().is_some() => encrypted_key.len() == enc.cek_len() + 8,
+        // AES-GCM without its tag (which travels in the header): as long as the CEK.
+        a if a.gcmkw_len().is_some() => encrypted_key.len() == enc.cek_len(),
         // Its exact length is the modulus size, which depends on the key; a
         // wrong one is handled like any other bad RSA ciphertext (random CEK).
-        KeyAlg::RsaOaep256 => !encrypted_key.is_empty(),
+        _ => !encrypted_key.is_empty(),
     };
     if key_ok && iv.len() == enc.iv_len() && tag.len() == enc.tag_len() {
         Ok(())
