@@ -6,6 +6,7 @@
 //! material). Validation collects *every* problem, each naming the key or file it concerns,
 //! so `portcullis check` can print them all at once.
 
+pub mod access;
 pub mod file;
 pub mod jwks;
 pub mod redis;
@@ -106,6 +107,9 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// Files `run` must write before starting (dev material generated in memory).
     pub pending_dev_files: Vec<DevFile>,
+    /// What every verified token must have extracted for `[[routes.allow]]` rules; `None`
+    /// when no route has rules.
+    pub grants: Option<std::sync::Arc<crate::access::GrantSpec>>,
 }
 
 #[derive(Debug)]
@@ -847,6 +851,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         );
     }
     let mut routes = Vec::new();
+    let mut access = access::AccessBuilder::new(f.jwt.roles_claim.as_deref(), &mut c.problems);
     for (i, r) in f.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
         let prefix = match normalise_prefix(&r.prefix) {
@@ -891,6 +896,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                     .unwrap_or_default()
             ));
         }
+        let allow = access.route(&key, auth, r.allow.as_deref(), &mut c.problems);
         routes.push(Route {
             name: prefix.clone(),
             prefix,
@@ -901,6 +907,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             timeout,
             max_body_bytes: r.max_body_bytes,
             api_key: r.api_key.unwrap_or(false),
+            allow,
         });
     }
 
@@ -1080,6 +1087,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         signin,
         api_keys,
         pending_dev_files: c.dev_files,
+        grants: access.finish(),
     })
 }
 

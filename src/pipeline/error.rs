@@ -40,6 +40,9 @@ pub enum GatewayError {
     /// matching the CSRF cookie.
     #[error("CSRF token missing or not matching the CSRF cookie")]
     Csrf,
+    /// A good token that no `[[routes.allow]]` rule lets through (403 `insufficient_scope`).
+    #[error("no access rule allows this request")]
+    Forbidden(crate::access::Denied),
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
@@ -55,7 +58,7 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Auth(_) | GatewayError::ApiKey(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::Csrf => StatusCode::FORBIDDEN,
+            GatewayError::Csrf | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -71,6 +74,7 @@ impl GatewayError {
             GatewayError::Auth(a) => a.reason(),
             GatewayError::ApiKey(k) => k.reason(),
             GatewayError::Csrf => "csrf",
+            GatewayError::Forbidden(_) => "insufficient_scope",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_error",
@@ -82,6 +86,7 @@ impl GatewayError {
         let (code, description) = match self {
             GatewayError::Auth(a) => return challenge::refusal(*a),
             GatewayError::Csrf => return challenge::csrf_refusal(),
+            GatewayError::Forbidden(d) => return challenge::insufficient_scope(d.scope.as_deref()),
             GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
             GatewayError::BadRequest(what) => ("invalid_request", *what),
             GatewayError::NoRoute => ("not_found", "no route for this path"),
@@ -166,6 +171,11 @@ mod tests {
             (GatewayError::Auth(AuthError::Revoked), 401, "invalid_token"),
             (GatewayError::Csrf, 403, "forbidden"),
             (
+                GatewayError::Forbidden(crate::access::Denied { scope: None }),
+                403,
+                "insufficient_scope",
+            ),
+            (
                 GatewayError::ApiKey(ApiKeyError::Missing),
                 401,
                 "unauthorized",
@@ -245,5 +255,19 @@ mod tests {
             body_json(&GatewayError::Auth(AuthError::Revoked))["error_description"],
             "token revoked"
         );
+    }
+
+    #[test]
+    fn forbidden_names_the_scopes_in_its_challenge() {
+        let e = GatewayError::Forbidden(crate::access::Denied {
+            scope: Some("a b".into()),
+        });
+        let r = e.to_response();
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.headers().get(WWW_AUTHENTICATE).unwrap(),
+            r#"Bearer error="insufficient_scope", scope="a b""#
+        );
+        assert_eq!(body_json(&e)["error"], "insufficient_scope");
     }
 }

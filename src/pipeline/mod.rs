@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! route -> strip spoofable headers -> check app key -> authenticate -> check revocation
-//!       -> inject identity -> strip gateway cookies -> forward
+//!       -> authorize (`[[routes.allow]]`) -> inject identity -> strip gateway cookies
+//!       -> forward
 //! ```
 //!
 //! The app key (routes with `api_key = true`) is checked before the bearer token: a map
@@ -16,6 +17,7 @@
 //! answered by the gateway itself (`signin::http`): every request is routed once, on its
 //! path normalised once, and counted and logged in one place ([`handle`]).
 
+pub mod access;
 pub mod error;
 pub mod forward;
 pub mod headers;
@@ -106,6 +108,7 @@ impl Shared {
                 .collect(),
             jwe: config.jwt.decryption_keys.clone(),
             jwks,
+            grants: config.grants.clone(),
         });
         // Sign-in signs with a key of the validator's set and verifies logouts with it.
         let signin = config.signin.take().and_then(|settings| {
@@ -258,7 +261,10 @@ pub async fn handle(
                     state.metrics.upstream_error(e.reason());
                     tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = ?request_id, "upstream failure")
                 }
-                GatewayError::Auth(_) | GatewayError::Csrf | GatewayError::ApiKey(_) => {
+                GatewayError::Auth(_)
+                | GatewayError::Csrf
+                | GatewayError::ApiKey(_)
+                | GatewayError::Forbidden(_) => {
                     state.metrics.auth_failure(e.reason());
                     tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
@@ -399,6 +405,9 @@ async fn proxy(
             Ok(v) => v,
             Err(e) => return fail(e, None),
         };
+        if let Err(e) = access::authorize(route, req.method(), &verified) {
+            return fail(e, Some(verified.user.clone()));
+        }
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
     }
