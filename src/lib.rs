@@ -20,6 +20,7 @@ pub mod hex;
 pub mod ids;
 pub mod jose;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod response;
 pub mod revocation;
 pub mod routing;

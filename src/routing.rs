@@ -58,6 +58,8 @@ pub struct Route {
     pub api_key: bool,
     /// `[[routes.allow]]`: who may do what; `None`: every authenticated request.
     pub allow: Option<std::sync::Arc<crate::access::AccessRules>>,
+    /// `rate_limit`: a bucket per user, app or IP; `None`: unlimited.
+    pub rate_limit: Option<crate::ratelimit::RateSpec>,
 }
 
 /// A path the gateway answers itself instead of forwarding: the `[signin]` endpoints.
@@ -380,6 +382,7 @@ mod tests {
             max_body_bytes: None,
             api_key: false,
             allow: None,
+            rate_limit: None,
         }
     }
 

@@ -185,6 +185,8 @@ pub struct Route {
     pub api_key: Option<bool>,
     /// `[[routes.allow]]`: who may do what (issue 14); absent: every authenticated request.
     pub allow: Option<Vec<AllowRule>>,
+    /// `rate_limit = { per, rate, burst }`: requests allowed per user, app or IP (issue 14).
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,4 +340,16 @@ pub struct AllowRule {
     pub roles: Option<Vec<String>>,
     /// Claims that must equal these values exactly; a quoted dotted key is a path.
     pub claims: Option<BTreeMap<String, toml::Value>>,
+}
+
+/// `[[routes]] rate_limit`: a token bucket per user, app or client IP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// "user" (the token's user claim), "app" (the API-key app id) or "ip".
+    pub per: String,
+    /// "N/s", "N/m" or "N/h".
+    pub rate: String,
+    /// Requests allowed at once; default the per-second equivalent of `rate`.
+    pub burst: Option<u64>,
 }

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod file;
 pub mod jwks;
+pub mod rate_limit;
 pub mod redis;
 pub mod signin;
 pub mod users;
@@ -897,6 +898,9 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             ));
         }
         let allow = access.route(&key, auth, r.allow.as_deref(), &mut c.problems);
+        let rate_limit = r.rate_limit.as_ref().and_then(|l| {
+            rate_limit::validate(&key, l, auth, r.api_key.unwrap_or(false), &mut c.problems)
+        });
         routes.push(Route {
             name: prefix.clone(),
             prefix,
@@ -908,6 +912,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             max_body_bytes: r.max_body_bytes,
             api_key: r.api_key.unwrap_or(false),
             allow,
+            rate_limit,
         });
     }
 

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! route -> strip spoofable headers -> check app key -> authenticate -> check revocation
-//!       -> authorize (`[[routes.allow]]`) -> inject identity -> strip gateway cookies
-//!       -> forward
+//!       -> authorize (`[[routes.allow]]`) -> inject identity -> rate limit
+//!       -> strip gateway cookies -> forward
 //! ```
 //!
 //! The app key (routes with `api_key = true`) is checked before the bearer token: a map
@@ -22,6 +22,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod identity;
+pub mod limit;
 /// Route table and path normalisation live in the `routing` leaf (config builds the table).
 pub use crate::routing as route;
 
@@ -79,6 +80,8 @@ pub struct Shared {
     /// `[signin.cookies]`: cookie mode is on (and sign-in started), so a request without
     /// `Authorization` may authenticate by cookie.
     cookie_auth: Option<CookieAuth>,
+    /// `rate_limit` buckets by route index (shared by every worker; new with each config).
+    limiters: Vec<Option<Arc<crate::ratelimit::Limiter>>>,
 }
 
 impl Shared {
@@ -129,6 +132,7 @@ impl Shared {
             .and_then(|s| s.cookies.as_ref())
             .map(|c| c.names.clone());
         Shared {
+            limiters: limit::limiters(&config.routes),
             cookie_auth,
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
@@ -410,6 +414,10 @@ async fn proxy(
         }
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
+    }
+    let limiter = state.limiters.get(idx).and_then(Option::as_deref);
+    if let Err(e) = limit::check(limiter, user.as_ref(), app.as_ref(), conn) {
+        return fail(e, user);
     }
     if let Some(app) = app {
         inject_client(state, &mut req, app);
