@@ -88,6 +88,7 @@ fn setup(alg: Algorithm, now: u64) -> (Validator, String) {
         extra_claims: Vec::new(),
         jwe: None,
         jwks: None,
+        grants: None,
     };
     let mut header = Header::new(alg);
     header.kid = Some("k".into());
@@ -136,6 +137,7 @@ fn setup_es512(now: u64) -> (Validator, String) {
         extra_claims: Vec::new(),
         jwe: None,
         jwks: None,
+        grants: None,
     };
     (validator, token)
 }

@@ -8,6 +8,7 @@
 //! `main.rs` is a thin CLI over [`start`]; integration tests call [`start`] directly with a
 //! config bound to port 0.
 
+pub mod access;
 pub mod admin;
 pub mod apikeys;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod hex;
 pub mod ids;
 pub mod jose;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod response;
 pub mod revocation;
 pub mod routing;

@@ -56,6 +56,10 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// An app key is required (`[[routes]] api_key = true`), alone or with the token.
     pub api_key: bool,
+    /// `[[routes.allow]]`: who may do what; `None`: every authenticated request.
+    pub allow: Option<std::sync::Arc<crate::access::AccessRules>>,
+    /// `rate_limit`: a bucket per user, app or IP; `None`: unlimited.
+    pub rate_limit: Option<crate::ratelimit::RateSpec>,
 }
 
 /// A path the gateway answers itself instead of forwarding: the `[signin]` endpoints.
@@ -377,6 +381,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_body_bytes: None,
             api_key: false,
+            allow: None,
+            rate_limit: None,
         }
     }
 

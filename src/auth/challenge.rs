@@ -30,6 +30,27 @@ pub fn csrf_refusal() -> Response<response::Body> {
     response::error(StatusCode::FORBIDDEN, "forbidden", "CSRF token required")
 }
 
+/// 403 for a good token that no `[[routes.allow]]` rule lets through (RFC 6750 section
+/// 3.1): `Bearer error="insufficient_scope"`, with `scope="..."` when the rules for the
+/// method name scopes, so a client knows which token to ask for.
+pub fn insufficient_scope(scope: Option<&str>) -> Response<response::Body> {
+    let mut r = response::error(
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        "the token does not grant access to this resource",
+    );
+    let text = match scope {
+        Some(s) => format!("Bearer error=\"insufficient_scope\", scope=\"{s}\""),
+        None => "Bearer error=\"insufficient_scope\"".to_owned(),
+    };
+    // Scopes come from the config (validated: no whitespace inside one, no quotes checked
+    // here), so fall back to the bare challenge rather than fail on an odd byte.
+    let value = HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\""));
+    r.headers_mut().insert(WWW_AUTHENTICATE, value);
+    r
+}
+
 /// The `Bearer` challenge for `a`.
 pub fn bearer(a: AuthError) -> HeaderValue {
     let text = match a {

@@ -53,6 +53,8 @@ pub struct Validator {
     pub jwe: Option<std::sync::Arc<KeyRing>>,
     /// `[jwt.jwks]`: the published key set, tried after `keys`; `None` costs nothing.
     pub jwks: Option<std::sync::Arc<Refresher>>,
+    /// What `[[routes.allow]]` rules read from a token; `None` (no rules) extracts nothing.
+    pub grants: Option<std::sync::Arc<crate::access::GrantSpec>>,
 }
 
 /// What a verified token says about its bearer.
@@ -70,6 +72,8 @@ pub struct Verified {
     pub sub: Option<String>,
     pub iat: Option<u64>,
     pub exp: Option<u64>,
+    /// Scopes, roles and rule claims, when some route has `[[routes.allow]]` rules.
+    pub grants: Option<Box<crate::access::Grants>>,
 }
 
 impl Validator {
@@ -296,6 +300,10 @@ impl Validator {
             sub: sub.map(Cow::into_owned),
             iat,
             exp,
+            grants: self
+                .grants
+                .as_ref()
+                .map(|spec| Box::new(spec.extract(&|name| c.get(name)))),
         })
     }
 }
@@ -497,6 +505,7 @@ mod tests {
             extra_claims: vec!["roles".into()],
             jwe: None,
             jwks: None,
+            grants: None,
         }
     }
 

@@ -87,6 +87,9 @@ pub struct Jwt {
     /// Content encryptions accepted, e.g. ["A128GCM", "A256GCM"]; default
     /// A128GCM, A256GCM, A128CBC-HS256, A256CBC-HS512.
     pub decryption_encs: Option<Vec<String>>,
+    /// The claim holding the roles `[[routes.allow]] roles` match, a dotted path such as
+    /// "realm_access.roles"; default "roles".
+    pub roles_claim: Option<String>,
 }
 
 /// `[jwt.jwks]`: where the issuer publishes its keys and how often to look.
@@ -180,6 +183,10 @@ pub struct Route {
     /// Require an app key (`[api_keys] header`): alone with `auth = "public"`, in addition
     /// to the bearer token with `auth = "jwt"`.
     pub api_key: Option<bool>,
+    /// `[[routes.allow]]`: who may do what (issue 14); absent: every authenticated request.
+    pub allow: Option<Vec<AllowRule>>,
+    /// `rate_limit = { per, rate, burst }`: requests allowed per user, app or IP (issue 14).
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -324,4 +331,30 @@ pub struct Dev {
     /// `[listen] tls_cert`/`tls_key`, random secrets for `secret_file` keys and the admin
     /// `token_file`. Never enable in production.
     pub generate_missing: Option<bool>,
+}
+
+/// `[[routes.allow]]`: one access rule; rules are OR-ed, the conditions of a rule AND-ed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// HTTP methods this rule covers; absent: any method.
+    pub methods: Option<Vec<String>>,
+    /// Scopes the token must ALL have (`scope` or `scp`).
+    pub scopes: Option<Vec<String>>,
+    /// Roles of which the token must have ANY (`[jwt] roles_claim`).
+    pub roles: Option<Vec<String>>,
+    /// Claims that must equal these values exactly; a quoted dotted key is a path.
+    pub claims: Option<BTreeMap<String, toml::Value>>,
+}
+
+/// `[[routes]] rate_limit`: a token bucket per user, app or client IP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// "user" (the token's user claim), "app" (the API-key app id) or "ip".
+    pub per: String,
+    /// "N/s", "N/m" or "N/h".
+    pub rate: String,
+    /// Requests allowed at once; default the per-second equivalent of `rate`.
+    pub burst: Option<u64>,
 }

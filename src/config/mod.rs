@@ -6,8 +6,10 @@
 //! material). Validation collects *every* problem, each naming the key or file it concerns,
 //! so `portcullis check` can print them all at once.
 
+pub mod access;
 pub mod file;
 pub mod jwks;
+pub mod rate_limit;
 pub mod redis;
 pub mod signin;
 pub mod users;
@@ -106,6 +108,9 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// Files `run` must write before starting (dev material generated in memory).
     pub pending_dev_files: Vec<DevFile>,
+    /// What every verified token must have extracted for `[[routes.allow]]` rules; `None`
+    /// when no route has rules.
+    pub grants: Option<std::sync::Arc<crate::access::GrantSpec>>,
 }
 
 #[derive(Debug)]
@@ -852,6 +857,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         );
     }
     let mut routes = Vec::new();
+    let mut access = access::AccessBuilder::new(f.jwt.roles_claim.as_deref(), &mut c.problems);
     for (i, r) in f.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
         let prefix = match normalise_prefix(&r.prefix) {
@@ -896,6 +902,10 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                     .unwrap_or_default()
             ));
         }
+        let allow = access.route(&key, auth, r.allow.as_deref(), &mut c.problems);
+        let rate_limit = r.rate_limit.as_ref().and_then(|l| {
+            rate_limit::validate(&key, l, auth, r.api_key.unwrap_or(false), &mut c.problems)
+        });
         routes.push(Route {
             name: prefix.clone(),
             prefix,
@@ -906,6 +916,8 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             timeout,
             max_body_bytes: r.max_body_bytes,
             api_key: r.api_key.unwrap_or(false),
+            allow,
+            rate_limit,
         });
     }
 
@@ -1095,6 +1107,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         signin,
         api_keys,
         pending_dev_files: c.dev_files,
+        grants: access.finish(),
     })
 }
 

@@ -40,6 +40,15 @@ pub enum GatewayError {
     /// matching the CSRF cookie.
     #[error("CSRF token missing or not matching the CSRF cookie")]
     Csrf,
+    /// A good token that no `[[routes.allow]]` rule lets through (403 `insufficient_scope`).
+    #[error("no access rule allows this request")]
+    Forbidden(crate::access::Denied),
+    /// Over the route's `rate_limit` (429 with `Retry-After` and the rate-limit fields).
+    #[error("rate limit exceeded")]
+    RateLimited {
+        spec: crate::ratelimit::RateSpec,
+        retry_after_secs: u64,
+    },
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
@@ -55,7 +64,8 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Auth(_) | GatewayError::ApiKey(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::Csrf => StatusCode::FORBIDDEN,
+            GatewayError::Csrf | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -71,6 +81,8 @@ impl GatewayError {
             GatewayError::Auth(a) => a.reason(),
             GatewayError::ApiKey(k) => k.reason(),
             GatewayError::Csrf => "csrf",
+            GatewayError::Forbidden(_) => "insufficient_scope",
+            GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_error",
@@ -82,6 +94,11 @@ impl GatewayError {
         let (code, description) = match self {
             GatewayError::Auth(a) => return challenge::refusal(*a),
             GatewayError::Csrf => return challenge::csrf_refusal(),
+            GatewayError::Forbidden(d) => return challenge::insufficient_scope(d.scope.as_deref()),
+            GatewayError::RateLimited {
+                spec,
+                retry_after_secs,
+            } => return rate_limited(spec, *retry_after_secs),
             GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
             GatewayError::BadRequest(what) => ("invalid_request", *what),
             GatewayError::NoRoute => ("not_found", "no route for this path"),
@@ -109,6 +126,32 @@ impl GatewayError {
         resp
     }
 }
+
+/// 429 with `Retry-After` (RFC 9110 section 10.2.3, whole seconds) and the fields of
+/// draft-ietf-httpapi-ratelimit-headers in their structured-field form: the policy
+/// (`"route";q=quota;w=window`) and the state (`"route";r=0;t=seconds until a request fits`).
+fn rate_limited(spec: &crate::ratelimit::RateSpec, retry_after: u64) -> Response<Full<Bytes>> {
+    let mut r = response::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests; retry later",
+    );
+    let h = r.headers_mut();
+    // Digits and fixed ASCII only: always valid header values.
+    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+        h.insert(http::header::RETRY_AFTER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&spec.policy_header()) {
+        h.insert(RATELIMIT_POLICY, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"route\";r=0;t={retry_after}")) {
+        h.insert(RATELIMIT, v);
+    }
+    r
+}
+
+const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
 impl From<Refusal> for GatewayError {
     fn from(r: Refusal) -> Self {
@@ -165,6 +208,11 @@ mod tests {
             ),
             (GatewayError::Auth(AuthError::Revoked), 401, "invalid_token"),
             (GatewayError::Csrf, 403, "forbidden"),
+            (
+                GatewayError::Forbidden(crate::access::Denied { scope: None }),
+                403,
+                "insufficient_scope",
+            ),
             (
                 GatewayError::ApiKey(ApiKeyError::Missing),
                 401,
@@ -245,5 +293,42 @@ mod tests {
             body_json(&GatewayError::Auth(AuthError::Revoked))["error_description"],
             "token revoked"
         );
+    }
+
+    #[test]
+    fn forbidden_names_the_scopes_in_its_challenge() {
+        let e = GatewayError::Forbidden(crate::access::Denied {
+            scope: Some("a b".into()),
+        });
+        let r = e.to_response();
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.headers().get(WWW_AUTHENTICATE).unwrap(),
+            r#"Bearer error="insufficient_scope", scope="a b""#
+        );
+        assert_eq!(body_json(&e)["error"], "insufficient_scope");
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after_and_the_draft_fields() {
+        let spec = crate::ratelimit::RateSpec {
+            per: crate::ratelimit::Per::User,
+            quota: 100,
+            window: std::time::Duration::from_secs(1),
+            burst: 200,
+        };
+        let e = GatewayError::RateLimited {
+            spec,
+            retry_after_secs: 3,
+        };
+        let r = e.to_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers().get("retry-after").unwrap(), "3");
+        assert_eq!(
+            r.headers().get("ratelimit-policy").unwrap(),
+            r#""route";q=100;w=1"#
+        );
+        assert_eq!(r.headers().get("ratelimit").unwrap(), r#""route";r=0;t=3"#);
+        assert_eq!(body_json(&e)["error"], "rate_limited");
     }
 }

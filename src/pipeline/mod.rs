@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! route -> strip spoofable headers -> check app key -> authenticate -> check revocation
-//!       -> inject identity -> strip gateway cookies -> forward
+//!       -> authorize (`[[routes.allow]]`) -> inject identity -> rate limit
+//!       -> strip gateway cookies -> forward
 //! ```
 //!
 //! The app key (routes with `api_key = true`) is checked before the bearer token: a map
@@ -16,10 +17,12 @@
 //! answered by the gateway itself (`signin::http`): every request is routed once, on its
 //! path normalised once, and counted and logged in one place ([`handle`]).
 
+pub mod access;
 pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod identity;
+pub mod limit;
 /// Route table and path normalisation live in the `routing` leaf (config builds the table).
 pub use crate::routing as route;
 
@@ -77,6 +80,8 @@ pub struct Shared {
     /// `[signin.cookies]`: cookie mode is on (and sign-in started), so a request without
     /// `Authorization` may authenticate by cookie.
     cookie_auth: Option<CookieAuth>,
+    /// `rate_limit` buckets by route index (shared by every worker; new with each config).
+    limiters: Vec<Option<Arc<crate::ratelimit::Limiter>>>,
 }
 
 impl Shared {
@@ -106,6 +111,7 @@ impl Shared {
                 .collect(),
             jwe: config.jwt.decryption_keys.clone(),
             jwks,
+            grants: config.grants.clone(),
         });
         // Sign-in signs with a key of the validator's set and verifies logouts with it.
         let signin = config.signin.take().and_then(|settings| {
@@ -126,6 +132,7 @@ impl Shared {
             .and_then(|s| s.cookies.as_ref())
             .map(|c| c.names.clone());
         Shared {
+            limiters: limit::limiters(&config.routes),
             cookie_auth,
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
@@ -258,7 +265,10 @@ pub async fn handle(
                     state.metrics.upstream_error(e.reason());
                     tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = ?request_id, "upstream failure")
                 }
-                GatewayError::Auth(_) | GatewayError::Csrf | GatewayError::ApiKey(_) => {
+                GatewayError::Auth(_)
+                | GatewayError::Csrf
+                | GatewayError::ApiKey(_)
+                | GatewayError::Forbidden(_) => {
                     state.metrics.auth_failure(e.reason());
                     tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
@@ -399,8 +409,15 @@ async fn proxy(
             Ok(v) => v,
             Err(e) => return fail(e, None),
         };
+        if let Err(e) = access::authorize(route, req.method(), &verified) {
+            return fail(e, Some(verified.user.clone()));
+        }
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
+    }
+    let limiter = state.limiters.get(idx).and_then(Option::as_deref);
+    if let Err(e) = limit::check(limiter, user.as_ref(), app.as_ref(), conn) {
+        return fail(e, user);
     }
     if let Some(app) = app {
         inject_client(state, &mut req, app);
