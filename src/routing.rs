@@ -56,6 +56,8 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// An app key is required (`[[routes]] api_key = true`), alone or with the token.
     pub api_key: bool,
+    /// `[cors]` applies here (`[[routes]] cors = false` turns it off for this route).
+    pub cors: bool,
 }
 
 /// A path the gateway answers itself instead of forwarding: the `[signin]` endpoints.
@@ -377,6 +379,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_body_bytes: None,
             api_key: false,
+            cors: true,
         }
     }
 

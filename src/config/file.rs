@@ -38,6 +38,9 @@ pub struct File {
     pub signin: Option<SignIn>,
     #[serde(default)]
     pub api_keys: Option<ApiKeys>,
+    /// `[cors]`: browser origins allowed to call the gateway (issue 15).
+    #[serde(default)]
+    pub cors: Option<Cors>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +183,8 @@ pub struct Route {
     /// Require an app key (`[api_keys] header`): alone with `auth = "public"`, in addition
     /// to the bearer token with `auth = "jwt"`.
     pub api_key: Option<bool>,
+    /// `false`: this route answers no CORS even when `[cors]` is set (preflights go upstream).
+    pub cors: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,4 +324,25 @@ pub struct Dev {
     /// `[listen] tls_cert`/`tls_key`, random secrets for `secret_file` keys and the admin
     /// `token_file`. Never enable in production.
     pub generate_missing: Option<bool>,
+}
+
+/// `[cors]`: cross-origin browser clients (every key optional; the section itself is opt-in).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Exact origins, e.g. ["https://app.example.com"]; "*" (any) is refused with credentials.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Methods a preflight may ask for; default GET, HEAD, POST.
+    pub allowed_methods: Option<Vec<String>>,
+    /// Request headers a preflight may ask for, e.g. ["authorization", "content-type"].
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// Response headers the page's scripts may read, e.g. ["x-request-id"].
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies, `credentials: "include"`).
+    pub allow_credentials: Option<bool>,
+    /// How long a browser may cache a preflight answer, e.g. "10m".
+    pub max_age: Option<String>,
 }

@@ -6,6 +6,7 @@
 //! material). Validation collects *every* problem, each naming the key or file it concerns,
 //! so `portcullis check` can print them all at once.
 
+pub mod cors;
 pub mod file;
 pub mod jwks;
 pub mod redis;
@@ -104,6 +105,8 @@ pub struct Config {
     pub signin: Option<signin::Settings>,
     /// `[api_keys]`: header names and where the keys are stored (defaults when absent).
     pub api_keys: ApiKeys,
+    /// `[cors]`: cross-origin browser clients; `None` (the default) answers no CORS at all.
+    pub cors: Option<cors::Cors>,
     /// Files `run` must write before starting (dev material generated in memory).
     pub pending_dev_files: Vec<DevFile>,
 }
@@ -901,6 +904,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             timeout,
             max_body_bytes: r.max_body_bytes,
             api_key: r.api_key.unwrap_or(false),
+            cors: r.cors.unwrap_or(true),
         });
     }
 
@@ -1063,6 +1067,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         );
     }
 
+    // [cors]
+    let cors = f
+        .cors
+        .as_ref()
+        .and_then(|s| cors::Cors::validate(s, &mut c.problems));
+
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -1079,6 +1089,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         limits,
         signin,
         api_keys,
+        cors,
         pending_dev_files: c.dev_files,
     })
 }

@@ -40,6 +40,9 @@ pub enum GatewayError {
     /// matching the CSRF cookie.
     #[error("CSRF token missing or not matching the CSRF cookie")]
     Csrf,
+    /// `[cors]`: a preflight for an origin, method or header that is not allowed.
+    #[error("CORS preflight refused: {0}")]
+    CorsRefused(&'static str),
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
@@ -55,7 +58,7 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Auth(_) | GatewayError::ApiKey(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::Csrf => StatusCode::FORBIDDEN,
+            GatewayError::Csrf | GatewayError::CorsRefused(_) => StatusCode::FORBIDDEN,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -71,6 +74,7 @@ impl GatewayError {
             GatewayError::Auth(a) => a.reason(),
             GatewayError::ApiKey(k) => k.reason(),
             GatewayError::Csrf => "csrf",
+            GatewayError::CorsRefused(_) => "cors_refused",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_error",
@@ -84,6 +88,7 @@ impl GatewayError {
             GatewayError::Csrf => return challenge::csrf_refusal(),
             GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
             GatewayError::BadRequest(what) => ("invalid_request", *what),
+            GatewayError::CorsRefused(what) => ("cors_refused", *what),
             GatewayError::NoRoute => ("not_found", "no route for this path"),
             GatewayError::PayloadTooLarge => (
                 "payload_too_large",
@@ -165,6 +170,11 @@ mod tests {
             ),
             (GatewayError::Auth(AuthError::Revoked), 401, "invalid_token"),
             (GatewayError::Csrf, 403, "forbidden"),
+            (
+                GatewayError::CorsRefused("origin not allowed"),
+                403,
+                "cors_refused",
+            ),
             (
                 GatewayError::ApiKey(ApiKeyError::Missing),
                 401,

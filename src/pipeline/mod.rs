@@ -16,6 +16,7 @@
 //! answered by the gateway itself (`signin::http`): every request is routed once, on its
 //! path normalised once, and counted and logged in one place ([`handle`]).
 
+pub mod cors;
 pub mod error;
 pub mod forward;
 pub mod headers;
@@ -77,6 +78,8 @@ pub struct Shared {
     /// `[signin.cookies]`: cookie mode is on (and sign-in started), so a request without
     /// `Authorization` may authenticate by cookie.
     cookie_auth: Option<CookieAuth>,
+    /// `[cors]`: cross-origin browser clients (see [`cors`]); `None` costs one branch.
+    cors: Option<crate::config::cors::Cors>,
 }
 
 impl Shared {
@@ -126,6 +129,7 @@ impl Shared {
             .and_then(|s| s.cookies.as_ref())
             .map(|c| c.names.clone());
         Shared {
+            cors: config.cors.clone(),
             cookie_auth,
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
@@ -229,6 +233,8 @@ struct Outcome {
     route_idx: Option<usize>,
     user: Option<HeaderValue>,
     result: Result<Response<ResBody>, GatewayError>,
+    /// `[cors]` applies to this response: [`cors::decorate`] runs on it.
+    cors: bool,
 }
 
 /// Serve one request: never fails, every error becomes a response. Logs once (and writes the
@@ -242,11 +248,16 @@ pub async fn handle(
     let method = req.method().clone();
     let request_id = request_id(req.headers_mut());
     let access = state.access_log.then(|| req.uri().path().to_owned());
+    let origin = match &state.cors {
+        Some(_) => req.headers().get(http::header::ORIGIN).cloned(),
+        None => None,
+    };
     let Outcome {
         route,
         route_idx,
         user,
         result,
+        cors,
     } = handle_inner(&state, req, &conn).await;
     let mut resp = match result {
         Ok(resp) => resp,
@@ -290,6 +301,9 @@ pub async fn handle(
             "access"
         );
     }
+    if let (true, Some(settings)) = (cors, &state.cors) {
+        cors::decorate(settings, origin.as_ref(), resp.headers_mut());
+    }
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     Ok(resp)
 }
@@ -325,13 +339,43 @@ async fn handle_inner(state: &State, req: Request<Incoming>, conn: &ConnInfo) ->
                 route_idx: None,
                 user: None,
                 result: Err(e),
+                cors: state.cors.is_some(),
             }
         }
     };
+    if let Some(answer) = answer_preflight(state, &target, &req) {
+        return answer;
+    }
     match target {
         Target::Gateway(endpoint) => answer_endpoint(state, endpoint, req, conn).await,
         Target::Upstream(idx, route) => proxy(state, idx, route, path, req, conn).await,
     }
+}
+
+/// `[cors]` on and the route not opted out: a preflight is answered here, before the
+/// checklist (it carries no credentials). The answer is complete, so it is not decorated
+/// again; a refused one (403) must carry no `Access-Control-Allow-*` at all.
+fn answer_preflight(
+    state: &State,
+    target: &Target<'_>,
+    req: &Request<Incoming>,
+) -> Option<Outcome> {
+    let settings = state.cors.as_ref()?;
+    let (route, route_idx) = match target {
+        Target::Upstream(idx, route) if route.cors => (state.route_label(*idx), Some(*idx)),
+        Target::Upstream(..) => return None,
+        Target::Gateway(endpoint) => (endpoint.label(), None),
+    };
+    if !cors::is_preflight(req) {
+        return None;
+    }
+    Some(Outcome {
+        route,
+        route_idx,
+        user: None,
+        result: cors::preflight(settings, req).map(|r| r.map(Either::Right)),
+        cors: false,
+    })
 }
 
 /// A `[signin]` endpoint: answered by sign-in, which logs its own refusals (never with a
@@ -356,6 +400,7 @@ async fn answer_endpoint(
         route_idx: None,
         user: None,
         result,
+        cors: state.cors.is_some(),
     }
 }
 
@@ -370,11 +415,13 @@ async fn proxy(
     conn: &ConnInfo,
 ) -> Outcome {
     let label = state.route_label(idx);
+    let cors = state.cors.is_some() && route.cors;
     let fail = |e: GatewayError, user| Outcome {
         route: label,
         route_idx: Some(idx),
         user,
         result: Err(e),
+        cors,
     };
     if let Err(e) = check_body_size(route, &req) {
         return fail(e, None);
@@ -421,6 +468,7 @@ async fn proxy(
         route_idx: Some(idx),
         user,
         result,
+        cors,
     }
 }
 
