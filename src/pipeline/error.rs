@@ -43,6 +43,9 @@ pub enum GatewayError {
     /// `[cors]`: a preflight for an origin, method or header that is not allowed.
     #[error("CORS preflight refused: {0}")]
     CorsRefused(&'static str),
+    /// A cookie-authenticated WebSocket upgrade without an allowed `Origin`.
+    #[error("WebSocket upgrade by cookie from a foreign or missing Origin")]
+    WebSocketOrigin,
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
@@ -58,7 +61,9 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Auth(_) | GatewayError::ApiKey(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::Csrf | GatewayError::CorsRefused(_) => StatusCode::FORBIDDEN,
+            GatewayError::Csrf | GatewayError::CorsRefused(_) | GatewayError::WebSocketOrigin => {
+                StatusCode::FORBIDDEN
+            }
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -75,6 +80,7 @@ impl GatewayError {
             GatewayError::ApiKey(k) => k.reason(),
             GatewayError::Csrf => "csrf",
             GatewayError::CorsRefused(_) => "cors_refused",
+            GatewayError::WebSocketOrigin => "websocket_origin",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_error",
@@ -89,6 +95,10 @@ impl GatewayError {
             GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
             GatewayError::BadRequest(what) => ("invalid_request", *what),
             GatewayError::CorsRefused(what) => ("cors_refused", *what),
+            GatewayError::WebSocketOrigin => (
+                "forbidden",
+                "a WebSocket authenticated by cookie must come from this site's own origin or an allowed one",
+            ),
             GatewayError::NoRoute => ("not_found", "no route for this path"),
             GatewayError::PayloadTooLarge => (
                 "payload_too_large",
@@ -175,6 +185,7 @@ mod tests {
                 403,
                 "cors_refused",
             ),
+            (GatewayError::WebSocketOrigin, 403, "forbidden"),
             (
                 GatewayError::ApiKey(ApiKeyError::Missing),
                 401,

@@ -21,6 +21,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod identity;
+pub mod websocket;
 /// Route table and path normalisation live in the `routing` leaf (config builds the table).
 pub use crate::routing as route;
 
@@ -440,6 +441,12 @@ async fn proxy(
     };
     let mut user = None;
     if route.auth == AuthPolicy::Jwt {
+        // Before the token: a hijacked upgrade must not even learn whether the cookie is valid.
+        if upgrade.is_some() && websocket::by_cookie(state.cookie_auth.is_some(), req.headers()) {
+            if let Err(e) = websocket::check_origin(req.headers(), conn.tls, state.cors.as_ref()) {
+                return fail(e, None);
+            }
+        }
         let verified = match authenticate(state, &req)
             .and_then(|v| check_revocation(state, v).map_err(GatewayError::from))
         {
