@@ -58,9 +58,12 @@ async fn upgrade(gw: &TestGateway, headers: &[(&str, String)]) -> u16 {
         );
     }
     let tls = gw.tls_stream(&[b"http/1.1"]).await;
-    match tokio::time::timeout(common::CLIENT_TIMEOUT, tokio_tungstenite::client_async(req, tls))
-        .await
-        .expect("handshake in time")
+    match tokio::time::timeout(
+        common::CLIENT_TIMEOUT,
+        tokio_tungstenite::client_async(req, tls),
+    )
+    .await
+    .expect("handshake in time")
     {
         Ok((_, resp)) => resp.status().as_u16(),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
@@ -88,7 +91,11 @@ async fn cookie_upgrades_need_an_allowed_origin() {
         }
         assert_eq!(upgrade(&gw, &h).await, 403, "{origin:?}");
     }
-    assert_eq!(up.hits(), 0, "a refused upgrade must not reach the upstream");
+    assert_eq!(
+        up.hits(),
+        0,
+        "a refused upgrade must not reach the upstream"
+    );
     // The gateway's own origin: accepted.
     assert_eq!(upgrade(&gw, &[c(), ("origin", own)]).await, 101);
 }
@@ -103,12 +110,19 @@ async fn a_cors_origin_may_upgrade_by_cookie_and_authorization_is_unaffected() {
         101
     );
     assert_eq!(
-        upgrade(&gw, &[("cookie", cookie), ("origin", "https://evil.example".into())]).await,
+        upgrade(
+            &gw,
+            &[
+                ("cookie", cookie),
+                ("origin", "https://evil.example".into())
+            ]
+        )
+        .await,
         403
     );
     // Authorization: not a cookie flow, no Origin rule.
     let bearer = ("authorization", format!("Bearer {token}"));
-    assert_eq!(upgrade(&gw, &[bearer.clone()]).await, 101);
+    assert_eq!(upgrade(&gw, std::slice::from_ref(&bearer)).await, 101);
     assert_eq!(
         upgrade(&gw, &[bearer, ("origin", "https://evil.example".into())]).await,
         101
