@@ -58,6 +58,17 @@ pub struct Route {
     pub api_key: bool,
     /// `[cors]` applies here (`[[routes]] cors = false` turns it off for this route).
     pub cors: bool,
+    /// Where a WebSocket upgrade may carry its token besides `Authorization`.
+    pub websocket_token: Option<WebSocketToken>,
+}
+
+/// `[[routes]] websocket_token`: browsers cannot set `Authorization` on a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebSocketToken {
+    /// `Sec-WebSocket-Protocol: bearer, <token>`; the gateway answers `bearer`.
+    Subprotocol,
+    /// `?access_token=<token>` on the upgrade request.
+    Query,
 }
 
 /// A path the gateway answers itself instead of forwarding: the `[signin]` endpoints.
@@ -380,6 +391,7 @@ mod tests {
             max_body_bytes: None,
             api_key: false,
             cors: true,
+            websocket_token: None,
         }
     }
 

@@ -185,6 +185,9 @@ pub struct Route {
     pub api_key: Option<bool>,
     /// `false`: this route answers no CORS even when `[cors]` is set (preflights go upstream).
     pub cors: Option<bool>,
+    /// Let browser WebSocket clients send their token on the upgrade request:
+    /// "subprotocol" (`Sec-WebSocket-Protocol: bearer, <token>`) or "query" (`?access_token=`).
+    pub websocket_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,7 +23,7 @@ use http::Uri;
 
 use crate::jose::keys::{KeyMaterial, KeySet};
 pub use crate::routing::Upstream;
-use crate::routing::{normalise_prefix, AuthPolicy, Route, RouteTable};
+use crate::routing::{normalise_prefix, AuthPolicy, Route, RouteTable, WebSocketToken};
 pub use crate::tls::TlsMaterial;
 pub use redis::RedisStore;
 
@@ -894,6 +894,22 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                     .unwrap_or_default()
             ));
         }
+        let websocket_token = match r.websocket_token.as_deref() {
+            None => None,
+            Some("subprotocol") => Some(WebSocketToken::Subprotocol),
+            Some("query") => Some(WebSocketToken::Query),
+            Some(other) => {
+                c.problems.push(format!(
+                    "{key}.websocket_token: `{other}` is not a place for a token; use \"subprotocol\" or \"query\""
+                ));
+                None
+            }
+        };
+        if websocket_token.is_some() && auth != AuthPolicy::Jwt {
+            c.problems.push(format!(
+                "{key}.websocket_token: only meaningful with auth = \"jwt\" (a public route reads no token)"
+            ));
+        }
         routes.push(Route {
             name: prefix.clone(),
             prefix,
@@ -905,6 +921,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             max_body_bytes: r.max_body_bytes,
             api_key: r.api_key.unwrap_or(false),
             cors: r.cors.unwrap_or(true),
+            websocket_token,
         });
     }
 

@@ -440,19 +440,37 @@ async fn proxy(
         None
     };
     let mut user = None;
+    let mut answer_bearer = false;
     if route.auth == AuthPolicy::Jwt {
+        // `websocket_token`: taken out of the request here, so it is never forwarded.
+        let ws_token = match (&upgrade, route.websocket_token) {
+            (Some(_), Some(mode)) => {
+                match websocket::take_token(mode, &mut req, state.validator.max_token_bytes) {
+                    Ok(t) => t.map(|t| (mode, t)),
+                    Err(e) => return fail(e.into(), None),
+                }
+            }
+            _ => None,
+        };
         // Before the token: a hijacked upgrade must not even learn whether the cookie is valid.
-        if upgrade.is_some() && websocket::by_cookie(state.cookie_auth.is_some(), req.headers()) {
+        if upgrade.is_some()
+            && ws_token.is_none()
+            && websocket::by_cookie(state.cookie_auth.is_some(), req.headers())
+        {
             if let Err(e) = websocket::check_origin(req.headers(), conn.tls, state.cors.as_ref()) {
                 return fail(e, None);
             }
         }
-        let verified = match authenticate(state, &req)
-            .and_then(|v| check_revocation(state, v).map_err(GatewayError::from))
-        {
-            Ok(v) => v,
-            Err(e) => return fail(e, None),
+        let found = match &ws_token {
+            Some((_, t)) => verify(state, t).map_err(GatewayError::from),
+            None => authenticate(state, &req),
         };
+        answer_bearer = matches!(ws_token, Some((route::WebSocketToken::Subprotocol, _)));
+        let verified =
+            match found.and_then(|v| check_revocation(state, v).map_err(GatewayError::from)) {
+                Ok(v) => v,
+                Err(e) => return fail(e, None),
+            };
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
     }
@@ -470,6 +488,24 @@ async fn proxy(
     )
     .await
     .map(|r| r.map(Either::Left));
+    // The client offered `bearer, <token>`: a browser fails the handshake unless the server
+    // selects one of the offered subprotocols (RFC 6455 section 4.1), and the upstream never
+    // saw those two.
+    let result = match result {
+        Ok(mut r) if answer_bearer && r.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+            if !r
+                .headers()
+                .contains_key(http::header::SEC_WEBSOCKET_PROTOCOL)
+            {
+                r.headers_mut().insert(
+                    http::header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(websocket::BEARER_PROTOCOL),
+                );
+            }
+            Ok(r)
+        }
+        other => other,
+    };
     Outcome {
         route: label,
         route_idx: Some(idx),
