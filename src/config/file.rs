@@ -53,7 +53,7 @@ pub struct Listen {
     pub handshake_timeout: Option<String>,
     /// Time allowed for a client to send a complete request head, e.g. "10s".
     pub header_read_timeout: Option<String>,
-    /// Number of worker threads (one single-threaded runtime each); 0 or absent: one per core.
+    /// Number of worker threads (one single-threaded runtime each), at least 1; absent: one per core.
     pub workers: Option<usize>,
     /// On SIGTERM, how long in-flight requests may take to finish, e.g. "30s".
     pub shutdown_grace: Option<String>,

@@ -642,7 +642,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             f.listen.header_read_timeout.as_ref(),
             DEFAULT_HEADER_READ_TIMEOUT,
         ),
-        workers: f.listen.workers.filter(|w| *w > 0),
+        workers: f.listen.workers,
         shutdown_grace: c.duration(
             "listen.shutdown_grace",
             f.listen.shutdown_grace.as_ref(),
@@ -1084,6 +1084,13 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         );
     }
 
+    // Issue 15: 0 used to mean "one per core" silently; a typo for 1 or 10 should not pass.
+    if f.listen.workers == Some(0) {
+        c.problems.push(
+            "listen.workers: 0 is not a number of workers; remove the key for one per core, or give at least 1".into(),
+        );
+    }
+
     // [cors]
     let cors = f
         .cors
@@ -1336,6 +1343,16 @@ auth = "jwt"
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn zero_workers_is_refused() {
+        let text = MINIMAL.replace("[listen]\n", "[listen]\nworkers = 0\n");
+        assert!(text.contains("workers = 0"), "{text}");
+        let msg = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("listen.workers"), "{msg}");
     }
 
     #[test]
