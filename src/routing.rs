@@ -60,6 +60,19 @@ pub struct Route {
     pub allow: Option<std::sync::Arc<crate::access::AccessRules>>,
     /// `rate_limit`: a bucket per user, app or IP; `None`: unlimited.
     pub rate_limit: Option<crate::ratelimit::RateSpec>,
+    /// `[cors]` applies here (`[[routes]] cors = false` turns it off for this route).
+    pub cors: bool,
+    /// Where a WebSocket upgrade may carry its token besides `Authorization`.
+    pub websocket_token: Option<WebSocketToken>,
+}
+
+/// `[[routes]] websocket_token`: browsers cannot set `Authorization` on a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebSocketToken {
+    /// `Sec-WebSocket-Protocol: bearer, <token>`; the gateway answers `bearer`.
+    Subprotocol,
+    /// `?access_token=<token>` on the upgrade request.
+    Query,
 }
 
 /// A path the gateway answers itself instead of forwarding: the `[signin]` endpoints.
@@ -383,6 +396,8 @@ mod tests {
             api_key: false,
             allow: None,
             rate_limit: None,
+            cors: true,
+            websocket_token: None,
         }
     }
 

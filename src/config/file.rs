@@ -38,6 +38,9 @@ pub struct File {
     pub signin: Option<SignIn>,
     #[serde(default)]
     pub api_keys: Option<ApiKeys>,
+    /// `[cors]`: browser origins allowed to call the gateway (issue 15).
+    #[serde(default)]
+    pub cors: Option<Cors>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,7 +53,7 @@ pub struct Listen {
     pub handshake_timeout: Option<String>,
     /// Time allowed for a client to send a complete request head, e.g. "10s".
     pub header_read_timeout: Option<String>,
-    /// Number of worker threads (one single-threaded runtime each); 0 or absent: one per core.
+    /// Number of worker threads (one single-threaded runtime each), at least 1; absent: one per core.
     pub workers: Option<usize>,
     /// On SIGTERM, how long in-flight requests may take to finish, e.g. "30s".
     pub shutdown_grace: Option<String>,
@@ -187,6 +190,11 @@ pub struct Route {
     pub allow: Option<Vec<AllowRule>>,
     /// `rate_limit = { per, rate, burst }`: requests allowed per user, app or IP (issue 14).
     pub rate_limit: Option<RateLimit>,
+    /// `false`: this route answers no CORS even when `[cors]` is set (preflights go upstream).
+    pub cors: Option<bool>,
+    /// Let browser WebSocket clients send their token on the upgrade request:
+    /// "subprotocol" (`Sec-WebSocket-Protocol: bearer, <token>`) or "query" (`?access_token=`).
+    pub websocket_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,4 +365,23 @@ pub struct RateLimit {
     pub rate: String,
     /// Requests allowed at once; default the per-second equivalent of `rate`.
     pub burst: Option<u64>,
+/// `[cors]`: cross-origin browser clients (every key optional; the section itself is opt-in).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Exact origins, e.g. ["https://app.example.com"]; "*" (any) is refused with credentials.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Methods a preflight may ask for; default GET, HEAD, POST.
+    pub allowed_methods: Option<Vec<String>>,
+    /// Request headers a preflight may ask for, e.g. ["authorization", "content-type"].
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// Response headers the page's scripts may read, e.g. ["x-request-id"].
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (cookies, `credentials: "include"`).
+    pub allow_credentials: Option<bool>,
+    /// How long a browser may cache a preflight answer, e.g. "10m".
+    pub max_age: Option<String>,
 }

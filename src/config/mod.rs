@@ -7,6 +7,7 @@
 //! so `portcullis check` can print them all at once.
 
 pub mod access;
+pub mod cors;
 pub mod file;
 pub mod jwks;
 pub mod rate_limit;
@@ -24,7 +25,7 @@ use http::Uri;
 
 use crate::jose::keys::{KeyMaterial, KeySet};
 pub use crate::routing::Upstream;
-use crate::routing::{normalise_prefix, AuthPolicy, Route, RouteTable};
+use crate::routing::{normalise_prefix, AuthPolicy, Route, RouteTable, WebSocketToken};
 pub use crate::tls::TlsMaterial;
 pub use redis::RedisStore;
 
@@ -106,6 +107,8 @@ pub struct Config {
     pub signin: Option<signin::Settings>,
     /// `[api_keys]`: header names and where the keys are stored (defaults when absent).
     pub api_keys: ApiKeys,
+    /// `[cors]`: cross-origin browser clients; `None` (the default) answers no CORS at all.
+    pub cors: Option<cors::Cors>,
     /// Files `run` must write before starting (dev material generated in memory).
     pub pending_dev_files: Vec<DevFile>,
     /// What every verified token must have extracted for `[[routes.allow]]` rules; `None`
@@ -649,7 +652,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             f.listen.header_read_timeout.as_ref(),
             DEFAULT_HEADER_READ_TIMEOUT,
         ),
-        workers: f.listen.workers.filter(|w| *w > 0),
+        workers: f.listen.workers,
         shutdown_grace: c.duration(
             "listen.shutdown_grace",
             f.listen.shutdown_grace.as_ref(),
@@ -906,6 +909,22 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         let rate_limit = r.rate_limit.as_ref().and_then(|l| {
             rate_limit::validate(&key, l, auth, r.api_key.unwrap_or(false), &mut c.problems)
         });
+        let websocket_token = match r.websocket_token.as_deref() {
+            None => None,
+            Some("subprotocol") => Some(WebSocketToken::Subprotocol),
+            Some("query") => Some(WebSocketToken::Query),
+            Some(other) => {
+                c.problems.push(format!(
+                    "{key}.websocket_token: `{other}` is not a place for a token; use \"subprotocol\" or \"query\""
+                ));
+                None
+            }
+        };
+        if websocket_token.is_some() && auth != AuthPolicy::Jwt {
+            c.problems.push(format!(
+                "{key}.websocket_token: only meaningful with auth = \"jwt\" (a public route reads no token)"
+            ));
+        }
         routes.push(Route {
             name: prefix.clone(),
             prefix,
@@ -918,6 +937,8 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             api_key: r.api_key.unwrap_or(false),
             allow,
             rate_limit,
+            cors: r.cors.unwrap_or(true),
+            websocket_token,
         });
     }
 
@@ -1090,6 +1111,19 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         );
     }
 
+    // Issue 15: 0 used to mean "one per core" silently; a typo for 1 or 10 should not pass.
+    if f.listen.workers == Some(0) {
+        c.problems.push(
+            "listen.workers: 0 is not a number of workers; remove the key for one per core, or give at least 1".into(),
+        );
+    }
+
+    // [cors]
+    let cors = f
+        .cors
+        .as_ref()
+        .and_then(|s| cors::Cors::validate(s, &mut c.problems));
+
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -1106,6 +1140,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         limits,
         signin,
         api_keys,
+        cors,
         pending_dev_files: c.dev_files,
         grants: access.finish(),
     })
@@ -1336,6 +1371,16 @@ auth = "jwt"
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn zero_workers_is_refused() {
+        let text = MINIMAL.replace("[listen]\n", "[listen]\nworkers = 0\n");
+        assert!(text.contains("workers = 0"), "{text}");
+        let msg = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("listen.workers"), "{msg}");
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub enum GatewayError {
         spec: crate::ratelimit::RateSpec,
         retry_after_secs: u64,
     },
+    /// `[cors]`: a preflight for an origin, method or header that is not allowed.
+    #[error("CORS preflight refused: {0}")]
+    CorsRefused(&'static str),
+    /// A cookie-authenticated WebSocket upgrade without an allowed `Origin`.
+    #[error("WebSocket upgrade by cookie from a foreign or missing Origin")]
+    WebSocketOrigin,
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
@@ -66,6 +72,7 @@ impl GatewayError {
             GatewayError::Auth(_) | GatewayError::ApiKey(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Csrf | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::CorsRefused(_) | GatewayError::WebSocketOrigin => StatusCode::FORBIDDEN,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -83,6 +90,8 @@ impl GatewayError {
             GatewayError::Csrf => "csrf",
             GatewayError::Forbidden(_) => "insufficient_scope",
             GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::CorsRefused(_) => "cors_refused",
+            GatewayError::WebSocketOrigin => "websocket_origin",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_error",
@@ -101,6 +110,11 @@ impl GatewayError {
             } => return rate_limited(spec, *retry_after_secs),
             GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
             GatewayError::BadRequest(what) => ("invalid_request", *what),
+            GatewayError::CorsRefused(what) => ("cors_refused", *what),
+            GatewayError::WebSocketOrigin => (
+                "forbidden",
+                "a WebSocket authenticated by cookie must come from this site's own origin or an allowed one",
+            ),
             GatewayError::NoRoute => ("not_found", "no route for this path"),
             GatewayError::PayloadTooLarge => (
                 "payload_too_large",
@@ -213,6 +227,11 @@ mod tests {
                 403,
                 "insufficient_scope",
             ),
+                GatewayError::CorsRefused("origin not allowed"),
+                403,
+                "cors_refused",
+            ),
+            (GatewayError::WebSocketOrigin, 403, "forbidden"),
             (
                 GatewayError::ApiKey(ApiKeyError::Missing),
                 401,

@@ -18,11 +18,13 @@
 //! path normalised once, and counted and logged in one place ([`handle`]).
 
 pub mod access;
+pub mod cors;
 pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod identity;
 pub mod limit;
+pub mod websocket;
 /// Route table and path normalisation live in the `routing` leaf (config builds the table).
 pub use crate::routing as route;
 
@@ -82,6 +84,8 @@ pub struct Shared {
     cookie_auth: Option<CookieAuth>,
     /// `rate_limit` buckets by route index (shared by every worker; new with each config).
     limiters: Vec<Option<Arc<crate::ratelimit::Limiter>>>,
+    /// `[cors]`: cross-origin browser clients (see [`cors`]); `None` costs one branch.
+    cors: Option<crate::config::cors::Cors>,
 }
 
 impl Shared {
@@ -133,6 +137,7 @@ impl Shared {
             .map(|c| c.names.clone());
         Shared {
             limiters: limit::limiters(&config.routes),
+            cors: config.cors.clone(),
             cookie_auth,
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
@@ -236,6 +241,8 @@ struct Outcome {
     route_idx: Option<usize>,
     user: Option<HeaderValue>,
     result: Result<Response<ResBody>, GatewayError>,
+    /// `[cors]` applies to this response: [`cors::decorate`] runs on it.
+    cors: bool,
 }
 
 /// Serve one request: never fails, every error becomes a response. Logs once (and writes the
@@ -249,11 +256,16 @@ pub async fn handle(
     let method = req.method().clone();
     let request_id = request_id(req.headers_mut());
     let access = state.access_log.then(|| req.uri().path().to_owned());
+    let origin = match &state.cors {
+        Some(_) => req.headers().get(http::header::ORIGIN).cloned(),
+        None => None,
+    };
     let Outcome {
         route,
         route_idx,
         user,
         result,
+        cors,
     } = handle_inner(&state, req, &conn).await;
     let mut resp = match result {
         Ok(resp) => resp,
@@ -300,6 +312,9 @@ pub async fn handle(
             "access"
         );
     }
+    if let (true, Some(settings)) = (cors, &state.cors) {
+        cors::decorate(settings, origin.as_ref(), resp.headers_mut());
+    }
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     Ok(resp)
 }
@@ -335,13 +350,43 @@ async fn handle_inner(state: &State, req: Request<Incoming>, conn: &ConnInfo) ->
                 route_idx: None,
                 user: None,
                 result: Err(e),
+                cors: state.cors.is_some(),
             }
         }
     };
+    if let Some(answer) = answer_preflight(state, &target, &req) {
+        return answer;
+    }
     match target {
         Target::Gateway(endpoint) => answer_endpoint(state, endpoint, req, conn).await,
         Target::Upstream(idx, route) => proxy(state, idx, route, path, req, conn).await,
     }
+}
+
+/// `[cors]` on and the route not opted out: a preflight is answered here, before the
+/// checklist (it carries no credentials). The answer is complete, so it is not decorated
+/// again; a refused one (403) must carry no `Access-Control-Allow-*` at all.
+fn answer_preflight(
+    state: &State,
+    target: &Target<'_>,
+    req: &Request<Incoming>,
+) -> Option<Outcome> {
+    let settings = state.cors.as_ref()?;
+    let (route, route_idx) = match target {
+        Target::Upstream(idx, route) if route.cors => (state.route_label(*idx), Some(*idx)),
+        Target::Upstream(..) => return None,
+        Target::Gateway(endpoint) => (endpoint.label(), None),
+    };
+    if !cors::is_preflight(req) {
+        return None;
+    }
+    Some(Outcome {
+        route,
+        route_idx,
+        user: None,
+        result: cors::preflight(settings, req).map(|r| r.map(Either::Right)),
+        cors: false,
+    })
 }
 
 /// A `[signin]` endpoint: answered by sign-in, which logs its own refusals (never with a
@@ -366,6 +411,7 @@ async fn answer_endpoint(
         route_idx: None,
         user: None,
         result,
+        cors: state.cors.is_some(),
     }
 }
 
@@ -380,11 +426,13 @@ async fn proxy(
     conn: &ConnInfo,
 ) -> Outcome {
     let label = state.route_label(idx);
+    let cors = state.cors.is_some() && route.cors;
     let fail = |e: GatewayError, user| Outcome {
         route: label,
         route_idx: Some(idx),
         user,
         result: Err(e),
+        cors,
     };
     if let Err(e) = check_body_size(route, &req) {
         return fail(e, None);
@@ -402,13 +450,37 @@ async fn proxy(
         None
     };
     let mut user = None;
+    let mut answer_bearer = false;
     if route.auth == AuthPolicy::Jwt {
-        let verified = match authenticate(state, &req)
-            .and_then(|v| check_revocation(state, v).map_err(GatewayError::from))
-        {
-            Ok(v) => v,
-            Err(e) => return fail(e, None),
+        // `websocket_token`: taken out of the request here, so it is never forwarded.
+        let ws_token = match (&upgrade, route.websocket_token) {
+            (Some(_), Some(mode)) => {
+                match websocket::take_token(mode, &mut req, state.validator.max_token_bytes) {
+                    Ok(t) => t.map(|t| (mode, t)),
+                    Err(e) => return fail(e.into(), None),
+                }
+            }
+            _ => None,
         };
+        // Before the token: a hijacked upgrade must not even learn whether the cookie is valid.
+        if upgrade.is_some()
+            && ws_token.is_none()
+            && websocket::by_cookie(state.cookie_auth.is_some(), req.headers())
+        {
+            if let Err(e) = websocket::check_origin(req.headers(), conn.tls, state.cors.as_ref()) {
+                return fail(e, None);
+            }
+        }
+        let found = match &ws_token {
+            Some((_, t)) => verify(state, t).map_err(GatewayError::from),
+            None => authenticate(state, &req),
+        };
+        answer_bearer = matches!(ws_token, Some((route::WebSocketToken::Subprotocol, _)));
+        let verified =
+            match found.and_then(|v| check_revocation(state, v).map_err(GatewayError::from)) {
+                Ok(v) => v,
+                Err(e) => return fail(e, None),
+            };
         if let Err(e) = access::authorize(route, req.method(), &verified) {
             return fail(e, Some(verified.user.clone()));
         }
@@ -433,11 +505,30 @@ async fn proxy(
     )
     .await
     .map(|r| r.map(Either::Left));
+    // The client offered `bearer, <token>`: a browser fails the handshake unless the server
+    // selects one of the offered subprotocols (RFC 6455 section 4.1), and the upstream never
+    // saw those two.
+    let result = match result {
+        Ok(mut r) if answer_bearer && r.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+            if !r
+                .headers()
+                .contains_key(http::header::SEC_WEBSOCKET_PROTOCOL)
+            {
+                r.headers_mut().insert(
+                    http::header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(websocket::BEARER_PROTOCOL),
+                );
+            }
+            Ok(r)
+        }
+        other => other,
+    };
     Outcome {
         route: label,
         route_idx: Some(idx),
         user,
         result,
+        cors,
     }
 }
 

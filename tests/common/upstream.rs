@@ -12,6 +12,8 @@
 //! - `.../drip`: a streaming answer of [`DRIP_CHUNKS`] chunks of 1 KiB, [`DRIP_INTERVAL`]
 //!   apart (a response still in flight while the test does something else);
 //! - `.../hop-response`: echoes, with hop-by-hop headers on the response;
+//! - `.../upstream-cors`: echoes, with the upstream's own permissive `Access-Control-*`
+//!   headers on the response (which the gateway must replace where `[cors]` is on);
 //! - `.../ws`: WebSocket echo (text and binary messages are sent back unchanged);
 //! - `.../h2c` with `Upgrade: h2c`: switches to HTTP/2 (RFC 7540 section 3.2) and serves these
 //!   same endpoints on the upgraded connection, as an h2c-capable backend would;
@@ -221,6 +223,12 @@ async fn handle(seen: Arc<Seen>, req: Request<Incoming>) -> Result<Response<UpBo
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .header("x-upstream", "echo");
+    if last == "upstream-cors" {
+        resp = resp
+            .header("access-control-allow-origin", "*")
+            .header("access-control-allow-methods", "GET, POST, DELETE")
+            .header("access-control-allow-credentials", "true");
+    }
     if hop {
         resp = resp
             .header(header::CONNECTION, "x-upstream-hop")
