@@ -57,6 +57,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// HTTP/2 streams a client may have open at once on one connection.
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// How long the revocation audit trail keeps a record: 30 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default admin listener.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9443";
 /// Default embedded revocation store, relative to the config file's folder.
@@ -148,6 +150,8 @@ pub struct Identity {
 pub struct Admin {
     pub addr: SocketAddr,
     pub token: Option<Secret>,
+    /// `[admin] tokens`: (label, token) pairs; the audit trail names the label as the actor.
+    pub labelled: Vec<(String, Secret)>,
     pub tls: Option<TlsMaterial>,
 }
 
@@ -165,6 +169,8 @@ pub enum StoreKind {
 pub struct Revocation {
     pub store: StoreKind,
     pub sweep_interval: Duration,
+    /// How long an audit record is kept (`audit_retention`, 30 days by default).
+    pub audit_retention: Duration,
 }
 
 /// `[api_keys]`, validated.
@@ -588,6 +594,51 @@ impl Checker<'_> {
     }
 }
 
+/// `[admin] tokens`: each label unique, not `admin` when the single `token` is set (that one
+/// is labelled `admin`), and each token at least 16 characters.
+fn admin_tokens(
+    c: &mut Checker<'_>,
+    tokens: Vec<file::AdminToken>,
+    has_single: bool,
+) -> Vec<(String, Secret)> {
+    let mut out: Vec<(String, Secret)> = Vec::new();
+    for (i, t) in tokens.into_iter().enumerate() {
+        let key = format!("admin.tokens[{i}]");
+        let label_ok = !t.label.is_empty()
+            && t.label.len() <= 64
+            && t.label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+        if !label_ok {
+            c.problems.push(format!(
+                "{key}.label: `{}` must be 1-64 characters of letters, digits, `.`, `_`, `-`, `@`",
+                t.label
+            ));
+            continue;
+        }
+        if out.iter().any(|(l, _)| *l == t.label) || (has_single && t.label == "admin") {
+            c.problems.push(format!(
+                "{key}.label: `{}` is used twice (the single `token` is labelled `admin`)",
+                t.label
+            ));
+            continue;
+        }
+        let Some(bytes) = c.secret_file(&format!("{key}.token_file"), &t.token_file, "admin token")
+        else {
+            continue;
+        };
+        let secret = Secret(String::from_utf8_lossy(&bytes).into_owned());
+        if secret.0.len() < 16 {
+            c.problems.push(format!(
+                "{key}.token_file: the token must be at least 16 characters (use e.g. `openssl rand -base64 32`)"
+            ));
+            continue;
+        }
+        out.push((t.label, secret));
+    }
+    out
+}
+
 /// 256 bits from the OS CSPRNG, base64url without padding.
 pub fn random_secret() -> String {
     use base64::Engine;
@@ -929,9 +980,10 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                     "admin.token: must be at least 16 characters (use e.g. `openssl rand -base64 32`)".into(),
                 );
             }
-            if token.is_none() {
+            let labelled = admin_tokens(&mut c, a.tokens.unwrap_or_default(), token.is_some());
+            if token.is_none() && labelled.is_empty() {
                 c.problems.push(
-                    "admin: an admin token is required (token = \"${PORTCULLIS_ADMIN_TOKEN}\" or token_file)".into(),
+                    "admin: an admin token is required (token = \"${PORTCULLIS_ADMIN_TOKEN}\", token_file, or tokens = [{ label, token_file }])".into(),
                 );
             }
             let tls = match (&a.tls_cert, &a.tls_key) {
@@ -954,7 +1006,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                     ));
                 }
             }
-            addr.map(|addr| Admin { addr, token, tls })
+            addr.map(|addr| Admin {
+                addr,
+                token,
+                labelled,
+                tls,
+            })
         }
     };
 
@@ -990,6 +1047,13 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                 .as_ref()
                 .and_then(|r| r.sweep_interval.as_ref()),
             DEFAULT_SWEEP_INTERVAL,
+        ),
+        audit_retention: c.duration(
+            "revocation.audit_retention",
+            f.revocation
+                .as_ref()
+                .and_then(|r| r.audit_retention.as_ref()),
+            DEFAULT_AUDIT_RETENTION,
         ),
     };
 
