@@ -330,10 +330,14 @@ impl FileJournal {
     }
 
     fn read_all(&mut self) -> Result<Vec<AuditRecord>, AuditError> {
+        // Through the handle held since open, not the path: the journal stays readable if
+        // its folder is renamed or removed under a running gateway. Appends still go to the
+        // end (O_APPEND), whatever the read position.
         let mut text = String::new();
-        let mut f = File::open(&self.path).map_err(|e| self.io(e))?;
-        f.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
-        f.read_to_string(&mut text).map_err(|e| self.io(e))?;
+        self.file.seek(SeekFrom::Start(0)).map_err(|e| self.io(e))?;
+        self.file
+            .read_to_string(&mut text)
+            .map_err(|e| self.io(e))?;
         Ok(parse_lines(text.lines()))
     }
 
