@@ -418,3 +418,48 @@ async fn the_cli_lists_a_subjects_revocations_as_a_table_and_as_json() {
     assert_eq!(out.lines().count(), 4, "header and three records: {out}");
     gw.stop().await;
 }
+
+/// Cluster mode: the trail is the Redis list `P:audit`, so a revoke made on one instance is
+/// listed, with its actor and reason, by another, and survives both restarting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_cluster_mode_every_instance_lists_the_shared_trail() {
+    let redis = common::redis_server::RedisServer::start();
+    let up = Upstream::start().await;
+    let extra = format!(
+        "[revocation]\nstore = \"{}\"\nkey_prefix = \"audit-test\"\ntimeout = \"1s\"\n",
+        redis.url()
+    );
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = Gw::start(da.path(), &up.url(), &extra).await;
+    let b = Gw::start(db.path(), &up.url(), &extra).await;
+    a.revoke(json!({ "jti": "shared-1", "reason": "seen on a paste site" }))
+        .await;
+    let v = b
+        .admin(reqwest::Method::GET, "/revocations?jti=shared-1", None)
+        .await;
+    assert_eq!(v.status, 200, "{v:?}");
+    let v = v.json();
+    assert_eq!(ids(&v), HashSet::from(["shared-1".to_owned()]), "{v}");
+    assert_eq!(items(&v)[0]["reason"], "seen on a paste site");
+    assert_eq!(b.delete("/revocations/jti/shared-1").await.status, 204);
+    a.stop().await;
+    b.stop().await;
+
+    let c = Gw::start(da.path(), &up.url(), &extra).await;
+    let trail = c.admin(reqwest::Method::GET, "/audit", None).await.json();
+    let actions: Vec<&str> = items(&trail)
+        .iter()
+        .map(|r| {
+            if r["action"] == "revoke" {
+                "revoke"
+            } else {
+                "unrevoke"
+            }
+        })
+        .collect();
+    assert_eq!(actions, ["revoke", "unrevoke"], "{trail}");
+    c.stop().await;
+}

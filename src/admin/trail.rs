@@ -66,12 +66,13 @@ pub fn parse_since(v: &str) -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-fn parse_query(q: Option<&str>, with_kind: bool) -> Result<Query, Resp> {
+/// Parse the query string; the error is the 400's message.
+fn parse_query(q: Option<&str>, with_kind: bool) -> Result<Query, &'static str> {
     let mut out = Query {
         limit: DEFAULT_PAGE,
         ..Query::default()
     };
-    let bad = |m: &str| error(StatusCode::BAD_REQUEST, m);
+    let bad = |m: &'static str| m;
     for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let Ok(v) = percent_decode_str(&v.replace('+', " "))
@@ -163,7 +164,7 @@ fn in_force(records: Vec<AuditRecord>) -> HashMap<(&'static str, String), AuditR
 pub async fn list_revocations(admin: &Arc<AdminState>, query: Option<&str>) -> Resp {
     let q = match parse_query(query, true) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let cursor = match q.cursor.as_deref().map(key_from_hex) {
         Some(None) => {
@@ -245,7 +246,7 @@ pub async fn list_revocations(admin: &Arc<AdminState>, query: Option<&str>) -> R
 pub async fn list_audit(admin: &Arc<AdminState>, query: Option<&str>) -> Resp {
     let q = match parse_query(query, false) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let cursor = match q.cursor.as_deref().map(|c| {
         c.split_once('.')

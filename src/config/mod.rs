@@ -1375,6 +1375,49 @@ auth = "jwt"
     }
 
     #[test]
+    fn labelled_admin_tokens_load_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bob.token"), "bob-admin-token-0123456789\n").unwrap();
+        std::fs::write(dir.path().join("short.token"), "short\n").unwrap();
+        let ok = format!(
+            "{MINIMAL}\n[admin]\ntokens = [{{ label = \"oncall-bob\", token_file = \"bob.token\" }}]\n[revocation]\nstore = \"memory\"\naudit_retention = \"7d\"\n"
+        );
+        let c = Config::from_toml(&ok, dir.path()).unwrap();
+        let a = c.admin.unwrap();
+        assert!(a.token.is_none());
+        assert_eq!(a.labelled.len(), 1);
+        assert_eq!(a.labelled[0].0, "oncall-bob");
+        assert_eq!(a.labelled[0].1 .0, "bob-admin-token-0123456789");
+        assert_eq!(c.revocation.audit_retention, Duration::from_secs(7 * 86400));
+        for (tokens, needle) in [
+            (
+                "[{ label = \"admin\", token_file = \"bob.token\" }]",
+                "used twice",
+            ),
+            (
+                "[{ label = \"a b\", token_file = \"bob.token\" }]",
+                "tokens[0].label",
+            ),
+            (
+                "[{ label = \"x\", token_file = \"short.token\" }]",
+                "at least 16",
+            ),
+            (
+                "[{ label = \"x\", token_file = \"missing.token\" }]",
+                "tokens[0].token_file",
+            ),
+        ] {
+            let text = format!(
+                "{MINIMAL}\n[admin]\ntoken = \"0123456789abcdef0123\"\ntokens = {tokens}\n"
+            );
+            let msg = Config::from_toml(&text, dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(needle), "{needle} not in {msg}");
+        }
+    }
+
+    #[test]
     fn remote_admin_without_tls_is_refused() {
         let text = format!(
             "{MINIMAL}\n[admin]\naddr = \"0.0.0.0:9443\"\ntoken = \"0123456789abcdef0123\"\n"
