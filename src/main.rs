@@ -30,8 +30,14 @@ fn main() -> ExitCode {
             exp,
             sub,
             token,
+            reason,
         } => match admin::revoke_body(jti, exp, sub, token) {
-            Ok(body) => admin::call(args, Method::POST, "/revocations".into(), Some(body)),
+            Ok(mut body) => {
+                if let (Some(r), Some(obj)) = (reason, body.as_object_mut()) {
+                    obj.insert("reason".into(), r.into());
+                }
+                admin::call(args, Method::POST, "/revocations".into(), Some(body))
+            }
             Err(usage) => {
                 eprintln!("portcullis: {usage}");
                 return ExitCode::from(2);

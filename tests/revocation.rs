@@ -542,7 +542,7 @@ async fn listing_walks_every_entry_exactly_once() {
             let items = v["items"].as_array().expect("items").clone();
             assert!(items.len() <= limit);
             for item in &items {
-                assert_eq!(item["kind"], "token", "{item}");
+                assert_eq!(item["kind"], "jti", "{item}");
                 assert_eq!(item["exp"], exp, "{item}");
                 seen.push(item["key"].as_str().expect("key").to_owned());
             }

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -20,26 +21,36 @@ pub const FAILURES_PER_MINUTE: u32 = 10;
 pub const PENALTY: Duration = Duration::from_secs(60);
 
 pub enum Outcome {
-    Allowed,
+    /// The credential's label (the actor the audit trail records).
+    Allowed(Arc<str>),
     Denied,
     /// Refused without looking at the token; retry after this many seconds.
     Throttled(u64),
 }
 
 pub struct AdminAuth {
-    /// SHA-256 of the token: comparing digests keeps the comparison constant-time and
-    /// independent of the token's length.
-    token_digest: [u8; 32],
+    /// SHA-256 of each token with its label: comparing digests keeps the comparison
+    /// constant-time and independent of the token's length.
+    tokens: Vec<([u8; 32], Arc<str>)>,
     failures: DefaultKeyedRateLimiter<IpAddr>,
     penalty: DashMap<IpAddr, Instant>,
 }
 
 impl AdminAuth {
+    /// One token, labelled `admin`.
     pub fn new(token: &str) -> Self {
+        Self::labelled([("admin", token)])
+    }
+
+    /// Several tokens, each with the label the audit trail records as the actor.
+    pub fn labelled<'a>(tokens: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let quota =
             Quota::per_minute(NonZeroU32::new(FAILURES_PER_MINUTE).unwrap_or(NonZeroU32::MIN));
         AdminAuth {
-            token_digest: Sha256::digest(token.as_bytes()).into(),
+            tokens: tokens
+                .into_iter()
+                .map(|(label, t)| (Sha256::digest(t.as_bytes()).into(), Arc::from(label)))
+                .collect(),
             failures: RateLimiter::keyed(quota),
             penalty: DashMap::new(),
         }
@@ -57,15 +68,18 @@ impl AdminAuth {
         let presented = headers
             .get(AUTHORIZATION)
             .and_then(|v| bearer::parse(v.as_bytes(), 4096).ok());
-        let ok = match presented {
-            Some(t) => {
-                let d: [u8; 32] = Sha256::digest(t.as_bytes()).into();
-                bool::from(d.ct_eq(&self.token_digest))
+        if let Some(t) = presented {
+            let d: [u8; 32] = Sha256::digest(t.as_bytes()).into();
+            // Compare against every token, so the time taken does not say which one matched.
+            let mut found = None;
+            for (digest, label) in &self.tokens {
+                if bool::from(d.ct_eq(digest)) {
+                    found = Some(label.clone());
+                }
             }
-            None => false,
-        };
-        if ok {
-            return Outcome::Allowed;
+            if let Some(label) = found {
+                return Outcome::Allowed(label);
+            }
         }
         if self.failures.check_key(&ip).is_err() {
             self.penalty.insert(ip, now + PENALTY);
@@ -94,7 +108,7 @@ mod tests {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(matches!(
             a.check(&headers("Bearer correct-horse-battery-staple"), ip),
-            Outcome::Allowed
+            Outcome::Allowed(l) if &*l == "admin"
         ));
         assert!(matches!(
             a.check(&headers("Bearer correct-horse-battery-stapl"), ip),
@@ -121,7 +135,24 @@ mod tests {
         let other: IpAddr = "127.0.0.3".parse().unwrap();
         assert!(matches!(
             a.check(&headers("Bearer correct-horse-battery-staple"), other),
-            Outcome::Allowed
+            Outcome::Allowed(_)
+        ));
+    }
+
+    #[test]
+    fn each_labelled_token_names_its_actor() {
+        let a = AdminAuth::labelled([
+            ("admin", "correct-horse-battery-staple"),
+            ("oncall-bob", "another-long-admin-token-1"),
+        ]);
+        let ip: IpAddr = "127.0.0.4".parse().unwrap();
+        assert!(matches!(
+            a.check(&headers("Bearer another-long-admin-token-1"), ip),
+            Outcome::Allowed(l) if &*l == "oncall-bob"
+        ));
+        assert!(matches!(
+            a.check(&headers("Bearer correct-horse-battery-staple"), ip),
+            Outcome::Allowed(l) if &*l == "admin"
         ));
     }
 }

@@ -6,8 +6,9 @@
 //! | GET | `/healthz` | none | 200 `ok` while the process serves |
 //! | GET | `/readyz` | admin | 200 when the revocation store is loaded and reachable, else 503 |
 //! | GET | `/metrics` | admin | Prometheus text format |
-//! | POST | `/revocations` | admin | `{"jti","exp"?}` / `{"token"}` / `{"sub"}` -> 201 with the stored entry |
-//! | GET | `/revocations?limit=&cursor=&kind=` | admin | one page of entries, with counts |
+//! | POST | `/revocations` | admin | `{"jti","exp"?}` / `{"token"}` / `{"sub"}`, each with an optional `"reason"` -> 201 with the stored entry |
+//! | GET | `/revocations?limit=&cursor=&kind=&sub=&jti=&actor=&since=` | admin | one page of entries in force with their original identifiers and audit metadata, with counts ([`trail`]) |
+//! | GET | `/audit?limit=&cursor=&sub=&jti=&actor=&since=` | admin | the audit trail, oldest first ([`trail`]) |
 //! | GET | `/revocations/count` | admin | `{"tokens": N, "subjects": M}` |
 //! | DELETE | `/revocations/jti/{jti}` | admin | 204, or 404 if not revoked |
 //! | DELETE | `/revocations/sub/{sub}` | admin | 204, or 404 if not revoked |
@@ -21,6 +22,7 @@
 //! while, whatever token it sends next, so the token cannot be brute-forced.
 
 mod auth;
+pub mod trail;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -41,9 +43,9 @@ use serde_json::json;
 use crate::apikeys::{self as apikey, ApiKeys};
 use crate::auth::jws::Validator;
 use crate::clock::unix_now;
-use crate::ids::{digest as digest128, key_from_hex, key_to_hex};
+use crate::ids::{digest as digest128, key_to_hex};
 use crate::response;
-use crate::revocation::dict::{Entry, Kind};
+use crate::revocation::audit::{Action, Audit, AuditKind, AuditRecord, MAX_REASON_BYTES};
 use crate::revocation::{Record, Revocations};
 use crate::server::conn::ConnInfo;
 use crate::telemetry::metrics::Metrics;
@@ -51,9 +53,6 @@ pub use auth::AdminAuth;
 
 /// Largest admin request body accepted.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Default and largest page size for `GET /revocations`.
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1000;
 
 /// What `POST /reload` needs of the running gateway: re-read the config file and apply it.
 /// Returns notes about settings only a restart applies, or why the new config was refused
@@ -70,6 +69,8 @@ pub struct AdminState {
     /// with the current keys.
     pub validator: ArcSwap<Validator>,
     pub revocations: Arc<Revocations>,
+    /// Who revoked what and why (beside the revocation store).
+    pub audit: Arc<Audit>,
     /// App keys (the same set the request path reads: a revoke applies to the next request).
     pub api_keys: Arc<ApiKeys>,
     pub metrics: Arc<Metrics>,
@@ -118,8 +119,8 @@ pub async fn handle(
     if method == Method::GET && path == "/healthz" {
         return Ok(empty_text(StatusCode::OK, "ok\n"));
     }
-    match admin.auth.load().check(req.headers(), conn.peer.ip()) {
-        auth::Outcome::Allowed => {}
+    let actor = match admin.auth.load().check(req.headers(), conn.peer.ip()) {
+        auth::Outcome::Allowed(label) => label,
         auth::Outcome::Denied => {
             tracing::warn!(peer = %conn.peer, %method, %path, "admin request with a missing or wrong token");
             let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
@@ -139,9 +140,13 @@ pub async fn handle(
             }
             return Ok(r);
         }
-    }
-    let resp = route(&admin, req, &method, &path).await;
-    tracing::info!(peer = %conn.peer, %method, %path, status = resp.status().as_u16(), "admin request");
+    };
+    let caller = Caller {
+        actor,
+        ip: conn.peer.ip().to_string(),
+    };
+    let resp = route(&admin, req, &method, &path, &caller).await;
+    tracing::info!(peer = %conn.peer, actor = %caller.actor, %method, %path, status = resp.status().as_u16(), "admin request");
     Ok(resp)
 }
 
@@ -149,11 +154,18 @@ fn empty_text(status: StatusCode, text: &'static str) -> Resp {
     response::text(status, text)
 }
 
+/// Who made an admin call: the credential's label and the client IP (for the audit trail).
+pub struct Caller {
+    pub actor: Arc<str>,
+    pub ip: String,
+}
+
 async fn route(
     admin: &Arc<AdminState>,
     req: Request<Incoming>,
     method: &Method,
     path: &str,
+    caller: &Caller,
 ) -> Resp {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
@@ -179,11 +191,12 @@ async fn route(
         }
         (&Method::POST, ["revocations"]) => {
             match read_json::<RevokeRequest>(req, REVOKE_SHAPE).await {
-                Ok(body) => revoke(admin, body).await,
+                Ok(body) => revoke(admin, body, caller).await,
                 Err(resp) => resp,
             }
         }
-        (&Method::GET, ["revocations"]) => list(admin, req.uri().query()),
+        (&Method::GET, ["revocations"]) => trail::list_revocations(admin, req.uri().query()).await,
+        (&Method::GET, ["audit"]) => trail::list_audit(admin, req.uri().query()).await,
         (&Method::POST, ["reload"]) => reload(admin).await,
         (&Method::GET, ["revocations", "count"]) => {
             json_response(StatusCode::OK, counts(&admin.revocations))
@@ -192,7 +205,7 @@ async fn route(
             let Ok(value) = percent_decode_str(value).decode_utf8() else {
                 return error(StatusCode::BAD_REQUEST, "the id is not valid UTF-8");
             };
-            unrevoke(admin, kind, &value).await
+            unrevoke(admin, kind, &value, caller).await
         }
         (&Method::POST, ["apikeys"]) => {
             match read_json::<CreateKeyRequest>(req, "expected {\"app\": \"...\"}").await {
@@ -208,7 +221,7 @@ async fn route(
             )
         }
         (&Method::DELETE, ["apikeys", id]) => revoke_key(admin, id).await,
-        (_, ["healthz" | "readyz" | "metrics" | "revocations" | "apikeys", ..]) => error(
+        (_, ["healthz" | "readyz" | "metrics" | "revocations" | "apikeys" | "audit", ..]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on this path",
         ),
@@ -216,7 +229,8 @@ async fn route(
     }
 }
 
-/// The three shapes `POST /revocations` accepts; anything else is a 400.
+/// The three shapes `POST /revocations` accepts, each with an optional `reason`; anything
+/// else is a 400.
 #[derive(Debug, Deserialize)]
 #[serde(untagged, deny_unknown_fields)]
 enum RevokeRequest {
@@ -224,16 +238,32 @@ enum RevokeRequest {
         jti: String,
         #[serde(default)]
         exp: Option<u64>,
+        #[serde(default)]
+        reason: Option<String>,
     },
     Token {
         token: String,
+        #[serde(default)]
+        reason: Option<String>,
     },
     Sub {
         sub: String,
+        #[serde(default)]
+        reason: Option<String>,
     },
 }
 
-const REVOKE_SHAPE: &str = "expected one of {\"jti\": \"...\", \"exp\": <unix seconds>}, {\"token\": \"...\"}, {\"sub\": \"...\"}";
+impl RevokeRequest {
+    fn reason(&self) -> Option<&str> {
+        match self {
+            RevokeRequest::Jti { reason, .. }
+            | RevokeRequest::Token { reason, .. }
+            | RevokeRequest::Sub { reason, .. } => reason.as_deref(),
+        }
+    }
+}
+
+const REVOKE_SHAPE: &str = "expected one of {\"jti\": \"...\", \"exp\": <unix seconds>}, {\"token\": \"...\"}, {\"sub\": \"...\"}, each with an optional \"reason\" (at most 256 bytes)";
 
 async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
@@ -307,20 +337,42 @@ async fn revoke_key(admin: &Arc<AdminState>, id: &str) -> Resp {
     }
 }
 
-async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest) -> Resp {
+async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest, caller: &Caller) -> Resp {
     let now = unix_now();
     let revs = &admin.revocations;
+    if body.reason().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "reason is too long (256 bytes at most)",
+        );
+    }
+    let reason = body.reason().map(str::to_owned);
+    let mut audit = AuditRecord {
+        time: now,
+        action: Action::Revoke,
+        kind: AuditKind::Jti,
+        id: String::new(),
+        key: String::new(),
+        sub: None,
+        actor: caller.actor.to_string(),
+        ip: caller.ip.clone(),
+        reason: reason.clone(),
+        exp: None,
+    };
     let result = match body {
-        RevokeRequest::Jti { jti, exp } => {
+        RevokeRequest::Jti { jti, exp, .. } => {
             if jti.is_empty() {
                 return error(StatusCode::BAD_REQUEST, "jti must not be empty");
             }
             let key = digest128(jti.as_bytes());
-            revs.revoke_token(key, exp, now).await.map(
-                |exp| json!({ "kind": "jti", "jti": jti, "key": key_to_hex(&key), "exp": exp }),
-            )
+            audit.id = jti.clone();
+            audit.key = key_to_hex(&key);
+            revs.revoke_token(key, exp, now).await.map(|exp| {
+                audit.exp = Some(exp);
+                json!({ "kind": "jti", "jti": jti, "key": key_to_hex(&key), "exp": exp })
+            })
         }
-        RevokeRequest::Token { token } => {
+        RevokeRequest::Token { token, .. } => {
             // The token must be one of ours (signature verified); its clock claims do not
             // matter, an expired token revoked is simply a no-op that expires at once.
             let verified = match admin.validator.load().verify_ignoring_time(&token) {
@@ -336,11 +388,22 @@ async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest) -> Resp {
                 }
             };
             let key = verified.token_key;
+            audit.kind = AuditKind::Token;
+            audit.key = key_to_hex(&key);
+            // The original identifier: the token's `jti` when it has one (its key is the
+            // digest of that jti), else the digest itself.
+            audit.id = verified
+                .has_jti
+                .then(|| jws_jti(&token))
+                .flatten()
+                .unwrap_or_else(|| key_to_hex(&key));
+            audit.sub = verified.sub.clone();
             revs.revoke_token(key, verified.exp, now).await.map(|exp| {
+                audit.exp = Some(exp);
                 json!({ "kind": if verified.has_jti { "jti" } else { "token_digest" }, "key": key_to_hex(&key), "exp": exp })
             })
         }
-        RevokeRequest::Sub { sub } => {
+        RevokeRequest::Sub { sub, .. } => {
             if sub.is_empty() {
                 return error(StatusCode::BAD_REQUEST, "sub must not be empty");
             }
@@ -349,15 +412,25 @@ async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest) -> Resp {
             // issued up to and including this second is covered; tokens issued from the next
             // second on keep working.
             let before = now + 1;
+            audit.kind = AuditKind::Sub;
+            audit.id = sub.clone();
+            audit.key = key_to_hex(&key);
+            audit.sub = Some(sub.clone());
             revs.revoke_subject(key, before).await.map(|expires| {
+                audit.exp = Some(expires);
                 json!({ "kind": "sub", "sub": sub, "key": key_to_hex(&key), "revoked_before": before, "expires": expires })
             })
         }
     };
     match result {
-        Ok(entry) => {
+        Ok(mut entry) => {
             admin.metrics.revocations_total.inc();
             update_entries_gauge(admin);
+            if let Some(obj) = entry.as_object_mut() {
+                obj.insert("reason".into(), json!(reason));
+                obj.insert("actor".into(), json!(caller.actor.as_ref()));
+                obj.insert("audited".into(), json!(audit_append(admin, audit).await));
+            }
             json_response(StatusCode::CREATED, entry)
         }
         Err(e) => {
@@ -370,7 +443,35 @@ async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest) -> Resp {
     }
 }
 
-async fn unrevoke(admin: &Arc<AdminState>, kind: &str, value: &str) -> Resp {
+/// The `jti` of a compact JWS whose signature was already verified (a JWE's claims are
+/// encrypted; its record then names the token's digest).
+fn jws_jti(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("jti")?.as_str().map(str::to_owned)
+}
+
+/// Append an audit record. The change it describes is already in force, so a failure
+/// here does not undo it: it is logged, and the answer says `"audited": false`.
+async fn audit_append(admin: &Arc<AdminState>, rec: AuditRecord) -> bool {
+    match admin.audit.append(rec).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "audit record not stored");
+            false
+        }
+    }
+}
+
+async fn unrevoke(admin: &Arc<AdminState>, kind: &str, value: &str, caller: &Caller) -> Resp {
     let key = digest128(value.as_bytes());
     let dict = admin.revocations.dict();
     let (present, record) = if kind == "jti" {
@@ -384,6 +485,23 @@ async fn unrevoke(admin: &Arc<AdminState>, kind: &str, value: &str) -> Resp {
     match admin.revocations.apply(vec![record]).await {
         Ok(()) => {
             update_entries_gauge(admin);
+            let rec = AuditRecord {
+                time: unix_now(),
+                action: Action::Unrevoke,
+                kind: if kind == "jti" {
+                    AuditKind::Jti
+                } else {
+                    AuditKind::Sub
+                },
+                id: value.to_owned(),
+                key: key_to_hex(&key),
+                sub: (kind == "sub").then(|| value.to_owned()),
+                actor: caller.actor.to_string(),
+                ip: caller.ip.clone(),
+                reason: None,
+                exp: None,
+            };
+            audit_append(admin, rec).await;
             empty(StatusCode::NO_CONTENT)
         }
         Err(e) => {
@@ -446,49 +564,6 @@ fn update_entries_gauge(admin: &AdminState) {
 
 fn counts(revs: &Revocations) -> serde_json::Value {
     json!({ "tokens": revs.dict().len_tokens(), "subjects": revs.dict().len_subjects() })
-}
-
-/// `GET /revocations?kind=jti|sub&limit=N&cursor=HEX`: entries in key order.
-fn list(admin: &AdminState, query: Option<&str>) -> Resp {
-    let mut kind = Kind::Token;
-    let mut limit = DEFAULT_PAGE;
-    let mut cursor = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "kind" => {
-                kind = match v {
-                    "jti" | "token" => Kind::Token,
-                    "sub" | "subject" => Kind::Subject,
-                    _ => return error(StatusCode::BAD_REQUEST, "kind must be jti or sub"),
-                }
-            }
-            "limit" => match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
-                _ => return error(StatusCode::BAD_REQUEST, "limit must be 1..=1000"),
-            },
-            "cursor" => match key_from_hex(v) {
-                Some(k) => cursor = Some(k),
-                None => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "cursor is not a key from a previous page",
-                    )
-                }
-            },
-            _ => return error(StatusCode::BAD_REQUEST, "unknown query parameter"),
-        }
-    }
-    let items: Vec<Entry> = admin.revocations.dict().page(kind, cursor, limit);
-    let next = if items.len() == limit {
-        items.last().map(|e| key_to_hex(&e.key()))
-    } else {
-        None
-    };
-    json_response(
-        StatusCode::OK,
-        json!({ "items": items, "next_cursor": next, "count": counts(&admin.revocations) }),
-    )
 }
 
 #[cfg(test)]

@@ -38,12 +38,32 @@ pub fn revocations(command: RevocationsCommand) -> anyhow::Result<()> {
             kind,
             limit,
             cursor,
+            filter,
+            json,
+            table,
         } => {
-            let mut path = format!("/revocations?kind={kind}&limit={limit}");
-            if let Some(c) = cursor {
-                path.push_str(&format!("&cursor={c}"));
+            let as_table = table || (filter.any() && !json);
+            let kind = kind.or_else(|| (!filter.any()).then(|| "jti".to_owned()));
+            let path = super::revocations::path("/revocations", kind, limit, cursor, &filter);
+            if as_table {
+                super::revocations::print_table(admin, &path)
+            } else {
+                call(admin, Method::GET, path, None)
             }
-            call(admin, Method::GET, path, None)
+        }
+        RevocationsCommand::Audit {
+            admin,
+            limit,
+            cursor,
+            filter,
+            json,
+        } => {
+            let path = super::revocations::path("/audit", None, limit, cursor, &filter);
+            if json {
+                call(admin, Method::GET, path, None)
+            } else {
+                super::revocations::print_table(admin, &path)
+            }
         }
         RevocationsCommand::Count { admin } => {
             call(admin, Method::GET, "/revocations/count".into(), None)

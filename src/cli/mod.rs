@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod admin_client;
 pub mod check;
+pub mod revocations;
 pub mod run;
 pub mod token;
 pub mod users;
@@ -78,6 +79,9 @@ pub enum Command {
         /// Revoke this token (the gateway verifies it and takes jti and exp from it).
         #[arg(long, group = "what")]
         token: Option<String>,
+        /// Why (kept in the audit trail; at most 256 bytes).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Inspect revocations through the admin API.
     Revocations {
@@ -172,18 +176,40 @@ pub enum ApikeyCommand {
 
 #[derive(Subcommand)]
 pub enum RevocationsCommand {
-    /// List revocations, one page at a time.
+    /// List revocations in force, one page at a time. With a filter (--sub, --jti, --actor,
+    /// --since) it prints a table unless --json; without one, the JSON page as before.
     List {
         #[command(flatten)]
         admin: AdminArgs,
-        /// "jti" or "sub".
-        #[arg(long, default_value = "jti")]
-        kind: String,
+        /// "jti" or "sub" (without a filter, "jti" by default).
+        #[arg(long)]
+        kind: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// The next_cursor of a previous page.
         #[arg(long)]
         cursor: Option<String>,
+        #[command(flatten)]
+        filter: revocations::Filter,
+        /// Print the JSON page.
+        #[arg(long, conflicts_with = "table")]
+        json: bool,
+        /// Print a table.
+        #[arg(long)]
+        table: bool,
+    },
+    /// The audit trail: every revoke and un-revoke, oldest first, as a table (or --json).
+    Audit {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        filter: revocations::Filter,
+        #[arg(long)]
+        json: bool,
     },
     /// Count revocations in force.
     Count {

@@ -208,6 +208,17 @@ pub struct Admin {
     /// Permit a non-loopback admin bind without TLS (the token then crosses the network in
     /// clear text; only for a network you trust).
     pub allow_insecure_remote: Option<bool>,
+    /// More admin credentials, each with the label the audit trail records as the actor
+    /// (issue 17); the single `token` is labelled `admin`.
+    pub tokens: Option<Vec<AdminToken>>,
+}
+
+/// One labelled admin credential (`[admin] tokens = [{ label, token_file }]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub label: String,
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +228,8 @@ pub struct Revocation {
     pub store: Option<String>,
     /// How often expired entries are swept from memory, e.g. "60s".
     pub sweep_interval: Option<String>,
+    /// How long the audit trail keeps a record, e.g. "30d" (issue 17).
+    pub audit_retention: Option<String>,
     /// Cluster mode: the prefix of every Redis key the gateway uses, e.g. "portcullis".
     pub key_prefix: Option<String>,
     /// Cluster mode: change-stream entries Redis keeps (approximately) for catch-up.

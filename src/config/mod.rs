@@ -60,6 +60,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// HTTP/2 streams a client may have open at once on one connection.
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// How long the revocation audit trail keeps a record: 30 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default admin listener.
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9443";
 /// Default embedded revocation store, relative to the config file's folder.
@@ -156,6 +158,8 @@ pub struct Identity {
 pub struct Admin {
     pub addr: SocketAddr,
     pub token: Option<Secret>,
+    /// `[admin] tokens`: (label, token) pairs; the audit trail names the label as the actor.
+    pub labelled: Vec<(String, Secret)>,
     pub tls: Option<TlsMaterial>,
 }
 
@@ -176,6 +180,8 @@ pub struct Revocation {
     /// Open a damaged store anyway, keeping every intact record (`recover = true` or
     /// `portcullis run --recover`).
     pub recover: bool,
+    /// How long an audit record is kept (`audit_retention`, 30 days by default).
+    pub audit_retention: Duration,
 }
 
 /// `[api_keys]`, validated.
@@ -601,6 +607,51 @@ impl Checker<'_> {
     }
 }
 
+/// `[admin] tokens`: each label unique, not `admin` when the single `token` is set (that one
+/// is labelled `admin`), and each token at least 16 characters.
+fn admin_tokens(
+    c: &mut Checker<'_>,
+    tokens: Vec<file::AdminToken>,
+    has_single: bool,
+) -> Vec<(String, Secret)> {
+    let mut out: Vec<(String, Secret)> = Vec::new();
+    for (i, t) in tokens.into_iter().enumerate() {
+        let key = format!("admin.tokens[{i}]");
+        let label_ok = !t.label.is_empty()
+            && t.label.len() <= 64
+            && t.label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+        if !label_ok {
+            c.problems.push(format!(
+                "{key}.label: `{}` must be 1-64 characters of letters, digits, `.`, `_`, `-`, `@`",
+                t.label
+            ));
+            continue;
+        }
+        if out.iter().any(|(l, _)| *l == t.label) || (has_single && t.label == "admin") {
+            c.problems.push(format!(
+                "{key}.label: `{}` is used twice (the single `token` is labelled `admin`)",
+                t.label
+            ));
+            continue;
+        }
+        let Some(bytes) = c.secret_file(&format!("{key}.token_file"), &t.token_file, "admin token")
+        else {
+            continue;
+        };
+        let secret = Secret(String::from_utf8_lossy(&bytes).into_owned());
+        if secret.0.len() < 16 {
+            c.problems.push(format!(
+                "{key}.token_file: the token must be at least 16 characters (use e.g. `openssl rand -base64 32`)"
+            ));
+            continue;
+        }
+        out.push((t.label, secret));
+    }
+    out
+}
+
 /// 256 bits from the OS CSPRNG, base64url without padding.
 pub fn random_secret() -> String {
     use base64::Engine;
@@ -967,9 +1018,10 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                     "admin.token: must be at least 16 characters (use e.g. `openssl rand -base64 32`)".into(),
                 );
             }
-            if token.is_none() {
+            let labelled = admin_tokens(&mut c, a.tokens.unwrap_or_default(), token.is_some());
+            if token.is_none() && labelled.is_empty() {
                 c.problems.push(
-                    "admin: an admin token is required (token = \"${PORTCULLIS_ADMIN_TOKEN}\" or token_file)".into(),
+                    "admin: an admin token is required (token = \"${PORTCULLIS_ADMIN_TOKEN}\", token_file, or tokens = [{ label, token_file }])".into(),
                 );
             }
             let tls = match (&a.tls_cert, &a.tls_key) {
@@ -992,7 +1044,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                     ));
                 }
             }
-            addr.map(|addr| Admin { addr, token, tls })
+            addr.map(|addr| Admin {
+                addr,
+                token,
+                labelled,
+                tls,
+            })
         }
     };
 
@@ -1038,6 +1095,13 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                 .as_ref()
                 .and_then(|r| r.sweep_interval.as_ref()),
             DEFAULT_SWEEP_INTERVAL,
+        ),
+        audit_retention: c.duration(
+            "revocation.audit_retention",
+            f.revocation
+                .as_ref()
+                .and_then(|r| r.audit_retention.as_ref()),
+            DEFAULT_AUDIT_RETENTION,
         ),
     };
 
@@ -1381,6 +1445,49 @@ auth = "jwt"
             .unwrap_err()
             .to_string();
         assert!(msg.contains("listen.workers"), "{msg}");
+    }
+
+    #[test]
+    fn labelled_admin_tokens_load_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bob.token"), "bob-admin-token-0123456789\n").unwrap();
+        std::fs::write(dir.path().join("short.token"), "short\n").unwrap();
+        let ok = format!(
+            "{MINIMAL}\n[admin]\ntokens = [{{ label = \"oncall-bob\", token_file = \"bob.token\" }}]\n[revocation]\nstore = \"memory\"\naudit_retention = \"7d\"\n"
+        );
+        let c = Config::from_toml(&ok, dir.path()).unwrap();
+        let a = c.admin.unwrap();
+        assert!(a.token.is_none());
+        assert_eq!(a.labelled.len(), 1);
+        assert_eq!(a.labelled[0].0, "oncall-bob");
+        assert_eq!(a.labelled[0].1 .0, "bob-admin-token-0123456789");
+        assert_eq!(c.revocation.audit_retention, Duration::from_secs(7 * 86400));
+        for (tokens, needle) in [
+            (
+                "[{ label = \"admin\", token_file = \"bob.token\" }]",
+                "used twice",
+            ),
+            (
+                "[{ label = \"a b\", token_file = \"bob.token\" }]",
+                "tokens[0].label",
+            ),
+            (
+                "[{ label = \"x\", token_file = \"short.token\" }]",
+                "at least 16",
+            ),
+            (
+                "[{ label = \"x\", token_file = \"missing.token\" }]",
+                "tokens[0].token_file",
+            ),
+        ] {
+            let text = format!(
+                "{MINIMAL}\n[admin]\ntoken = \"0123456789abcdef0123\"\ntokens = {tokens}\n"
+            );
+            let msg = Config::from_toml(&text, dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(needle), "{needle} not in {msg}");
+        }
     }
 
     #[test]

@@ -21,8 +21,10 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminAuth, AdminState};
 use crate::apikeys::ApiKeys;
+use crate::clock::unix_now;
 use crate::config::{ApiKeyStore, Config};
 use crate::pipeline::{self, Shared, State};
+use crate::revocation::audit::Audit;
 use crate::revocation::Revocations;
 use crate::server::{self, ConnOptions, Listener, TlsSource};
 use crate::telemetry::metrics::Metrics;
@@ -93,6 +95,14 @@ fn store_label(store: &ApiKeyStore) -> String {
     }
 }
 
+/// The admin credentials of `[admin]`: the single `token` labelled `admin`, and each of
+/// `tokens` with its own label (the actor the audit trail records).
+pub(crate) fn admin_auth(a: &crate::config::Admin) -> AdminAuth {
+    let single = a.token.as_ref().map(|t| ("admin", t.0.as_str()));
+    let labelled = a.labelled.iter().map(|(l, t)| (l.as_str(), t.0.as_str()));
+    AdminAuth::labelled(single.into_iter().chain(labelled))
+}
+
 /// Bind every listener and start serving. Nothing binds unless the whole config is valid
 /// (validation happened in `Config::load`).
 pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
@@ -111,6 +121,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
             .await?
             .map_err(anyhow::Error::msg)?;
     }
+    // The audit trail sits beside the revocations (issue 17): `PATH.audit`, or `P:audit`.
+    let audit = {
+        let (r, retention) = (revocations.clone(), config.revocation.audit_retention);
+        tokio::task::spawn_blocking(move || Audit::open(r.backing(), retention, unix_now()))
+            .await??
+    };
+    let audit = Arc::new(audit);
     metrics
         .revocation_entries
         .set((revocations.dict().len_tokens() + revocations.dict().len_subjects()) as i64);
@@ -201,11 +218,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let mut admin_state = None;
     let mut admin_tls: Option<TlsSource> = None;
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
-        let token = a.token.as_ref().map(|t| t.0.as_str()).unwrap_or_default();
         let state = Arc::new(AdminState {
-            auth: ArcSwap::from_pointee(AdminAuth::new(token)),
+            auth: ArcSwap::from_pointee(admin_auth(a)),
             validator: ArcSwap::new(shared.validator.clone()),
             revocations: revocations.clone(),
+            audit,
             api_keys: api_keys.clone(),
             metrics: metrics.clone(),
             reloader: std::sync::OnceLock::new(),

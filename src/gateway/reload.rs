@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::{jwks, store_label};
-use crate::admin::{self, AdminAuth, AdminState};
+use crate::admin::{self, AdminState};
 use crate::apikeys::ApiKeys;
 use crate::config::{Config, ConfigErrors};
 
@@ -138,8 +138,7 @@ impl Reloader {
             src.store(cfg);
         }
         if let (Some(admin), Some(a)) = (&self.admin, &config.admin) {
-            let token = a.token.as_ref().map(|t| t.0.as_str()).unwrap_or_default();
-            admin.auth.store(Arc::new(AdminAuth::new(token)));
+            admin.auth.store(Arc::new(super::admin_auth(a)));
         }
         let shared = Arc::new(Shared::new(
             &mut config,

@@ -53,6 +53,7 @@
 //! | compaction of 1M live entries | ~130 ms, appends held 10-15 ms (the final swap) |
 //! | appends, each fsynced | 1 caller 2,700-3,300/s; 8 callers 9,800-12,500/s; 32 callers 21,800-28,100/s |
 
+pub mod audit;
 pub(crate) mod commit;
 pub mod dict;
 pub mod log;
