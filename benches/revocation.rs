@@ -55,6 +55,7 @@ fn verified() -> Verified {
         sub: Some("user".into()),
         iat: Some(portcullis::revocation::now_unix()),
         exp: None,
+        jkt: None,
     }
 }
 

@@ -56,6 +56,21 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// An app key is required (`[[routes]] api_key = true`), alone or with the token.
     pub api_key: bool,
+    /// `[[routes]] dpop`: whether an unbound (bearer) token is accepted here.
+    pub dpop: DpopPolicy,
+}
+
+/// `[[routes]] dpop`: what a route asks of DPoP (RFC 9449). Whatever the policy, a bound
+/// token (`cnf.jkt`) must come with a valid proof; the policy decides about unbound ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpopPolicy {
+    /// Only DPoP-bound tokens with a valid proof.
+    Required,
+    /// Bound tokens must prove; unbound bearer tokens are accepted.
+    Optional,
+    /// The default: as `Optional` (bound tokens still must prove, never as bearer).
+    #[default]
+    Off,
 }
 
 /// A path the gateway answers itself instead of forwarding: the `[signin]` endpoints.
@@ -377,6 +392,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_body_bytes: None,
             api_key: false,
+            dpop: DpopPolicy::Off,
         }
     }
 

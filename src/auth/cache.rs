@@ -116,6 +116,7 @@ mod tests {
             sub: Some("alice".into()),
             iat: None,
             exp: Some(exp),
+            jkt: None,
         })
     }
 

@@ -38,6 +38,20 @@ pub struct File {
     pub signin: Option<SignIn>,
     #[serde(default)]
     pub api_keys: Option<ApiKeys>,
+    /// `[dpop]`: DPoP proof checks (RFC 9449); defaults when absent.
+    #[serde(default)]
+    pub dpop: Option<Dpop>,
+}
+
+/// `[dpop]` (RFC 9449 sender-constrained tokens); every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dpop {
+    pub max_age: Option<String>,
+    pub nonce: Option<bool>,
+    pub nonce_interval: Option<String>,
+    pub algs: Option<Vec<String>>,
+    pub public_origin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +194,8 @@ pub struct Route {
     /// Require an app key (`[api_keys] header`): alone with `auth = "public"`, in addition
     /// to the bearer token with `auth = "jwt"`.
     pub api_key: Option<bool>,
+    /// `"required"`, `"optional"` or `"off"` (default): DPoP proofs on this route.
+    pub dpop: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 //! material). Validation collects *every* problem, each naming the key or file it concerns,
 //! so `portcullis check` can print them all at once.
 
+pub mod dpop;
 pub mod file;
 pub mod jwks;
 pub mod redis;
@@ -104,6 +105,8 @@ pub struct Config {
     pub signin: Option<signin::Settings>,
     /// `[api_keys]`: header names and where the keys are stored (defaults when absent).
     pub api_keys: ApiKeys,
+    /// `[dpop]`: DPoP proof checks (defaults when absent).
+    pub dpop: dpop::Dpop,
     /// Files `run` must write before starting (dev material generated in memory).
     pub pending_dev_files: Vec<DevFile>,
 }
@@ -901,6 +904,17 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             timeout,
             max_body_bytes: r.max_body_bytes,
             api_key: r.api_key.unwrap_or(false),
+            dpop: match r.dpop.as_deref() {
+                None | Some("off") => crate::routing::DpopPolicy::Off,
+                Some("optional") => crate::routing::DpopPolicy::Optional,
+                Some("required") => crate::routing::DpopPolicy::Required,
+                Some(other) => {
+                    c.problems.push(format!(
+                        "{key}.dpop: `{other}` is not a DPoP policy; use \"required\", \"optional\" or \"off\""
+                    ));
+                    crate::routing::DpopPolicy::Off
+                }
+            },
         });
     }
 
@@ -993,6 +1007,14 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         ),
     };
 
+    // [dpop]
+    let dpop = {
+        let mut problems = Vec::new();
+        let d = dpop::validate(f.dpop, &mut |k, v, d| c.duration(k, v, d), &mut problems);
+        c.problems.extend(problems);
+        d
+    };
+
     // [api_keys]
     let api_keys = api_keys(
         &mut c,
@@ -1079,6 +1101,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         limits,
         signin,
         api_keys,
+        dpop,
         pending_dev_files: c.dev_files,
     })
 }
