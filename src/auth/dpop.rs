@@ -190,9 +190,7 @@ pub struct Proof {
 /// `htu`, `iat` and `ath`. `now` is unix seconds.
 pub fn check(proof: &str, s: &Settings, want: &Expect<'_>, now: u64) -> Result<Proof, DpopError> {
     let (signing_input, signature) = proof.rsplit_once('.').ok_or(DpopError::Malformed)?;
-    let (header_b64, payload_b64) = signing_input
-        .split_once('.')
-        .ok_or(DpopError::Malformed)?;
+    let (header_b64, payload_b64) = signing_input.split_once('.').ok_or(DpopError::Malformed)?;
     if payload_b64.contains('.') || [header_b64, payload_b64, signature].contains(&"") {
         return Err(DpopError::Malformed);
     }

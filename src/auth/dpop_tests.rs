@@ -90,7 +90,10 @@ fn a_valid_proof_passes_and_names_its_key() {
     assert_eq!(p.jti, "e1j3V_bKic8-LAEB");
     assert_eq!(binds(Some(&c.jkt()), &p), Ok(()));
     assert_eq!(binds(None, &p), Err(DpopError::Binding));
-    assert_eq!(binds(Some(&Client::new().jkt()), &p), Err(DpopError::Binding));
+    assert_eq!(
+        binds(Some(&Client::new().jkt()), &p),
+        Err(DpopError::Binding)
+    );
 }
 
 #[test]

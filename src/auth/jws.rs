@@ -283,7 +283,10 @@ impl Validator {
             // `[identity.claims]` may name the DPoP thumbprint, which sits inside `cnf`.
             if name == "cnf.jkt" {
                 if let Some(jkt) = &jkt {
-                    extra.push((i, HeaderValue::from_str(jkt).map_err(|_| AuthError::Claims)?));
+                    extra.push((
+                        i,
+                        HeaderValue::from_str(jkt).map_err(|_| AuthError::Claims)?,
+                    ));
                 }
                 continue;
             }

@@ -36,6 +36,10 @@ pub enum GatewayError {
     Auth(#[from] AuthError),
     #[error("API key refused: {0}")]
     ApiKey(#[from] ApiKeyError),
+    /// A DPoP rule failed (RFC 9449): 401 with a `DPoP` challenge. Boxed: it carries the
+    /// challenge header, and every other variant stays small.
+    #[error("DPoP refused: {0}")]
+    Dpop(Box<super::dpop::DpopRefusal>),
     /// Cookie mode: a state-changing request authenticated by cookie without a CSRF header
     /// matching the CSRF cookie.
     #[error("CSRF token missing or not matching the CSRF cookie")]
@@ -54,7 +58,9 @@ impl GatewayError {
             GatewayError::BadPath(_) | GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::Auth(_) | GatewayError::ApiKey(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Auth(_) | GatewayError::ApiKey(_) | GatewayError::Dpop(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             GatewayError::Csrf => StatusCode::FORBIDDEN,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -70,6 +76,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::Auth(a) => a.reason(),
             GatewayError::ApiKey(k) => k.reason(),
+            GatewayError::Dpop(d) => d.error.reason(),
             GatewayError::Csrf => "csrf",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -82,6 +89,7 @@ impl GatewayError {
         let (code, description) = match self {
             GatewayError::Auth(a) => return challenge::refusal(*a),
             GatewayError::Csrf => return challenge::csrf_refusal(),
+            GatewayError::Dpop(d) => return d.to_response(),
             GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
             GatewayError::BadRequest(what) => ("invalid_request", *what),
             GatewayError::NoRoute => ("not_found", "no route for this path"),
