@@ -89,6 +89,11 @@ fn token(sub: &str, jkt: Option<&str>) -> String {
 }
 
 async fn start(up: &Upstream) -> TestGateway {
+    start_with(up, "").await
+}
+
+/// The gateway with `extra` appended to `[dpop]`.
+async fn start_with(up: &Upstream, extra: &str) -> TestGateway {
     let config = format!(
         r#"{{listen}}
 {}
@@ -102,6 +107,7 @@ user_claim = "sub"
 [dpop]
 max_age = "60s"
 algs = ["ES256", "EdDSA", "RS256", "PS256"]
+{extra}
 
 [[routes]]
 prefix = "/payments"
@@ -126,7 +132,8 @@ upstream = "{{up}}"
 auth = "jwt"
 "#,
         hmac_key_toml("hs", "HS256", HS256_SECRET)
-    );
+    )
+    .replace("{extra}", extra);
     Setup::new().var("up", up.url()).start(&config).await
 }
 
@@ -330,4 +337,49 @@ async fn a_bound_token_is_never_a_bearer_token_and_required_routes_take_only_pro
     let r = send(gw.h1(), "GET", &url, "Basic eDp5", &[&proof]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.echo().all("dpop"), Vec::<&str>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonce_challenge_then_retry_with_the_server_nonce() {
+    let Some(client) = Client::new("EC") else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let gw = start_with(&up, "nonce = true\nnonce_interval = \"5m\"").await;
+    let at = token("alice", Some(&client.jkt));
+    let url = gw.url("/payments/charge");
+    let auth = format!("DPoP {at}");
+    for (what, spec) in [
+        ("no nonce", json!({"htm": "POST", "htu": url, "token": at})),
+        (
+            "a nonce the server never issued",
+            json!({"htm": "POST", "htu": url, "token": at, "nonce": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+        ),
+    ] {
+        let r = send(gw.h1(), "POST", &url, &auth, &[&client.proof(spec)]).await;
+        assert_eq!(r.status, 401, "{what}");
+        let challenge = r.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("DPoP ") && challenge.contains("error=\"use_dpop_nonce\""),
+            "{what}: {challenge}"
+        );
+        assert_eq!(r.json()["error"], "use_dpop_nonce");
+        assert!(
+            r.header("dpop-nonce").is_some_and(|n| !n.is_empty()),
+            "{what}"
+        );
+    }
+    let r = send(
+        gw.h1(),
+        "POST",
+        &url,
+        &auth,
+        &[&client.proof(json!({"htm": "POST", "htu": url, "token": at}))],
+    )
+    .await;
+    let nonce = r.header("dpop-nonce").unwrap().to_owned();
+    let retry = client.proof(json!({"htm": "POST", "htu": url, "token": at, "nonce": nonce}));
+    let r = send(gw.h1(), "POST", &url, &auth, &[&retry]).await;
+    assert_eq!(r.status, 200, "retry with the nonce: {}", r.text());
+    assert_eq!(up.hits(), 1);
 }

@@ -10,6 +10,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::auth::dpop::{self as proofs, Credential, DpopError, Expect, ReplayCache, Settings};
+use crate::auth::dpop_nonce::Nonces;
 use crate::auth::jws::Verified;
 use crate::auth::keys::JwsAlg;
 use crate::config::dpop::Dpop;
@@ -23,6 +24,8 @@ pub struct DpopGate {
     settings: Settings,
     public_origin: Option<String>,
     replay: ReplayCache,
+    /// `[dpop] nonce = true`: every proof must carry a current server nonce.
+    nonces: Option<Nonces>,
     /// The `algs` parameter of every challenge, e.g. `ES256 EdDSA`.
     algs: String,
 }
@@ -37,6 +40,7 @@ impl DpopGate {
             },
             public_origin: config.public_origin.clone(),
             replay: ReplayCache::new(),
+            nonces: config.nonce.then(|| Nonces::new(config.nonce_interval)),
             algs: config
                 .algs
                 .iter()
@@ -62,15 +66,15 @@ impl DpopGate {
         let token_text = match credential {
             Credential::Dpop(t) => t,
             Credential::Bearer(_) if token.jkt.is_some() => {
-                return Err(self.refuse(DpopError::BoundAsBearer))
+                return Err(self.refuse(DpopError::BoundAsBearer, now))
             }
             Credential::Bearer(_) if policy == DpopPolicy::Required => {
-                return Err(self.refuse(DpopError::Missing))
+                return Err(self.refuse(DpopError::Missing, now))
             }
             Credential::Bearer(_) => return Ok(()),
         };
         self.check_proof(req, tls, token_text, token.jkt.as_deref(), now)
-            .map_err(|e| self.refuse(e))
+            .map_err(|e| self.refuse(e, now))
     }
 
     fn check_proof<B>(
@@ -90,6 +94,13 @@ impl DpopGate {
         };
         let checked = proofs::check(proof, &self.settings, &want, now)?;
         proofs::binds(token_jkt, &checked)?;
+        // RFC 9449 section 8: without a current nonce the client is told to retry with one.
+        if let Some(nonces) = &self.nonces {
+            match checked.nonce.as_deref() {
+                Some(n) if nonces.accepts(n, now) => {}
+                _ => return Err(DpopError::UseNonce),
+            }
+        }
         // Last, so a proof refused for another reason does not use up its `jti`. Remembered
         // until its `iat` would fail the age check anyway.
         let expires = checked
@@ -124,7 +135,9 @@ impl DpopGate {
         }
     }
 
-    fn refuse(&self, error: DpopError) -> DpopRefusal {
+    /// The refusal for `error`; with nonces on, every DPoP refusal carries the current
+    /// nonce, so one round trip is enough to retry.
+    fn refuse(&self, error: DpopError, now: u64) -> DpopRefusal {
         let text = format!(
             "DPoP realm=\"{}\", error=\"{}\", error_description=\"{}\", algs=\"{}\"",
             crate::auth::challenge::REALM,
@@ -136,7 +149,10 @@ impl DpopGate {
             error,
             challenge: HeaderValue::from_str(&text)
                 .unwrap_or_else(|_| HeaderValue::from_static("DPoP")),
-            nonce: None,
+            nonce: self
+                .nonces
+                .as_ref()
+                .and_then(|n| HeaderValue::from_str(&n.current(now)).ok()),
         }
     }
 }
