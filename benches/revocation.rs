@@ -60,6 +60,7 @@ fn verified() -> Verified {
         iat: Some(portcullis::revocation::now_unix()),
         exp: None,
         grants: None,
+        jkt: None,
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Route {
     pub cors: bool,
     /// Where a WebSocket upgrade may carry its token besides `Authorization`.
     pub websocket_token: Option<WebSocketToken>,
+    /// `[[routes]] dpop`: whether an unbound (bearer) token is accepted here.
+    pub dpop: DpopPolicy,
 }
 
 /// `[[routes]] websocket_token`: browsers cannot set `Authorization` on a WebSocket.
@@ -73,6 +75,19 @@ pub enum WebSocketToken {
     Subprotocol,
     /// `?access_token=<token>` on the upgrade request.
     Query,
+}
+
+/// `[[routes]] dpop`: what a route asks of DPoP (RFC 9449). Whatever the policy, a bound
+/// token (`cnf.jkt`) must come with a valid proof; the policy decides about unbound ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpopPolicy {
+    /// Only DPoP-bound tokens with a valid proof.
+    Required,
+    /// Bound tokens must prove; unbound bearer tokens are accepted.
+    Optional,
+    /// The default: as `Optional` (bound tokens still must prove, never as bearer).
+    #[default]
+    Off,
 }
 
 /// A path the gateway answers itself instead of forwarding: the `[signin]` endpoints.
@@ -398,6 +413,7 @@ mod tests {
             rate_limit: None,
             cors: true,
             websocket_token: None,
+            dpop: DpopPolicy::Off,
         }
     }
 

@@ -117,6 +117,7 @@ mod tests {
             iat: None,
             exp: Some(exp),
             grants: None,
+            jkt: None,
         })
     }
 

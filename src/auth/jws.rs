@@ -74,6 +74,9 @@ pub struct Verified {
     pub exp: Option<u64>,
     /// Scopes, roles and rule claims, when some route has `[[routes.allow]]` rules.
     pub grants: Option<Box<crate::access::Grants>>,
+    /// `cnf.jkt` (RFC 9449 section 6.1): the token is bound to the DPoP key with this
+    /// RFC 7638 thumbprint and is accepted only with a proof by that key.
+    pub jkt: Option<String>,
 }
 
 impl Validator {
@@ -278,8 +281,19 @@ impl Validator {
         };
         let user = user_header_value(user.as_deref())?;
 
+        let jkt = confirmation_jkt(c)?;
         let mut extra = SmallVec::new();
         for (i, name) in self.extra_claims.iter().enumerate() {
+            // `[identity.claims]` may name the DPoP thumbprint, which sits inside `cnf`.
+            if name == "cnf.jkt" {
+                if let Some(jkt) = &jkt {
+                    extra.push((
+                        i,
+                        HeaderValue::from_str(jkt).map_err(|_| AuthError::Claims)?,
+                    ));
+                }
+                continue;
+            }
             if let Some(raw) = c.get(name) {
                 if let Some(v) = claim_header_value(raw)? {
                     extra.push((i, v));
@@ -304,7 +318,23 @@ impl Validator {
                 .grants
                 .as_ref()
                 .map(|spec| Box::new(spec.extract(&|name| c.get(name)))),
+            jkt,
         })
+    }
+}
+
+/// `cnf.jkt` of a claims set: absent, or a base64url SHA-256 thumbprint (43 characters). A
+/// `cnf` that is not an object, or a `jkt` that is not such a string, refuses the token: a
+/// binding we cannot read must not turn the token into a bearer token.
+fn confirmation_jkt(c: &JsonObject<'_>) -> Result<Option<String>, AuthError> {
+    let Some(raw) = c.get("cnf") else {
+        return Ok(None);
+    };
+    let cnf = JsonObject::parse(raw.get().as_bytes()).map_err(|_| AuthError::Claims)?;
+    match string_claim(&cnf, "jkt")? {
+        None => Ok(None),
+        Some(j) if j.len() == 43 && is_base64url(&j) => Ok(Some(j.into_owned())),
+        Some(_) => Err(AuthError::Claims),
     }
 }
 

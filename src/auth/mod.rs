@@ -6,6 +6,8 @@ pub mod bearer;
 pub mod cache;
 pub mod challenge;
 pub mod cookie;
+pub mod dpop;
+pub mod dpop_nonce;
 pub mod jws;
 
 /// Key material, key sets and JWE live in the `jose` leaf (config checks keys at load);

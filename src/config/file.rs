@@ -41,6 +41,20 @@ pub struct File {
     /// `[cors]`: browser origins allowed to call the gateway (issue 15).
     #[serde(default)]
     pub cors: Option<Cors>,
+    /// `[dpop]`: DPoP proof checks (RFC 9449); defaults when absent.
+    #[serde(default)]
+    pub dpop: Option<Dpop>,
+}
+
+/// `[dpop]` (RFC 9449 sender-constrained tokens); every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dpop {
+    pub max_age: Option<String>,
+    pub nonce: Option<bool>,
+    pub nonce_interval: Option<String>,
+    pub algs: Option<Vec<String>>,
+    pub public_origin: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +209,8 @@ pub struct Route {
     /// Let browser WebSocket clients send their token on the upgrade request:
     /// "subprotocol" (`Sec-WebSocket-Protocol: bearer, <token>`) or "query" (`?access_token=`).
     pub websocket_token: Option<String>,
+    /// `"required"`, `"optional"` or `"off"` (default): DPoP proofs on this route.
+    pub dpop: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod cors;
+pub mod dpop;
 pub mod file;
 pub mod jwks;
 pub mod rate_limit;
@@ -111,6 +112,8 @@ pub struct Config {
     pub api_keys: ApiKeys,
     /// `[cors]`: cross-origin browser clients; `None` (the default) answers no CORS at all.
     pub cors: Option<cors::Cors>,
+    /// `[dpop]`: DPoP proof checks (defaults when absent).
+    pub dpop: dpop::Dpop,
     /// Files `run` must write before starting (dev material generated in memory).
     pub pending_dev_files: Vec<DevFile>,
     /// What every verified token must have extracted for `[[routes.allow]]` rules; `None`
@@ -990,6 +993,17 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             rate_limit,
             cors: r.cors.unwrap_or(true),
             websocket_token,
+            dpop: match r.dpop.as_deref() {
+                None | Some("off") => crate::routing::DpopPolicy::Off,
+                Some("optional") => crate::routing::DpopPolicy::Optional,
+                Some("required") => crate::routing::DpopPolicy::Required,
+                Some(other) => {
+                    c.problems.push(format!(
+                        "{key}.dpop: `{other}` is not a DPoP policy; use \"required\", \"optional\" or \"off\""
+                    ));
+                    crate::routing::DpopPolicy::Off
+                }
+            },
         });
     }
 
@@ -1105,6 +1119,14 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         ),
     };
 
+    // [dpop]
+    let dpop = {
+        let mut problems = Vec::new();
+        let d = dpop::validate(f.dpop, &mut |k, v, d| c.duration(k, v, d), &mut problems);
+        c.problems.extend(problems);
+        d
+    };
+
     // [api_keys]
     let api_keys = api_keys(
         &mut c,
@@ -1205,6 +1227,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         signin,
         api_keys,
         cors,
+        dpop,
         pending_dev_files: c.dev_files,
         grants: access.finish(),
     })

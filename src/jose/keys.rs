@@ -512,7 +512,7 @@ pub fn parse_jwks(bytes: &[u8], source: &str) -> Result<Vec<VerifyKey>, String> 
 }
 
 /// One JWK as a verification key, checked like a configured key.
-fn jwk_verify_key(jwk: &Jwk) -> Result<VerifyKey, String> {
+pub fn jwk_verify_key(jwk: &Jwk) -> Result<VerifyKey, String> {
     let alg = match jwk.alg.as_deref() {
         Some(a) => parse_alg(a).ok_or_else(|| {
             format!("alg {a:?} is not a signature algorithm; use one of {SUPPORTED_ALGS}")

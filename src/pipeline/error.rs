@@ -36,6 +36,10 @@ pub enum GatewayError {
     Auth(#[from] AuthError),
     #[error("API key refused: {0}")]
     ApiKey(#[from] ApiKeyError),
+    /// A DPoP rule failed (RFC 9449): 401 with a `DPoP` challenge. Boxed: it carries the
+    /// challenge header, and every other variant stays small.
+    #[error("DPoP refused: {0}")]
+    Dpop(Box<super::dpop::DpopRefusal>),
     /// Cookie mode: a state-changing request authenticated by cookie without a CSRF header
     /// matching the CSRF cookie.
     #[error("CSRF token missing or not matching the CSRF cookie")]
@@ -69,7 +73,9 @@ impl GatewayError {
             GatewayError::BadPath(_) | GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::Auth(_) | GatewayError::ApiKey(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Auth(_) | GatewayError::ApiKey(_) | GatewayError::Dpop(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             GatewayError::Csrf | GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::CorsRefused(_) | GatewayError::WebSocketOrigin => StatusCode::FORBIDDEN,
@@ -87,6 +93,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::Auth(a) => a.reason(),
             GatewayError::ApiKey(k) => k.reason(),
+            GatewayError::Dpop(d) => d.error.reason(),
             GatewayError::Csrf => "csrf",
             GatewayError::Forbidden(_) => "insufficient_scope",
             GatewayError::RateLimited { .. } => "rate_limited",
@@ -108,6 +115,7 @@ impl GatewayError {
                 spec,
                 retry_after_secs,
             } => return rate_limited(spec, *retry_after_secs),
+            GatewayError::Dpop(d) => return d.to_response(),
             GatewayError::BadPath(_) => ("invalid_request", "the request path is not acceptable"),
             GatewayError::BadRequest(what) => ("invalid_request", *what),
             GatewayError::CorsRefused(what) => ("cors_refused", *what),

@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod cors;
+pub mod dpop;
 pub mod error;
 pub mod forward;
 pub mod headers;
@@ -42,9 +43,10 @@ use hyper::body::Incoming;
 use crate::apikeys::{ApiKeyError, ApiKeys};
 use crate::auth::cache::TokenCache;
 use crate::auth::cookie::CookieAuth;
+use crate::auth::dpop::Credential;
 use crate::auth::jwks::Refresher;
 use crate::auth::jws::{Validator, Verified};
-use crate::auth::{bearer, AuthError};
+use crate::auth::AuthError;
 use crate::config::{Config, Identity};
 use crate::revocation::Revocations;
 use crate::signin::SignIn;
@@ -86,6 +88,8 @@ pub struct Shared {
     limiters: Vec<Option<Arc<crate::ratelimit::Limiter>>>,
     /// `[cors]`: cross-origin browser clients (see [`cors`]); `None` costs one branch.
     cors: Option<crate::config::cors::Cors>,
+    /// `[dpop]`: proofs for DPoP-bound tokens (RFC 9449) and their replay cache.
+    dpop: dpop::DpopGate,
 }
 
 impl Shared {
@@ -138,6 +142,7 @@ impl Shared {
         Shared {
             limiters: limit::limiters(&config.routes),
             cors: config.cors.clone(),
+            dpop: dpop::DpopGate::new(&config.dpop, config.jwt.leeway_secs),
             cookie_auth,
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
@@ -280,7 +285,8 @@ pub async fn handle(
                 GatewayError::Auth(_)
                 | GatewayError::Csrf
                 | GatewayError::ApiKey(_)
-                | GatewayError::Forbidden(_) => {
+                | GatewayError::Forbidden(_)
+                | GatewayError::Dpop(_) => {
                     state.metrics.auth_failure(e.reason());
                     tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
                 }
@@ -472,8 +478,22 @@ async fn proxy(
             }
         }
         let found = match &ws_token {
-            Some((_, t)) => verify(state, t).map_err(GatewayError::from),
-            None => authenticate(state, &req),
+            // A token from the upgrade request is a bearer credential: a DPoP-bound one is
+            // refused here as it would be in `Authorization: Bearer`.
+            Some((_, t)) => verify(state, t)
+                .map_err(GatewayError::from)
+                .and_then(|v| {
+                    state.dpop.check(
+                        route.dpop,
+                        &req,
+                        conn.tls,
+                        crate::auth::dpop::Credential::Bearer(t),
+                        &v,
+                        unix_now(),
+                    )?;
+                    Ok(v)
+                }),
+            None => authenticate(state, route, &req, conn),
         };
         answer_bearer = matches!(ws_token, Some((route::WebSocketToken::Subprotocol, _)));
         let verified =
@@ -495,6 +515,7 @@ async fn proxy(
         inject_client(state, &mut req, app);
     }
     strip_gateway_cookies(state, &mut req);
+    dpop::strip(req.headers_mut());
     let result = forward::forward(
         &state.clients[idx],
         route,
@@ -640,24 +661,38 @@ impl std::ops::Deref for Authenticated {
 }
 
 /// Find and verify the bearer token (or find it in the verified-token cache, where `exp` is
-/// checked again). Rejects with 401: no token (bare challenge), or a token that fails any
-/// check (`invalid_token`).
+/// checked again), then apply the DPoP rules. Rejects with 401: no token (bare challenge), a
+/// token that fails any check (`invalid_token`), or a DPoP rule failing (`DPoP` challenge,
+/// see [`dpop::DpopGate::check`]).
 ///
-/// The token is the `Authorization: Bearer` one. In cookie mode a request with no
-/// `Authorization` header at all uses the access cookie instead, and a state-changing one
-/// (not GET, HEAD, OPTIONS) must then carry the CSRF header matching the CSRF cookie, else
-/// 403. A request with `Authorization` is never read for cookies, so it is never subject to
-/// CSRF; a browser attaches cookies on its own, not that header.
-fn authenticate(state: &State, req: &Request<Incoming>) -> Result<Authenticated, GatewayError> {
+/// The token is the `Authorization: Bearer` or `Authorization: DPoP` one. In cookie mode a
+/// request with no `Authorization` header at all uses the access cookie instead (a bearer
+/// credential), and a state-changing one (not GET, HEAD, OPTIONS) must then carry the CSRF
+/// header matching the CSRF cookie, else 403. A request with `Authorization` is never read
+/// for cookies, so it is never subject to CSRF; a browser attaches cookies on its own, not
+/// that header.
+fn authenticate(
+    state: &State,
+    route: &Route,
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+) -> Result<Authenticated, GatewayError> {
     let headers = req.headers();
     let max = state.validator.max_token_bytes;
-    let token = match &state.cookie_auth {
+    let credential = match &state.cookie_auth {
         Some(cookies) if !headers.contains_key(http::header::AUTHORIZATION) => {
-            cookies.access_token(req.method(), headers, max)?
+            Credential::Bearer(cookies.access_token(req.method(), headers, max)?)
         }
-        _ => bearer::from_headers(headers, max)?,
+        _ => crate::auth::dpop::credential(headers, max)?,
     };
-    Ok(verify(state, token)?)
+    let token = match credential {
+        Credential::Bearer(t) | Credential::Dpop(t) => t,
+    };
+    let verified = verify(state, token)?;
+    state
+        .dpop
+        .check(route.dpop, req, conn.tls, credential, &verified, unix_now())?;
+    Ok(verified)
 }
 
 /// Verify `token`, through the verified-token cache when there is one.

@@ -1,0 +1,197 @@
+//! The DPoP step of the checklist (RFC 9449 section 7): after the token is verified, a bound
+//! token (`cnf.jkt`) or an `Authorization: DPoP` request must carry one valid proof by the
+//! bound key; a `dpop = "required"` route takes nothing else. The proof check itself is
+//! `auth::dpop`; this step supplies the request's method and URI, the clock, the replay
+//! cache and the refusal (401 with a `DPoP` challenge).
+
+use bytes::Bytes;
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::auth::dpop::{self as proofs, Credential, DpopError, Expect, ReplayCache, Settings};
+use crate::auth::dpop_nonce::Nonces;
+use crate::auth::jws::Verified;
+use crate::auth::keys::JwsAlg;
+use crate::config::dpop::Dpop;
+use crate::response;
+use crate::routing::DpopPolicy;
+
+use super::error::GatewayError;
+
+/// What the step keeps between requests: the settings and the `jti`s seen.
+pub struct DpopGate {
+    settings: Settings,
+    public_origin: Option<String>,
+    replay: ReplayCache,
+    /// `[dpop] nonce = true`: every proof must carry a current server nonce.
+    nonces: Option<Nonces>,
+    /// The `algs` parameter of every challenge, e.g. `ES256 EdDSA`.
+    algs: String,
+}
+
+impl DpopGate {
+    pub fn new(config: &Dpop, leeway: u64) -> Self {
+        DpopGate {
+            settings: Settings {
+                algs: config.algs.clone(),
+                max_age: config.max_age,
+                leeway,
+            },
+            public_origin: config.public_origin.clone(),
+            replay: ReplayCache::new(),
+            nonces: config.nonce.then(|| Nonces::new(config.nonce_interval)),
+            algs: config
+                .algs
+                .iter()
+                .map(|a| JwsAlg::name(*a))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+
+    /// Check the DPoP rules for a verified token. Rejects with 401 (`DpopRefusal`): a bound
+    /// token sent as `Bearer` (on every route: a bound token must never work as a bearer
+    /// token), a `DPoP` token without a valid proof by its bound key, or a bearer token on a
+    /// `dpop = "required"` route.
+    pub fn check<B>(
+        &self,
+        policy: DpopPolicy,
+        req: &Request<B>,
+        tls: bool,
+        credential: Credential<'_>,
+        token: &Verified,
+        now: u64,
+    ) -> Result<(), DpopRefusal> {
+        let token_text = match credential {
+            Credential::Dpop(t) => t,
+            Credential::Bearer(_) if token.jkt.is_some() => {
+                return Err(self.refuse(DpopError::BoundAsBearer, now))
+            }
+            Credential::Bearer(_) if policy == DpopPolicy::Required => {
+                return Err(self.refuse(DpopError::Missing, now))
+            }
+            Credential::Bearer(_) => return Ok(()),
+        };
+        self.check_proof(req, tls, token_text, token.jkt.as_deref(), now)
+            .map_err(|e| self.refuse(e, now))
+    }
+
+    fn check_proof<B>(
+        &self,
+        req: &Request<B>,
+        tls: bool,
+        token_text: &str,
+        token_jkt: Option<&str>,
+        now: u64,
+    ) -> Result<(), DpopError> {
+        let proof = proofs::proof_header(req.headers())?;
+        let htu = self.htu(req, tls).ok_or(DpopError::Uri)?;
+        let want = Expect {
+            method: req.method().as_str(),
+            htu: &htu,
+            access_token: Some(token_text),
+        };
+        let checked = proofs::check(proof, &self.settings, &want, now)?;
+        proofs::binds(token_jkt, &checked)?;
+        // RFC 9449 section 8: without a current nonce the client is told to retry with one.
+        if let Some(nonces) = &self.nonces {
+            match checked.nonce.as_deref() {
+                Some(n) if nonces.accepts(n, now) => {}
+                _ => return Err(DpopError::UseNonce),
+            }
+        }
+        // Last, so a proof refused for another reason does not use up its `jti`. Remembered
+        // until its `iat` would fail the age check anyway.
+        let expires = checked
+            .iat
+            .saturating_add(self.settings.max_age.as_secs())
+            .saturating_add(2 * self.settings.leeway)
+            .saturating_add(1);
+        if !self
+            .replay
+            .first_use(ReplayCache::key(&checked), expires, now)
+        {
+            return Err(DpopError::Replay);
+        }
+        Ok(())
+    }
+
+    /// The `htu` this request must be signed for: `[dpop] public_origin`, or the listener's
+    /// scheme and the request's `Host` (HTTP/1.1) or `:authority` (HTTP/2); never
+    /// `X-Forwarded-Host` or `Forwarded`, which any client can write. The path as sent.
+    fn htu<B>(&self, req: &Request<B>, tls: bool) -> Option<String> {
+        let path = req.uri().path();
+        match &self.public_origin {
+            Some(origin) => proofs::htu(origin, path),
+            None => {
+                let host = match req.headers().get(http::header::HOST) {
+                    Some(h) => h.to_str().ok()?,
+                    None => req.uri().authority()?.as_str(),
+                };
+                let scheme = if tls { "https" } else { "http" };
+                proofs::htu(&format!("{scheme}://{host}"), path)
+            }
+        }
+    }
+
+    /// The refusal for `error`; with nonces on, every DPoP refusal carries the current
+    /// nonce, so one round trip is enough to retry.
+    fn refuse(&self, error: DpopError, now: u64) -> DpopRefusal {
+        let text = format!(
+            "DPoP realm=\"{}\", error=\"{}\", error_description=\"{}\", algs=\"{}\"",
+            crate::auth::challenge::REALM,
+            error.code(),
+            error.description(),
+            self.algs
+        );
+        DpopRefusal {
+            error,
+            challenge: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("DPoP")),
+            nonce: self
+                .nonces
+                .as_ref()
+                .and_then(|n| HeaderValue::from_str(&n.current(now)).ok()),
+        }
+    }
+}
+
+/// A refused DPoP request: the reason (for the log) and the challenge the client gets.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct DpopRefusal {
+    pub error: DpopError,
+    challenge: HeaderValue,
+    /// A fresh `DPoP-Nonce` for a `use_dpop_nonce` refusal.
+    nonce: Option<HeaderValue>,
+}
+
+impl DpopRefusal {
+    /// 401, the one JSON error shape, `WWW-Authenticate: DPoP ...` (RFC 9449 section 7.1).
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        let mut r = response::error(
+            StatusCode::UNAUTHORIZED,
+            self.error.code(),
+            self.error.description(),
+        );
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, self.challenge.clone());
+        if let Some(n) = &self.nonce {
+            r.headers_mut().insert(proofs::DPOP_NONCE, n.clone());
+        }
+        r
+    }
+}
+
+impl From<DpopRefusal> for GatewayError {
+    fn from(r: DpopRefusal) -> Self {
+        GatewayError::Dpop(Box::new(r))
+    }
+}
+
+/// Remove the proof: the upstream never needs it, and a proof is a credential for the
+/// next `max_age` seconds to anyone who can replay it elsewhere. Runs on every route.
+pub fn strip(headers: &mut HeaderMap) {
+    headers.remove(proofs::DPOP);
+}
