@@ -8,6 +8,10 @@
 //!
 //! `cargo bench --bench access_policy`
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -91,8 +95,12 @@ fn bench(c: &mut Criterion) {
     });
     let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("hs".into());
-    let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
-        .expect("sign");
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign");
 
     let mut cfg = config();
     let bare = validator(&mut cfg, false);

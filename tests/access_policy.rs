@@ -4,6 +4,15 @@
 //! JSON body), revocation answered before authorization, missing or mistyped claims that
 //! never match, and rules that change with a reload.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
+
 mod common;
 
 use common::tokens::{self, HS256_SECRET};

@@ -4,6 +4,10 @@
 //! across `kill -9` of the real binary and across a compaction of the revocation log, and
 //! `portcullis revocations list --sub` as a table and as JSON.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 mod revocation_support;
 

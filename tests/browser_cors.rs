@@ -9,6 +9,10 @@
 //! Skips, with a printed reason, only where no Chromium binary exists (`.ci/run` installs
 //! Debian's `chromium`).
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

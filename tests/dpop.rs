@@ -4,6 +4,10 @@
 //! then each rule failing on its own: every refusal is a 401 with a `DPoP` challenge and
 //! never reaches the upstream.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::io::Write;

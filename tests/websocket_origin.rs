@@ -3,6 +3,10 @@
 //! otherwise, and with no `Origin` at all); an upgrade with `Authorization` is not affected.
 //! Real TLS, a real WebSocket client (tokio-tungstenite) and the real echo upstream.
 
+// Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
+// [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{hmac_key_toml, users_toml, Reply, Setup, TestGateway, Upstream};

@@ -394,6 +394,8 @@ pub struct RateLimit {
     pub rate: String,
     /// Requests allowed at once; default the per-second equivalent of `rate`.
     pub burst: Option<u64>,
+}
+
 /// `[cors]`: cross-origin browser clients (every key optional; the section itself is opt-in).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -235,6 +235,7 @@ mod tests {
                 403,
                 "insufficient_scope",
             ),
+            (
                 GatewayError::CorsRefused("origin not allowed"),
                 403,
                 "cors_refused",

@@ -480,19 +480,17 @@ async fn proxy(
         let found = match &ws_token {
             // A token from the upgrade request is a bearer credential: a DPoP-bound one is
             // refused here as it would be in `Authorization: Bearer`.
-            Some((_, t)) => verify(state, t)
-                .map_err(GatewayError::from)
-                .and_then(|v| {
-                    state.dpop.check(
-                        route.dpop,
-                        &req,
-                        conn.tls,
-                        crate::auth::dpop::Credential::Bearer(t),
-                        &v,
-                        unix_now(),
-                    )?;
-                    Ok(v)
-                }),
+            Some((_, t)) => verify(state, t).map_err(GatewayError::from).and_then(|v| {
+                state.dpop.check(
+                    route.dpop,
+                    &req,
+                    conn.tls,
+                    crate::auth::dpop::Credential::Bearer(t),
+                    &v,
+                    unix_now(),
+                )?;
+                Ok(v)
+            }),
             None => authenticate(state, route, &req, conn),
         };
         answer_bearer = matches!(ws_token, Some((route::WebSocketToken::Subprotocol, _)));
