@@ -9,7 +9,6 @@
 //! process is checked to answer PING before the test goes on.
 
 mod common;
-mod revocation_support;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::redis_server::{free_port, ping};
+use common::revocation::{assert_revoked, client, proxy_get, token, Gw, ADMIN_TOKEN};
 use common::Upstream;
-use revocation_support::{assert_revoked, client, proxy_get, token, Gw, ADMIN_TOKEN};
 use serde_json::json;
 use tempfile::TempDir;
 
