@@ -91,8 +91,12 @@ fn bench(c: &mut Criterion) {
     });
     let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("hs".into());
-    let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
-        .expect("sign");
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign");
 
     let mut cfg = config();
     let bare = validator(&mut cfg, false);
