@@ -185,7 +185,8 @@ async fn roles_on_a_dotted_path_and_exact_claims_for_writes() {
     assert_eq!(r.status, 200, "a single-string role");
 
     // Each condition of the rule must hold; a missing or mistyped claim never matches.
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "other role",
             Box::new(|c| c["realm_access"]["roles"] = json!(["reader"])),

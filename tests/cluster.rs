@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-mod revocation_support;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,13 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::redis_server::RedisServer;
+use common::revocation::{
+    assert_passes, assert_revoked, client, config_text, proxy_get, token, Gw, ADMIN_TOKEN,
+};
 use common::{tokens, GatewayProcess, Upstream};
+use common::{Reply, TestGateway};
 use portcullis::revocation::{digest, key_to_hex};
 use reqwest::Method;
-use revocation_support::{
-    assert_passes, assert_revoked, client, config_text, proxy_get, reply, token, Gw, Reply,
-    ADMIN_TOKEN,
-};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
@@ -184,10 +183,10 @@ async fn ready_cli(gw: &Gw) -> (bool, String) {
 async fn degraded(gw: &Gw) -> String {
     let r = gw.admin(Method::GET, "/metrics", None).await;
     assert_eq!(r.status, 200, "{r:?}");
-    r.body
+    r.text()
         .lines()
         .find_map(|l| l.strip_prefix("portcullis_revocation_store_degraded "))
-        .unwrap_or_else(|| panic!("no store_degraded gauge in {}", r.body))
+        .unwrap_or_else(|| panic!("no store_degraded gauge in {}", r.text()))
         .to_owned()
 }
 
@@ -635,7 +634,7 @@ async fn process_admin(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    reply(req.send().await.expect("admin request")).await
+    TestGateway::reply(req.send().await.expect("admin request")).await
 }
 
 /// GET `/api` through the process's proxy listener with this bearer token.

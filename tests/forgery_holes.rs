@@ -8,16 +8,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-mod revocation_support;
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use common::revocation::{assert_passes, assert_revoked, Gw};
 use common::tokens::{self, b64, HS256_SECRET};
 use common::{Setup, Upstream};
 use jsonwebtoken::{Algorithm, EncodingKey};
-use revocation_support::{assert_passes, assert_revoked, Gw};
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::{BigUint, Oaep, RsaPrivateKey, RsaPublicKey};
 use serde_json::{json, Value};

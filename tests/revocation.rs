@@ -3,25 +3,24 @@
 //! admin authentication and its brute-force penalty; input validation; paging, health and
 //! metrics; and the `portcullis revoke` / `portcullis revocations` CLI clients.
 //!
-//! Durability and expiry are in `revocation_store.rs`; the harness is `revocation_support`.
+//! Durability and expiry are in `revocation_store.rs`; the harness is `common::revocation`.
 
 // Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
 // [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-mod revocation_support;
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use common::revocation::{
+    assert_passes, assert_revoked, client_from, env, key_hex, token, token_with, Gw, ADMIN_TOKEN,
+};
+use common::TestGateway;
 use common::{public_key_toml, tokens, Upstream};
 use jsonwebtoken::Algorithm;
-use revocation_support::{
-    assert_passes, assert_revoked, cli, client_from, env, key_hex, reply, token, token_with, Env,
-    Gw, ADMIN_TOKEN,
-};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------
@@ -30,7 +29,7 @@ use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_jti_refuses_that_token_on_the_next_request_and_spares_the_others() {
-    let Env { gw, up, .. } = env("").await;
+    let (gw, up, _dir) = env("").await;
     let revoked = token("alice", "alice-session-1");
     let same_user = token("alice", "alice-session-2");
     assert_passes(&gw.get(&revoked).await, "before the revocation");
@@ -68,7 +67,7 @@ async fn revoking_a_jti_refuses_that_token_on_the_next_request_and_spares_the_ot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_by_token_uses_its_jti_or_else_a_digest_of_the_token() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
 
     // A token with a jti: revoked by jti, with the token's exp.
     let mut claims = tokens::claims("erin");
@@ -132,7 +131,7 @@ async fn revoking_by_token_uses_its_jti_or_else_a_digest_of_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_subject_refuses_its_older_tokens_and_spares_later_ones() {
-    let Env { gw, up, .. } = env("").await;
+    let (gw, up, _dir) = env("").await;
     let now = tokens::now();
     let old = token("bob", "bob-old");
     let mut no_iat = tokens::claims("bob");
@@ -235,7 +234,7 @@ async fn a_token_served_from_the_verification_cache_is_still_revoked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_unrevokes_with_204_and_answers_404_when_absent() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let t = token("dave", "dave-1");
     gw.revoke(json!({ "jti": "dave-1" })).await;
     assert_revoked(&gw.get(&t).await, "revoked");
@@ -276,7 +275,7 @@ async fn delete_unrevokes_with_204_and_answers_404_when_absent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_requests_without_the_right_token_get_401_and_change_nothing() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let victim = token("henry", "henry-1");
     let kept = token("henry", "henry-kept");
     gw.revoke(json!({ "jti": "henry-kept" })).await;
@@ -301,7 +300,7 @@ async fn admin_requests_without_the_right_token_get_401_and_change_nothing() {
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        let r = reply(req.send().await.expect("request")).await;
+        let r = TestGateway::reply(req.send().await.expect("request")).await;
         assert_eq!(r.status, 401, "{what}: {r:?}");
         assert_eq!(
             r.header("www-authenticate"),
@@ -311,7 +310,7 @@ async fn admin_requests_without_the_right_token_get_401_and_change_nothing() {
         assert_eq!(r.error(), "admin token required", "{what}");
     }
     // A DELETE and a listing without the token are refused too.
-    let r = reply(
+    let r = TestGateway::reply(
         gw.http
             .delete(gw.admin_url("/revocations/jti/henry-kept"))
             .send()
@@ -330,7 +329,7 @@ async fn admin_requests_without_the_right_token_get_401_and_change_nothing() {
         "/readyz",
         "/nowhere",
     ] {
-        let r = reply(
+        let r = TestGateway::reply(
             other
                 .get(gw.admin_url(path))
                 .bearer_auth("wrong-admin-token-0123456789")
@@ -354,7 +353,7 @@ async fn admin_requests_without_the_right_token_get_401_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_admin_auth_failures_lock_that_address_out_even_with_the_right_token() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let victim = token("ivan", "ivan-1");
     let url = gw.admin_url("/revocations");
     let post = |c: &reqwest::Client, bearer: &str| {
@@ -364,10 +363,11 @@ async fn repeated_admin_auth_failures_lock_that_address_out_even_with_the_right_
             .send()
     };
     for i in 1..=10 {
-        let r = reply(post(&gw.http, "guess-0123456789").await.expect("request")).await;
+        let r =
+            TestGateway::reply(post(&gw.http, "guess-0123456789").await.expect("request")).await;
         assert_eq!(r.status, 401, "failure {i} is only a 401: {r:?}");
     }
-    let r = reply(post(&gw.http, "guess-0123456789").await.expect("request")).await;
+    let r = TestGateway::reply(post(&gw.http, "guess-0123456789").await.expect("request")).await;
     assert_eq!(r.status, 429, "the 11th failure within a minute: {r:?}");
     let retry: u64 = r
         .header("retry-after")
@@ -377,7 +377,7 @@ async fn repeated_admin_auth_failures_lock_that_address_out_even_with_the_right_
     assert!(r.error().contains("too many"), "{r:?}");
 
     // Now even the right token is refused from this address, and nothing is revoked.
-    let r = reply(post(&gw.http, ADMIN_TOKEN).await.expect("request")).await;
+    let r = TestGateway::reply(post(&gw.http, ADMIN_TOKEN).await.expect("request")).await;
     assert_eq!(
         r.status, 429,
         "right token from a locked-out address: {r:?}"
@@ -385,7 +385,7 @@ async fn repeated_admin_auth_failures_lock_that_address_out_even_with_the_right_
     assert!(r.header("retry-after").is_some());
     assert_passes(&gw.get(&victim).await, "revocation sent while locked out");
     // /healthz stays open.
-    let r = reply(
+    let r = TestGateway::reply(
         gw.http
             .get(gw.admin_url("/healthz"))
             .send()
@@ -397,7 +397,7 @@ async fn repeated_admin_auth_failures_lock_that_address_out_even_with_the_right_
 
     // Another loopback address is not locked out (the penalty is per client address).
     let other = client_from("127.0.0.2");
-    let r = reply(
+    let r = TestGateway::reply(
         post(&other, ADMIN_TOKEN)
             .await
             .expect("request from 127.0.0.2"),
@@ -410,7 +410,7 @@ async fn repeated_admin_auth_failures_lock_that_address_out_even_with_the_right_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_admin_input_gets_400_or_405_with_a_clear_message() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let url = gw.admin_url("/revocations");
     let post_raw = |body: &'static str| {
         gw.http
@@ -437,7 +437,7 @@ async fn bad_admin_input_gets_400_or_405_with_a_clear_message() {
         (r#"{"token": "x.y.z"}"#, 400, "does not verify"),
     ];
     for (body, status, message) in cases {
-        let r = reply(post_raw(body).await.expect("request")).await;
+        let r = TestGateway::reply(post_raw(body).await.expect("request")).await;
         assert_eq!(r.status, status, "{body:?}: {r:?}");
         assert!(
             r.error().contains(message),
@@ -447,7 +447,7 @@ async fn bad_admin_input_gets_400_or_405_with_a_clear_message() {
     }
     // A body over 64 KiB.
     let big = format!(r#"{{"jti": "{}"}}"#, "x".repeat(70 * 1024));
-    let r = reply(
+    let r = TestGateway::reply(
         gw.http
             .post(&url)
             .bearer_auth(ADMIN_TOKEN)
@@ -506,7 +506,7 @@ async fn bad_admin_input_gets_400_or_405_with_a_clear_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_walks_every_entry_exactly_once() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     const N: usize = 250;
     let exp = tokens::now() + 3600;
     let jtis: Vec<String> = (0..N).map(|i| format!("page-{i}")).collect();
@@ -607,8 +607,8 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_open_and_metrics_is_prometheus_text() {
-    let Env { gw, .. } = env("").await;
-    let r = reply(
+    let (gw, _up, _dir) = env("").await;
+    let r = TestGateway::reply(
         gw.http
             .get(gw.admin_url("/healthz"))
             .send()
@@ -617,7 +617,7 @@ async fn healthz_is_open_and_metrics_is_prometheus_text() {
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.body, "ok\n");
+    assert_eq!(r.text(), "ok\n");
 
     let r = gw.admin(reqwest::Method::GET, "/readyz", None).await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -635,14 +635,14 @@ async fn healthz_is_open_and_metrics_is_prometheus_text() {
         ctype.starts_with("application/openmetrics-text") || ctype.starts_with("text/plain"),
         "{ctype}"
     );
-    assert!(r.body.trim_end().ends_with("# EOF"), "{}", r.body);
-    let samples = parse_prometheus(&r.body);
+    assert!(r.text().trim_end().ends_with("# EOF"), "{}", r.text());
+    let samples = parse_prometheus(&r.text());
     let value = |name: &str| {
         samples
             .iter()
             .find(|(s, _)| s == name)
             .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no sample {name} in\n{}", r.body))
+            .unwrap_or_else(|| panic!("no sample {name} in\n{}", r.text()))
     };
     value("portcullis_revocation_entries");
     assert_eq!(value("portcullis_revocations_applied_total"), 1.0);
@@ -653,14 +653,14 @@ async fn healthz_is_open_and_metrics_is_prometheus_text() {
                 && s.contains("reason=\"revoked\"")
                 && *v >= 1.0),
         "no revoked auth failure counted:\n{}",
-        r.body
+        r.text()
     );
     assert!(
         samples
             .iter()
             .any(|(s, _)| s.starts_with("portcullis_request_duration_seconds_bucket{")),
         "no latency histogram:\n{}",
-        r.body
+        r.text()
     );
     gw.stop().await;
 }
@@ -669,12 +669,12 @@ async fn healthz_is_open_and_metrics_is_prometheus_text() {
 /// refreshed only by the sweep, every `sweep_interval`, and lagged up to a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_entries_gauge_follows_revokes_and_unrevokes() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let entries = |gw: &Gw| {
         let gw_admin = gw.admin_url("/metrics");
         let http = gw.http.clone();
         async move {
-            let r = reply(
+            let r = TestGateway::reply(
                 http.get(gw_admin)
                     .bearer_auth(ADMIN_TOKEN)
                     .send()
@@ -682,7 +682,7 @@ async fn revocation_entries_gauge_follows_revokes_and_unrevokes() {
                     .expect("metrics"),
             )
             .await;
-            parse_prometheus(&r.body)
+            parse_prometheus(&r.text())
                 .into_iter()
                 .find(|(s, _)| s == "portcullis_revocation_entries")
                 .map(|(_, v)| v)
@@ -704,7 +704,7 @@ async fn revocation_entries_gauge_follows_revokes_and_unrevokes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_revoke_and_list_against_a_running_gateway() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let admin_url = format!("http://{}", gw.admin);
     let args = |extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -717,7 +717,7 @@ async fn cli_revoke_and_list_against_a_running_gateway() {
     let t = token("quinn", "cli-jti-1");
     assert_passes(&gw.get(&t).await, "before");
     let exp = (tokens::now() + 600).to_string();
-    let (ok, out, err) = cli(args(&["revoke", "--jti", "cli-jti-1", "--exp", &exp])).await;
+    let (ok, out, err) = run_cli(args(&["revoke", "--jti", "cli-jti-1", "--exp", &exp])).await;
     assert!(ok, "revoke --jti failed: {err}");
     let entry: Value = serde_json::from_str(out.trim()).expect("revoke prints the entry");
     assert_eq!(entry["kind"], "jti");
@@ -726,19 +726,19 @@ async fn cli_revoke_and_list_against_a_running_gateway() {
 
     // --sub.
     let old = token("rosa", "rosa-1");
-    let (ok, out, err) = cli(args(&["revoke", "--sub", "rosa"])).await;
+    let (ok, out, err) = run_cli(args(&["revoke", "--sub", "rosa"])).await;
     assert!(ok, "revoke --sub failed: {err}");
     assert!(out.contains("revoked_before"), "{out}");
     assert_revoked(&gw.get(&old).await, "subject revoked with the CLI");
 
     // --token.
     let whole = token("sam", "sam-1");
-    let (ok, _, err) = cli(args(&["revoke", "--token", &whole])).await;
+    let (ok, _, err) = run_cli(args(&["revoke", "--token", &whole])).await;
     assert!(ok, "revoke --token failed: {err}");
     assert_revoked(&gw.get(&whole).await, "token revoked with the CLI");
 
     // list and count.
-    let (ok, out, err) = cli(args(&["revocations", "list"])).await;
+    let (ok, out, err) = run_cli(args(&["revocations", "list"])).await;
     assert!(ok, "revocations list failed: {err}");
     let page: Value = serde_json::from_str(out.trim()).expect("list prints JSON");
     let keys: HashSet<&str> = page["items"]
@@ -751,20 +751,20 @@ async fn cli_revoke_and_list_against_a_running_gateway() {
         keys,
         HashSet::from([key_hex("cli-jti-1").as_str(), key_hex("sam-1").as_str()])
     );
-    let (ok, out, _) = cli(args(&["revocations", "list", "--kind", "sub"])).await;
+    let (ok, out, _) = run_cli(args(&["revocations", "list", "--kind", "sub"])).await;
     assert!(ok);
     assert!(out.contains(&key_hex("rosa")), "{out}");
-    let (ok, out, _) = cli(args(&["revocations", "count"])).await;
+    let (ok, out, _) = run_cli(args(&["revocations", "count"])).await;
     assert!(ok);
     let count: Value = serde_json::from_str(out.trim()).expect("count prints JSON");
     assert_eq!(count, json!({ "tokens": 2, "subjects": 1 }));
 
     // Paging through the CLI: --limit 1 then --cursor.
-    let (ok, out, _) = cli(args(&["revocations", "list", "--limit", "1"])).await;
+    let (ok, out, _) = run_cli(args(&["revocations", "list", "--limit", "1"])).await;
     assert!(ok);
     let first: Value = serde_json::from_str(out.trim()).expect("json");
     let cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
-    let (ok, out, _) = cli(args(&[
+    let (ok, out, _) = run_cli(args(&[
         "revocations",
         "list",
         "--limit",
@@ -779,7 +779,7 @@ async fn cli_revoke_and_list_against_a_running_gateway() {
 
     // A wrong admin token: the CLI fails, says why, and nothing is revoked.
     let victim = token("tom", "cli-victim");
-    let (ok, _, err) = cli(vec![
+    let (ok, _, err) = run_cli(vec![
         "revoke".into(),
         "--admin".into(),
         admin_url.clone(),
@@ -793,7 +793,7 @@ async fn cli_revoke_and_list_against_a_running_gateway() {
     assert!(err.contains("401"), "{err}");
     assert_passes(&gw.get(&victim).await, "revoke refused");
     // An unreachable admin API is an error, not a hang.
-    let (ok, _, err) = cli(vec![
+    let (ok, _, err) = run_cli(vec![
         "revocations".into(),
         "count".into(),
         "--admin".into(),
@@ -805,4 +805,11 @@ async fn cli_revoke_and_list_against_a_running_gateway() {
     assert!(!ok);
     assert!(err.contains("cannot connect"), "{err}");
     gw.stop().await;
+}
+
+/// `portcullis ARGS` through [`common::cli`], as (success, stdout, stderr).
+async fn run_cli(args: Vec<String>) -> (bool, String, String) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::cli(&args).await;
+    (out.ok, out.stdout, out.stderr)
 }

@@ -8,20 +8,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-mod revocation_support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::revocation::{
+    assert_passes, assert_revoked, client, config_text, env, key_hex, proxy_get,
+    run_expecting_exit, spawn_process_with, store_path, token, token_with, Gw, ADMIN_TOKEN,
+    TIMEOUT,
+};
 use common::{tokens, wait_until, Upstream};
 use portcullis::revocation::record::{HEADER_LEN, RECORD_LEN};
 use portcullis::Config;
-use revocation_support::{
-    assert_passes, assert_revoked, client, config_text, env, key_hex, proxy_get,
-    run_expecting_exit, spawn_process, spawn_process_with, store_path, token, token_with, Env, Gw,
-    ADMIN_TOKEN, TIMEOUT,
-};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------
@@ -30,7 +29,7 @@ use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_entries_are_swept_and_live_ones_kept() {
-    let Env { gw, .. } =
+    let (gw, _up, _dir) =
         env("[jwt]\nleeway = \"0s\"\n\n[revocation]\nsweep_interval = \"1s\"\n").await;
     let now = tokens::now();
     gw.revoke(json!({ "jti": "short-lived", "exp": now + 2 }))
@@ -246,7 +245,7 @@ async fn the_binary_refuses_a_damaged_store_and_starts_with_recover() {
     let p = spawn_process_with(&config, &["--recover"]).await;
     let http = client();
     for (i, jti) in jtis.iter().enumerate() {
-        let r = proxy_get(&http, p.proxy, &token("olga", jti)).await;
+        let r = proxy_get(&http, p.addr, &token("olga", jti)).await;
         if i == 5 {
             assert_passes(&r, "the record the bytes went into");
         } else {
@@ -264,8 +263,8 @@ async fn a_second_gateway_on_the_same_store_is_refused_naming_the_file_and_pid()
     let config = dir.path().join("config.toml");
     let text = config_text(&up.url(), "[log]\nformat = \"json\"\n");
     std::fs::write(&config, text).expect("write config");
-    let first = spawn_process(&config).await;
-    let pid = first.child.id();
+    let first = common::GatewayProcess::spawn(&config).await;
+    let pid = first.pid();
     let path = store_path(dir.path());
 
     let (ok, stderr) = run_expecting_exit(&config, &[])
@@ -284,7 +283,7 @@ async fn a_second_gateway_on_the_same_store_is_refused_naming_the_file_and_pid()
     assert!(err.contains("in use by another process"), "{err}");
     let http = client();
     let r = http
-        .post(format!("http://{}/revocations", first.admin))
+        .post(format!("http://{}/revocations", first.admin_addr()))
         .bearer_auth(ADMIN_TOKEN)
         .json(&json!({ "jti": "still-mine" }))
         .send()
@@ -313,7 +312,7 @@ async fn kill_9_keeps_every_acknowledged_revocation() {
     )
     .expect("write config");
     let http = client();
-    let gw = spawn_process(&config).await;
+    let gw = common::GatewayProcess::spawn(&config).await;
     let admin = |addr: SocketAddr, path: &str| format!("http://{addr}{path}");
 
     // Before the crash: a subject revocation, and a revocation that is undone.
@@ -321,7 +320,7 @@ async fn kill_9_keeps_every_acknowledged_revocation() {
     let undone = token("olga-friend", "undone-1");
     for body in [json!({ "sub": "olga" }), json!({ "jti": "undone-1" })] {
         let r = http
-            .post(admin(gw.admin, "/revocations"))
+            .post(admin(gw.admin_addr(), "/revocations"))
             .bearer_auth(ADMIN_TOKEN)
             .json(&body)
             .send()
@@ -330,7 +329,7 @@ async fn kill_9_keeps_every_acknowledged_revocation() {
         assert_eq!(r.status().as_u16(), 201);
     }
     let r = http
-        .delete(admin(gw.admin, "/revocations/jti/undone-1"))
+        .delete(admin(gw.admin_addr(), "/revocations/jti/undone-1"))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -342,7 +341,11 @@ async fn kill_9_keeps_every_acknowledged_revocation() {
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut workers = Vec::new();
     for w in 0..8 {
-        let (http, acked, url) = (http.clone(), acked.clone(), admin(gw.admin, "/revocations"));
+        let (http, acked, url) = (
+            http.clone(),
+            acked.clone(),
+            admin(gw.admin_addr(), "/revocations"),
+        );
         workers.push(tokio::spawn(async move {
             for i in 0.. {
                 let jti = format!("crash-{w}-{i}");
@@ -365,7 +368,7 @@ async fn kill_9_keeps_every_acknowledged_revocation() {
     }
     let enough = wait_until(TIMEOUT, || acked.lock().expect("lock").len() >= 40).await;
     assert!(enough, "40 revocations not acknowledged within {TIMEOUT:?}");
-    let pid = gw.child.id();
+    let pid = gw.pid();
     tokio::task::spawn_blocking(move || gw.kill_9())
         .await
         .expect("kill");
@@ -376,26 +379,26 @@ async fn kill_9_keeps_every_acknowledged_revocation() {
     assert!(acked.len() >= 40);
 
     // Restart on the same store: every acknowledged revocation is in force.
-    let gw = spawn_process(&config).await;
-    assert_ne!(gw.child.id(), pid);
+    let gw = common::GatewayProcess::spawn(&config).await;
+    assert_ne!(gw.pid(), pid);
     for jti in &acked {
-        let r = proxy_get(&http, gw.proxy, &token("paul", jti)).await;
+        let r = proxy_get(&http, gw.addr, &token("paul", jti)).await;
         assert_revoked(&r, &format!("acknowledged {jti} after kill -9"));
     }
     assert_revoked(
-        &proxy_get(&http, gw.proxy, &old_token).await,
+        &proxy_get(&http, gw.addr, &old_token).await,
         "subject revoked before kill -9",
     );
     assert_passes(
-        &proxy_get(&http, gw.proxy, &undone).await,
+        &proxy_get(&http, gw.addr, &undone).await,
         "revocation undone before kill -9",
     );
     assert_passes(
-        &proxy_get(&http, gw.proxy, &token("paul", "never-revoked")).await,
+        &proxy_get(&http, gw.addr, &token("paul", "never-revoked")).await,
         "control",
     );
     let count: Value = http
-        .get(admin(gw.admin, "/revocations/count"))
+        .get(admin(gw.admin_addr(), "/revocations/count"))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -471,7 +474,7 @@ where
 /// The value of `portcullis_revocation_store_degraded`.
 async fn degraded_gauge(gw: &Gw) -> String {
     let r = gw.admin(reqwest::Method::GET, "/metrics", None).await;
-    r.body
+    r.text()
         .lines()
         .find_map(|l| l.strip_prefix("portcullis_revocation_store_degraded "))
         .unwrap_or("missing")

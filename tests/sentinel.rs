@@ -4,124 +4,35 @@
 //! Every acknowledged revocation survives, proxied requests keep succeeding, revokes resume
 //! once the new master has a replica again.
 //!
-//! Ports: redis-server and redis-sentinel need explicit ones, picked like
-//! `common::redis_server` does (a port the kernel just handed out and released); each
-//! process is checked to answer PING before the test goes on.
+//! Every Redis process is a [`RedisServer`] (Sentinels run as `redis-server CONF --sentinel`):
+//! its port chosen and checked there, and it answers PING before the test goes on.
 
 // Test code: a failed unwrap is a failed test. The gateway itself denies these (Cargo.toml
 // [lints]); clippy.toml covers #[test] functions, this covers the helpers beside them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-mod revocation_support;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::redis_server::{free_port, ping};
+use common::redis_server::RedisServer;
+use common::revocation::{assert_revoked, client, proxy_get, token, Gw, ADMIN_TOKEN};
 use common::Upstream;
-use revocation_support::{assert_revoked, client, proxy_get, token, Gw, ADMIN_TOKEN};
 use serde_json::json;
-use tempfile::TempDir;
 
 const MASTER: &str = "mymaster";
 const WAIT: Duration = Duration::from_secs(40);
 
-/// A redis-server or redis-sentinel process, killed with SIGKILL when dropped.
-struct Proc {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn kill_9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
-}
-
-fn wait_ping(port: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < deadline {
-        if ping(port) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-/// redis-server on `port` (a fresh one if None), replica of `of` if given.
-fn server(dir: &TempDir, port: Option<u16>, of: Option<u16>) -> Proc {
-    for _ in 0..5 {
-        let port = port.unwrap_or_else(free_port);
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--dbfilename", &format!("dump-{port}.rdb")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(m) = of {
-            cmd.args(["--replicaof", "127.0.0.1", &m.to_string()]);
-        }
-        let child = cmd.spawn().expect("redis-server must be installed");
-        let mut p = Proc {
-            port,
-            child: Some(child),
-        };
-        if wait_ping(port) {
-            return p;
-        }
-        p.kill_9();
-    }
-    panic!("redis-server did not start");
-}
-
-fn sentinel(dir: &TempDir, master: u16) -> Option<Proc> {
-    for _ in 0..5 {
-        let port = free_port();
-        let conf = dir.path().join(format!("sentinel-{port}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {MASTER} 127.0.0.1 {master} 2\n\
-                 sentinel down-after-milliseconds {MASTER} 1000\nsentinel failover-timeout {MASTER} 4000\n\
-                 sentinel parallel-syncs {MASTER} 1\n",
-                dir.path().display()
-            ),
-        )
-        .expect("sentinel conf");
-        let child = match Command::new("redis-sentinel")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(_) => return None,
-        };
-        let mut p = Proc {
-            port,
-            child: Some(child),
-        };
-        if wait_ping(port) {
-            return Some(p);
-        }
-        p.kill_9();
-    }
-    panic!("redis-sentinel did not start");
+/// A Sentinel watching the master on `master_port` (quorum 2, fast failover).
+fn sentinel(master_port: u16) -> RedisServer {
+    RedisServer::start_sentinel(&format!(
+        "sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
+         sentinel down-after-milliseconds {MASTER} 1000\n\
+         sentinel failover-timeout {MASTER} 4000\n\
+         sentinel parallel-syncs {MASTER} 1\n"
+    ))
 }
 
 async fn query(port: u16, cmd: &[&str]) -> Option<redis::Value> {
@@ -151,15 +62,13 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_loses_no_acknowledged_revocation() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut master = server(&dir, None, None);
-    let replica = server(&dir, None, Some(master.port));
-    let Some(s1) = sentinel(&dir, master.port) else {
-        eprintln!("SKIPPED: redis-sentinel is not installed (.ci/run installs it)");
-        return;
-    };
-    let s2 = sentinel(&dir, master.port).expect("sentinel");
-    let s3 = sentinel(&dir, master.port).expect("sentinel");
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_replica_of(master.port);
+    let (s1, s2, s3) = (
+        sentinel(master.port),
+        sentinel(master.port),
+        sentinel(master.port),
+    );
     let sentinels = [&s1, &s2, &s3];
     eventually("the replica is in sync", || async {
         matches!(query(replica.port, &["INFO", "replication"]).await,
@@ -250,7 +159,7 @@ async fn a_failover_loses_no_acknowledged_revocation() {
             Some(redis::Value::Array(a)) if a.get(1).is_some_and(|p| *p != redis::Value::BulkString(old_port.to_string().into_bytes())))
     })
     .await;
-    let _back = server(&dir, Some(old_port), None);
+    master.launch();
     eventually("revokes resume after the failover", || async {
         acked.lock().unwrap().iter().any(|(_, at)| *at > killed)
     })

@@ -13,15 +13,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-mod revocation_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use common::redis_server::RedisServer;
+use common::revocation::{client, config_text, Gw};
 use common::Upstream;
-use revocation_support::{client, config_text, spawn_process, Gw};
 use serde_json::{json, Value};
 use sha2::Digest;
 
@@ -257,13 +256,13 @@ async fn kill_9_keeps_every_answered_login_and_refresh() {
     );
     std::fs::write(&config, text).expect("write config");
 
-    let p = spawn_process(&config).await;
+    let p = common::GatewayProcess::spawn(&config).await;
     let mut current = Vec::new();
     let mut spent = Vec::new();
     for i in 0..6 {
-        let (_, r) = login(p.proxy, "alice", "wonderland").await;
+        let (_, r) = login(p.addr, "alice", "wonderland").await;
         if i % 2 == 0 {
-            let (_, next) = rotate(p.proxy, &r, "before the kill").await;
+            let (_, next) = rotate(p.addr, &r, "before the kill").await;
             spent.push(r);
             current.push(next);
         } else {
@@ -275,12 +274,12 @@ async fn kill_9_keeps_every_answered_login_and_refresh() {
         .await
         .expect("kill");
 
-    let p = spawn_process(&config).await;
+    let p = common::GatewayProcess::spawn(&config).await;
     for (i, r) in current.iter().enumerate() {
-        rotate(p.proxy, r, &format!("session {i} after kill -9")).await;
+        rotate(p.addr, r, &format!("session {i} after kill -9")).await;
     }
     for r in &spent {
-        assert_refused(p.proxy, r, "spent before kill -9").await;
+        assert_refused(p.addr, r, "spent before kill -9").await;
     }
 }
 

@@ -164,16 +164,16 @@ fn rate_limited(spec: &crate::ratelimit::RateSpec, retry_after: u64) -> Response
         h.insert(http::header::RETRY_AFTER, v);
     }
     if let Ok(v) = HeaderValue::from_str(&spec.policy_header()) {
-        h.insert(RATELIMIT_POLICY, v);
+        h.insert(RATELIMIT_POLICY.clone(), v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("\"route\";r=0;t={retry_after}")) {
-        h.insert(RATELIMIT, v);
+        h.insert(RATELIMIT.clone(), v);
     }
     r
 }
 
-const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
-const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+static RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
 impl From<Refusal> for GatewayError {
     fn from(r: Refusal) -> Self {

@@ -2,7 +2,8 @@
 //! gateway started in-process on an ephemeral port ([`Setup::start`], [`env::Env`] with its
 //! upstreams) or as the real binary reporting the ports it bound ([`process`]), the upstream
 //! kit ([`upstream::Upstream`], [`faulty::FaultyUpstream`], [`answer::AnswerServer`]), a throwaway `redis-server`
-//! ([`redis_server`]), keys and tokens ([`tokens`]), and clients that speak HTTP/1.1, HTTP/2
+//! ([`redis_server`]), keys and tokens ([`tokens`]), the revocation tests' gateway and
+//! assertions ([`revocation`]), and clients that speak HTTP/1.1, HTTP/2
 //! and raw bytes over TLS.
 //!
 //! Each test binary uses a subset of this module, hence the `dead_code` allowance.
@@ -13,6 +14,7 @@ pub mod env;
 pub mod faulty;
 pub mod process;
 pub mod redis_server;
+pub mod revocation;
 pub mod tokens;
 pub mod upstream;
 
@@ -180,6 +182,14 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// The message of an error body (`error_description`; `error` is the code).
+    pub fn error(&self) -> String {
+        self.json()["error_description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message in {}", self.text()))
+            .to_owned()
     }
 
     /// The upstream's echo of the forwarded request (panics on any other body).

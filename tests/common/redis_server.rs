@@ -1,6 +1,6 @@
-//! A throwaway `redis-server` for the cluster-mode tests (`tests/cluster.rs`,
-//! `tests/sessions.rs`): started on an ephemeral loopback port in a temp dir, killed with
-//! SIGKILL when dropped.
+//! A throwaway `redis-server` (or replica, or Sentinel) for the cluster-mode tests
+//! (`tests/cluster.rs`, `tests/sessions.rs`, `tests/sentinel.rs`): started on an ephemeral
+//! loopback port in a temp dir, killed with SIGKILL when dropped.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -23,6 +23,10 @@ pub struct RedisServer {
     child: Option<Child>,
     /// TLS only: listen with `--port 0 --tls-port PORT` and these arguments.
     tls_args: Option<Vec<String>>,
+    /// Arguments before all others: a config file (and `--sentinel`).
+    leading_args: Vec<String>,
+    /// Arguments after the standard ones (`--replicaof HOST PORT`).
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -32,6 +36,41 @@ impl RedisServer {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             tls_args: None,
+            leading_args: Vec::new(),
+            extra_args: Vec::new(),
+        }
+        .first_launch()
+    }
+
+    /// A replica of the server on `master_port` (`--replicaof`).
+    pub fn start_replica_of(master_port: u16) -> RedisServer {
+        RedisServer {
+            port: 0,
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            tls_args: None,
+            leading_args: Vec::new(),
+            extra_args: ["--replicaof", "127.0.0.1", &master_port.to_string()]
+                .map(str::to_owned)
+                .to_vec(),
+        }
+        .first_launch()
+    }
+
+    /// A Sentinel (`redis-server CONF --sentinel`) whose config file holds `config` (its
+    /// `sentinel monitor ...` lines); Sentinel rewrites that file, so it lives in its own
+    /// temp dir. Answers PING like a server once it is up.
+    pub fn start_sentinel(config: &str) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(&conf, config).expect("write sentinel config");
+        RedisServer {
+            port: 0,
+            dir,
+            child: None,
+            tls_args: None,
+            leading_args: vec![conf.display().to_string(), "--sentinel".to_owned()],
+            extra_args: Vec::new(),
         }
         .first_launch()
     }
@@ -64,6 +103,8 @@ impl RedisServer {
             dir,
             child: None,
             tls_args: Some(tls_args),
+            leading_args: Vec::new(),
+            extra_args: Vec::new(),
         }
         .first_launch();
         (server, pki.ca_pem)
@@ -107,11 +148,13 @@ impl RedisServer {
             None => vec!["--port".into(), port],
         };
         let child = Command::new("redis-server")
+            .args(&self.leading_args)
             .args(listen)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
