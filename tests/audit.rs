@@ -9,15 +9,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-mod revocation_support;
 
 use std::collections::HashSet;
 
-use common::{tokens, Upstream};
-use revocation_support::{
-    assert_passes, assert_revoked, cli, client, client_from, config_text, env, reply,
-    spawn_process, store_path, token, token_with, Env, Gw, ADMIN_TOKEN,
+use common::revocation::{
+    assert_passes, assert_revoked, client, client_from, config_text, env, store_path, token,
+    token_with, Gw, ADMIN_TOKEN,
 };
+use common::{tokens, TestGateway, Upstream};
 use serde_json::{json, Value};
 
 const BOB_TOKEN: &str = "bob-oncall-admin-token-0123456789";
@@ -39,7 +38,7 @@ fn ids(v: &Value) -> HashSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_revocations_shows_the_jti_just_revoked_with_who_when_and_why() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let before = tokens::now();
     let entry = gw
         .revoke(json!({ "jti": "incident-42", "reason": "laptop stolen" }))
@@ -92,7 +91,7 @@ async fn labelled_credentials_are_the_actor_and_every_filter_selects() {
 
     // Bob, from another address, revokes alice's every session.
     let bob = client_from("127.0.0.7");
-    let r = reply(
+    let r = TestGateway::reply(
         bob.post(gw.admin_url("/revocations"))
             .bearer_auth(BOB_TOKEN)
             .json(&json!({ "sub": "alice", "reason": "phished" }))
@@ -165,7 +164,7 @@ async fn labelled_credentials_are_the_actor_and_every_filter_selects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unrevoke_is_audited_and_leaves_the_listing() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     gw.revoke(json!({ "jti": "oops-1", "reason": "wrong token" }))
         .await;
     gw.revoke(json!({ "sub": "dora" })).await;
@@ -214,7 +213,7 @@ async fn an_unrevoke_is_audited_and_leaves_the_listing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_listings_page_with_a_cursor() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let n = 7;
     for i in 0..n {
         gw.revoke(json!({ "jti": format!("page-{i}"), "reason": "batch" }))
@@ -256,7 +255,7 @@ async fn both_listings_page_with_a_cursor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_reasons_and_queries_are_refused_and_change_nothing() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let long = "x".repeat(257);
     let r = gw
         .admin(
@@ -281,7 +280,7 @@ async fn bad_reasons_and_queries_are_refused_and_change_nothing() {
         let r = gw.admin(reqwest::Method::GET, path, None).await;
         assert_eq!(r.status, 400, "{path}: {r:?}");
     }
-    let r = reply(
+    let r = TestGateway::reply(
         client()
             .get(gw.admin_url("/audit"))
             .send()
@@ -304,10 +303,10 @@ async fn the_trail_survives_kill_9_and_a_compaction_of_the_revocation_log() {
     )
     .expect("write config");
     let http = client();
-    let gw = spawn_process(&config).await;
+    let gw = common::GatewayProcess::spawn(&config).await;
     for (jti, reason) in [("k-1", "first"), ("k-2", "second"), ("k-3", "undone")] {
         let r = http
-            .post(format!("http://{}/revocations", gw.admin))
+            .post(format!("http://{}/revocations", gw.admin_addr()))
             .bearer_auth(ADMIN_TOKEN)
             .json(&json!({ "jti": jti, "reason": reason }))
             .send()
@@ -316,7 +315,7 @@ async fn the_trail_survives_kill_9_and_a_compaction_of_the_revocation_log() {
         assert_eq!(r.status().as_u16(), 201);
     }
     let r = http
-        .delete(format!("http://{}/revocations/jti/k-3", gw.admin))
+        .delete(format!("http://{}/revocations/jti/k-3", gw.admin_addr()))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -330,9 +329,9 @@ async fn the_trail_survives_kill_9_and_a_compaction_of_the_revocation_log() {
     let journal = dir.path().join("data/revocations.log.audit");
     assert!(journal.exists(), "{} missing", journal.display());
 
-    let gw = spawn_process(&config).await;
+    let gw = common::GatewayProcess::spawn(&config).await;
     let audit: Value = http
-        .get(format!("http://{}/audit", gw.admin))
+        .get(format!("http://{}/audit", gw.admin_addr()))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -373,7 +372,7 @@ async fn the_trail_survives_kill_9_and_a_compaction_of_the_revocation_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_lists_a_subjects_revocations_as_a_table_and_as_json() {
-    let Env { gw, .. } = env("").await;
+    let (gw, _up, _dir) = env("").await;
     let admin_url = format!("http://{}", gw.admin);
     let args = |extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -466,4 +465,11 @@ async fn in_cluster_mode_every_instance_lists_the_shared_trail() {
         .collect();
     assert_eq!(actions, ["revoke", "unrevoke"], "{trail}");
     c.stop().await;
+}
+
+/// The CLI as the old revocation helper ran it: (success, stdout, stderr).
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::cli(&args).await;
+    (out.ok, out.stdout, out.stderr)
 }
