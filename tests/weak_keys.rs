@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::tokens::{self, HS256_SECRET};
 use common::{Setup, Upstream};
@@ -303,9 +302,7 @@ fn check_names_the_refused_key_and_its_source() {
     let path = setup.write_config(&format!(
         "[listen]\naddr = \"127.0.0.1:0\"\n[jwt]\njwks_file = \"certs/keys.json\"\n{ROUTE}"
     ));
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "--config", &path.display().to_string()])
-        .env_remove("RUST_LOG")
+    let out = common::portcullis(&["check", "--config", &path.display().to_string()])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -31,30 +31,28 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::unlaunched(tempfile::tempdir().expect("temp dir")).first_launch()
+    }
+
+    /// Not started yet: port 0, plain TCP, no extra arguments, files in `dir`.
+    fn unlaunched(dir: TempDir) -> RedisServer {
         RedisServer {
             port: 0,
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             child: None,
             tls_args: None,
             leading_args: Vec::new(),
             extra_args: Vec::new(),
         }
-        .first_launch()
     }
 
     /// A replica of the server on `master_port` (`--replicaof`).
     pub fn start_replica_of(master_port: u16) -> RedisServer {
-        RedisServer {
-            port: 0,
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-            tls_args: None,
-            leading_args: Vec::new(),
-            extra_args: ["--replicaof", "127.0.0.1", &master_port.to_string()]
-                .map(str::to_owned)
-                .to_vec(),
-        }
-        .first_launch()
+        let mut server = Self::unlaunched(tempfile::tempdir().expect("temp dir"));
+        server.extra_args = ["--replicaof", "127.0.0.1", &master_port.to_string()]
+            .map(str::to_owned)
+            .to_vec();
+        server.first_launch()
     }
 
     /// A Sentinel (`redis-server CONF --sentinel`) whose config file holds `config` (its
@@ -64,15 +62,9 @@ impl RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = dir.path().join("sentinel.conf");
         std::fs::write(&conf, config).expect("write sentinel config");
-        RedisServer {
-            port: 0,
-            dir,
-            child: None,
-            tls_args: None,
-            leading_args: vec![conf.display().to_string(), "--sentinel".to_owned()],
-            extra_args: Vec::new(),
-        }
-        .first_launch()
+        let mut server = Self::unlaunched(dir);
+        server.leading_args = vec![conf.display().to_string(), "--sentinel".to_owned()];
+        server.first_launch()
     }
 
     /// A `redis-server` speaking only TLS, with a password, its certificate issued for
@@ -98,15 +90,9 @@ impl RedisServer {
         ]
         .map(str::to_owned)
         .to_vec();
-        let server = RedisServer {
-            port: 0,
-            dir,
-            child: None,
-            tls_args: Some(tls_args),
-            leading_args: Vec::new(),
-            extra_args: Vec::new(),
-        }
-        .first_launch();
+        let mut server = Self::unlaunched(dir);
+        server.tls_args = Some(tls_args);
+        let server = server.first_launch();
         (server, pki.ca_pem)
     }
 
