@@ -12,22 +12,40 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::{io_err, DurableError};
 
-/// Takes the exclusive lock on `file` (opened from `path`) without waiting; when another
-/// open file holds it, the error names `path` and, where `/proc/locks` tells, the PID.
+/// How long an opener waits for a lock that another open file holds before refusing. A
+/// gateway handing the store over (its shutdown finishing, its last tasks dropping the file)
+/// lets go within moments; a second gateway running on the same store never does, so the
+/// refusal below still comes, only this much later.
+const LOCK_GRACE: Duration = Duration::from_secs(2);
+/// Pause between two attempts while waiting out [`LOCK_GRACE`].
+const LOCK_RETRY: Duration = Duration::from_millis(50);
+
+/// Takes the exclusive lock on `file` (opened from `path`), waiting up to [`LOCK_GRACE`]
+/// for a holder that is letting go; when another open file still holds it, the error names
+/// `path` and, where `/proc/locks` tells, the PID.
 pub fn lock(file: &File, path: &Path) -> Result<(), DurableError> {
-    match try_flock(file) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(DurableError::Locked {
-            path: path.to_path_buf(),
-            holder: file
-                .metadata()
-                .ok()
-                .and_then(|m| holder_pid(m.dev(), m.ino())),
-        }),
-        Err(e) => Err(io_err(path, "lock")(e)),
+    let deadline = Instant::now() + LOCK_GRACE;
+    loop {
+        match try_flock(file) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(DurableError::Locked {
+                    path: path.to_path_buf(),
+                    holder: file
+                        .metadata()
+                        .ok()
+                        .and_then(|m| holder_pid(m.dev(), m.ino())),
+                })
+            }
+            Err(e) => return Err(io_err(path, "lock")(e)),
+        }
     }
 }
 
