@@ -76,6 +76,7 @@ static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| {
             .expect("key ring"),
         )),
         jwks: None,
+        grants: None,
     }
 });
 
