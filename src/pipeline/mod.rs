@@ -404,11 +404,16 @@ async fn answer_endpoint(
     conn: &ConnInfo,
 ) -> Outcome {
     let result = match &state.signin {
-        Some(signin) => Ok(
-            crate::signin::http::serve(signin, endpoint, req, conn.peer.ip())
-                .await
-                .map(Either::Right),
-        ),
+        // Boxed: sign-in's future (password hashing, session stores) is larger than the whole
+        // proxy path's, and every request's future would otherwise carry its size.
+        Some(signin) => Ok(Box::pin(crate::signin::http::serve(
+            signin,
+            endpoint,
+            req,
+            conn.peer.ip(),
+        ))
+        .await
+        .map(Either::Right)),
         // The table names sign-in endpoints only when sign-in started.
         None => Err(GatewayError::NoRoute),
     };
