@@ -280,7 +280,7 @@ pub async fn handle(
                 | GatewayError::Upstream(_)
                 | GatewayError::UpstreamTimeout => {
                     state.metrics.upstream_error(e.reason());
-                    tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = ?request_id, "upstream failure")
+                    tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = request_id.to_str().unwrap_or("-"), "upstream failure")
                 }
                 GatewayError::Auth(_)
                 | GatewayError::Csrf
@@ -288,10 +288,10 @@ pub async fn handle(
                 | GatewayError::Forbidden(_)
                 | GatewayError::Dpop(_) => {
                     state.metrics.auth_failure(e.reason());
-                    tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
+                    tracing::debug!(route, %method, reason = e.reason(), request_id = request_id.to_str().unwrap_or("-"), "request refused")
                 }
                 _ => {
-                    tracing::debug!(route, %method, reason = e.reason(), request_id = ?request_id, "request refused")
+                    tracing::debug!(route, %method, reason = e.reason(), request_id = request_id.to_str().unwrap_or("-"), "request refused")
                 }
             }
             e.to_response().map(Either::Right)
@@ -335,13 +335,19 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
     if let (Some(v), None) = (given.next(), given.next()) {
         let b = v.as_bytes();
         if (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic()) {
-            return v.clone();
+            let mut v = v.clone();
+            v.set_sensitive(true);
+            return v;
         }
     }
     let id: [u8; 16] = rand::random();
     let mut text = [0u8; 32];
     crate::hex::encode_into(&id, &mut text);
-    let v = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"));
+    let mut v = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"));
+    // Unique per request: "sensitive" keeps HPACK from inserting it into the HTTP/2 dynamic
+    // table, where every new id evicted a useful entry and lengthened the encoder's search
+    // (RFC 7541 section 7.1.3 never-indexed literal; no effect on HTTP/1.1).
+    v.set_sensitive(true);
     headers.insert(X_REQUEST_ID.clone(), v.clone());
     v
 }
@@ -739,7 +745,8 @@ fn strip_gateway_cookies(state: &State, req: &mut Request<Incoming>) {
 
 /// The request's host, lower-cased and without port: `Host` for HTTP/1.1, the URI authority
 /// (`:authority`) for HTTP/2.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+/// Borrowed when it is already lower-case (nearly always), so routing allocates nothing.
+fn request_host(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
     let raw = match req.headers().get(http::header::HOST) {
         Some(h) => h.to_str().ok()?,
         None => req.uri().authority()?.as_str(),
@@ -752,7 +759,11 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
             _ => raw,
         },
     };
-    Some(host.to_ascii_lowercase())
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    })
 }
 
 pub use crate::clock::unix_now;
