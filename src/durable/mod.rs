@@ -32,21 +32,18 @@ use thiserror::Error;
 pub use commit::Committer;
 pub use store::{FileKind, Opened, Recovery, Swap};
 
+/// Each message names its cause itself, and the cause is not also chained as `source()`:
+/// a chain printer (`{:#}`, as `main` prints a start-up error) would otherwise print it twice.
 #[derive(Debug, Error)]
 pub enum DurableError {
-    #[error("store file {}: {op}: {source}", path.display())]
+    #[error("store file {}: {op}: {cause}", path.display())]
     Io {
         path: PathBuf,
         op: &'static str,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
-    #[error("store file {}: {source}", path.display())]
-    Header {
-        path: PathBuf,
-        #[source]
-        source: HeaderError,
-    },
+    #[error("store file {}: {cause}", path.display())]
+    Header { path: PathBuf, cause: HeaderError },
     #[error(
         "store file {} is in use by another process{}; one store file serves one gateway \
          (stop the other process first, or give each its own store path)",
@@ -97,10 +94,10 @@ pub enum HeaderError {
 }
 
 pub fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> DurableError + 'a {
-    move |source| DurableError::Io {
+    move |cause| DurableError::Io {
         path: path.to_path_buf(),
         op,
-        source,
+        cause,
     }
 }
 
