@@ -409,9 +409,23 @@ fn deserialize_all(
             Err(e) => e,
         };
         let path = err.path().to_string();
-        let message = err.into_inner().to_string();
-        problems.push(format!("{path}: {message}"));
-        reported.push(path.clone());
+        // toml's own message may add a line naming the key again: one line is enough.
+        let message = err
+            .into_inner()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        // The field a wrong-typed value was taken out of is "missing" now: said already.
+        let taken_out = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+            .is_some_and(|field| reported.contains(&format!("{path}.{field}")));
+        if !taken_out {
+            problems.push(format!("{path}: {message}"));
+            reported.push(path.clone());
+        }
         let removable = !path.contains('[') && !message.starts_with("missing field");
         if !removable || path == "." || !remove_key(&mut value, &path) {
             return None;
@@ -925,10 +939,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             .map(|doc| (p.display().to_string(), doc))
     });
     let jwks = jwks.as_ref().map(|(p, d)| (p.as_str(), d.as_slice()));
+    let mut keys_failed = false;
     let keys = match KeySet::build(materials, jwks) {
         Ok(ks) => ks,
         Err(errs) => {
             c.problems.extend(errs);
+            keys_failed = true;
             KeySet::default()
         }
     };
@@ -1364,10 +1380,23 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     }
 
     // [signin]
+    let before_signin = c.problems.len();
     let signin = f
         .signin
         .as_ref()
         .and_then(|s| signin::Settings::validate(s, base, &jwt.keys, &mut c.problems));
+    if keys_failed {
+        // The key set did not load (its problems are listed): "no key with that kid" would
+        // be a false second problem.
+        let mut i = before_signin;
+        while i < c.problems.len() {
+            if c.problems[i].starts_with("signin.signing_kid:") {
+                c.problems.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
     let insecure_cookies = signin
         .as_ref()
         .and_then(|s| s.cookies.as_ref())
