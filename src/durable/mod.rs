@@ -116,3 +116,34 @@ pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     p.push(suffix);
     PathBuf::from(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15: `main` prints a start-up error with its chain (`{:#}`); a cause both in the
+    /// message and chained as `source()` came out twice.
+    #[test]
+    fn a_cause_is_named_once_in_a_printed_chain() {
+        let header = DurableError::Header {
+            path: PathBuf::from("r.log"),
+            cause: HeaderError::NotA("revocation log"),
+        };
+        let text = format!("{:#}", anyhow::Error::from(header));
+        assert_eq!(text.matches("bad magic bytes").count(), 1, "{text}");
+        let io = io_err(Path::new("r.log"), "open")(io::Error::other("disk on fire"));
+        let text = format!("{:#}", anyhow::Error::from(io));
+        assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
+    }
+
+    /// A leftover compaction file is removed at open; no leftover is not a failure.
+    #[test]
+    fn open_removes_a_leftover_tmp_and_minds_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        drop(store::open_locked(&path).unwrap());
+        std::fs::write(sibling(&path, ".tmp"), b"half a compaction").unwrap();
+        drop(store::open_locked(&path).unwrap());
+        assert!(!sibling(&path, ".tmp").exists());
+    }
+}
