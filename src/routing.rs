@@ -64,6 +64,9 @@ pub struct Route {
     pub cors: bool,
     /// Where a WebSocket upgrade may carry its token besides `Authorization`.
     pub websocket_token: Option<WebSocketToken>,
+    /// The upstream receives the client's `Authorization` (`[identity] forward_token`, or
+    /// this route's own `forward_token`); `false` removes it once the token is verified.
+    pub forward_token: bool,
     /// `[[routes]] dpop`: whether an unbound (bearer) token is accepted here.
     pub dpop: DpopPolicy,
 }
@@ -413,6 +416,7 @@ mod tests {
             rate_limit: None,
             cors: true,
             websocket_token: None,
+            forward_token: true,
             dpop: DpopPolicy::Off,
         }
     }

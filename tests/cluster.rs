@@ -700,8 +700,15 @@ async fn readiness_is_503_until_redis_is_reachable_at_start() {
     );
     assert_eq!(readyz(&b).await, 503);
     assert_eq!(degraded(&b).await, "1");
-    // Nothing is known about the fleet's revocations yet: every token is refused.
-    assert_eq!(b.get(&token("jo", "valid")).await.status, 401);
+    // Nothing is known about the fleet's revocations yet: every token is refused, and the
+    // answer says why (issue 15: not "token revoked", which a client would act on).
+    let r = b.get(&token("jo", "valid")).await;
+    assert_eq!(r.status, 503);
+    let body = r.json();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    let why = body["error_description"].as_str().unwrap();
+    assert!(why.contains("revocation state is unavailable"), "{why}");
+    assert!(!why.contains("revoked"), "{why}");
 
     relay.restore();
     wait_ready(&b, "b ready once Redis is reachable").await;

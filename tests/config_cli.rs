@@ -164,6 +164,111 @@ fn check_reports_every_problem_at_once() {
     assert!(stderr.contains("missing.pem"), "{stderr}");
 }
 
+/// Issue 15: no problem hides another, none is reported falsely, and each names its key and
+/// where it is in the file.
+#[test]
+fn check_lists_every_problem_with_its_key_and_position_and_no_false_ones() {
+    const VAR: &str = "PORTCULLIS_IT_UNSET_B81C";
+    let setup = Setup::new();
+    let text = format!(
+        r#"{{listen}}
+[jwt]
+audience = 5
+
+[[jwt.keys]]
+kid = "dup"
+alg = "HS256"
+secret = "hs256-secret-for-tests-0123456789"
+
+[[jwt.keys]]
+kid = "dup"
+alg = "HS256"
+secret = "hs256-secret-for-tests-0123456789"
+
+[admin]
+addr = "0.0.0.0:9443"
+token = "${{{VAR}}}"
+tls_cert = "missing/admin-cert.pem"
+tls_key = "missing/admin-key.pem"
+
+[signin]
+signing_kid = "dup"
+
+[[routes]]
+prefix = "no-leading-slash"
+upstream = "http://127.0.0.1:9"
+auth = "sometimes"
+"#
+    );
+    let out = portcullis(&[
+        "check",
+        "--config",
+        &setup.write_config(&text).display().to_string(),
+    ])
+    .env_remove(VAR)
+    .output()
+    .expect("run check");
+    let stderr = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for want in [
+        VAR,
+        "admin.token",
+        "jwt.audience",
+        "a string or an array of strings",
+        "signin.users_file",
+        "routes[0].prefix",
+        "routes[0].auth",
+        "dup",
+        "admin.tls_cert",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    for never in [
+        "untagged enum",
+        "no key is configured",
+        "has no TLS",
+        "missing field",
+    ] {
+        assert!(
+            !stderr.contains(never),
+            "false or raw {never:?} in:\n{stderr}"
+        );
+    }
+    // Positions: the route's prefix is on line 27 of the rendered file.
+    let prefix_line = setup
+        .render(&text)
+        .lines()
+        .position(|l| l.starts_with("prefix = \"no-leading-slash\""))
+        .unwrap()
+        + 1;
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("routes[0].prefix"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("(line {prefix_line}, column 1)")),
+        "{line}"
+    );
+}
+
+#[test]
+fn check_names_the_line_and_byte_of_a_non_utf8_file() {
+    let setup = Setup::new();
+    let mut bytes = setup.render(VALID).into_bytes();
+    let at = bytes.len();
+    bytes.extend_from_slice(b"# caf\xe9\n");
+    let path = setup.write("config.toml", &bytes);
+    let out = run_check(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let lines = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+    assert!(
+        stderr.contains(&format!("line {lines}, column 6 (byte offset {})", at + 5)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("UTF-8"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_mints_tokens_the_gateway_accepts() {
     let up = Upstream::start().await;

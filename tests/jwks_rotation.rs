@@ -249,8 +249,10 @@ async fn rotation_fails_no_request_and_a_retired_key_stops_vouching() {
         m.contains("portcullis_jwks_refreshes_total{reason=\"changed\"} 2"),
         "{m}"
     );
+    // Present at zero from the start: the fetches must have counted.
     assert!(
-        m.contains("portcullis_jwks_refreshes_total{reason=\"unchanged\"}"),
+        m.contains("portcullis_jwks_refreshes_total{reason=\"unchanged\"} ")
+            && !m.contains("portcullis_jwks_refreshes_total{reason=\"unchanged\"} 0\n"),
         "{m}"
     );
     assert_eq!(common::gateway_panics(), 0);
@@ -361,11 +363,17 @@ async fn a_failing_key_server_leaves_the_previous_set_in_force() {
         }
     }
     let m = metrics(&gw).await;
+    // Present at zero from the start: the fetches must have counted.
     assert!(
-        m.contains("portcullis_jwks_refreshes_total{reason=\"failed\"}"),
+        m.contains("portcullis_jwks_refreshes_total{reason=\"failed\"} ")
+            && !m.contains("portcullis_jwks_refreshes_total{reason=\"failed\"} 0\n"),
         "{m}"
     );
-    assert!(!m.contains("reason=\"changed\""), "{m}");
+    // Every outcome has its series from the start (issue 15); none of these changed the set.
+    assert!(
+        m.contains("portcullis_jwks_refreshes_total{reason=\"changed\"} 0\n"),
+        "{m}"
+    );
 
     // The refresher is still alive: a real new set is taken.
     server.publish(&[b.jwk()]);

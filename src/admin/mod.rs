@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | GET | `/healthz` | none | 200 `ok` while the process serves |
 //! | GET | `/readyz` | admin | 200 when the revocation store is loaded and reachable, else 503 |
-//! | GET | `/metrics` | admin | Prometheus text format |
+//! | GET | `/metrics` | admin | Prometheus text format 0.0.4; OpenMetrics 1.0 when `Accept` asks for it |
 //! | POST | `/revocations` | admin | `{"jti","exp"?}` / `{"token"}` / `{"sub"}`, each with an optional `"reason"` -> 201 with the stored entry |
 //! | GET | `/revocations?limit=&cursor=&kind=&sub=&jti=&actor=&since=` | admin | one page of entries in force with their original identifiers and audit metadata, with counts ([`trail`]) |
 //! | GET | `/audit?limit=&cursor=&sub=&jti=&actor=&since=` | admin | the audit trail, oldest first ([`trail`]) |
@@ -48,7 +48,7 @@ use crate::response;
 use crate::revocation::audit::{Action, Audit, AuditKind, AuditRecord, MAX_REASON_BYTES};
 use crate::revocation::{Record, Revocations};
 use crate::server::conn::ConnInfo;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Format as MetricsFormat, Metrics};
 pub use auth::AdminAuth;
 
 /// Largest admin request body accepted.
@@ -180,12 +180,15 @@ async fn route(
             }
         }
         (&Method::GET, ["metrics"]) => {
-            let mut r = Response::new(Full::new(Bytes::from(admin.metrics.render())));
+            let accept = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = MetricsFormat::negotiate(accept);
+            let mut r = Response::new(Full::new(Bytes::from(admin.metrics.render_as(format))));
             r.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                HeaderValue::from_static(format.content_type()),
             );
             r
         }
@@ -400,7 +403,9 @@ async fn revoke(admin: &Arc<AdminState>, body: RevokeRequest, caller: &Caller) -
             audit.sub = verified.sub.clone();
             revs.revoke_token(key, verified.exp, now).await.map(|exp| {
                 audit.exp = Some(exp);
-                json!({ "kind": if verified.has_jti { "jti" } else { "token_digest" }, "key": key_to_hex(&key), "exp": exp })
+                // One vocabulary (issue 15): a whole-token revoke is `token`, as in its audit
+                // record and list item; `id` is its jti, or its digest without one.
+                json!({ "kind": "token", "id": audit.id, "key": key_to_hex(&key), "exp": exp })
             })
         }
         RevokeRequest::Sub { sub, .. } => {

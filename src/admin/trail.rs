@@ -5,7 +5,9 @@
 //!
 //! Query parameters (both endpoints): `sub`, `jti`, `actor`, `since` (unix seconds or RFC
 //! 3339), `limit` (1..=1000, default 100), `cursor` (the `next_cursor` of the previous page).
-//! `GET /revocations` also takes `kind=jti|sub`, as before.
+//! `GET /revocations` also takes `kind=jti|sub|token` (`jti` and `token` both list the token
+//! dictionary). `kind` has one vocabulary everywhere (POST answers, filters, list items,
+//! audit records): `jti`, `sub`, `token`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,9 +86,10 @@ fn parse_query(q: Option<&str>, with_kind: bool) -> Result<Query, &'static str> 
         match k {
             "kind" if with_kind => {
                 out.kind = Some(match v.as_str() {
+                    // `jti` and `token` revokes share the token dictionary.
                     "jti" | "token" => Kind::Token,
-                    "sub" | "subject" => Kind::Subject,
-                    _ => return Err(bad("kind must be jti or sub")),
+                    "sub" => Kind::Subject,
+                    _ => return Err(bad("kind must be jti, sub or token")),
                 })
             }
             "limit" => match v.parse::<usize>() {

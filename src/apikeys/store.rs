@@ -29,10 +29,11 @@ const FILE_VERSION: u32 = 1;
 /// Why a change could not be stored (the admin API answers 503 and changes nothing).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot write the API-key file {path}: {source}")]
+    /// The cause is in the message, not chained (see `durable::DurableError`).
+    #[error("cannot write the API-key file {}: {cause}", path.display())]
     File {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("Redis did not store the change: {0}")]
     Redis(String),
@@ -277,9 +278,9 @@ async fn save_file_async(path: &Path, keys: &[StoredKey]) -> Result<(), StoreErr
     let result = tokio::task::spawn_blocking(move || save_file(&p, &k))
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    result.map_err(|source| StoreError::File {
+    result.map_err(|cause| StoreError::File {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

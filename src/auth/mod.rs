@@ -55,6 +55,27 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every variant, so the metrics can show each reason at zero from the start.
+    pub const ALL: [AuthError; 17] = [
+        AuthError::Missing,
+        AuthError::TooLarge,
+        AuthError::Malformed,
+        AuthError::Algorithm,
+        AuthError::ForbiddenHeader,
+        AuthError::UnknownKey,
+        AuthError::NestedRequired,
+        AuthError::Signature,
+        AuthError::Decrypt,
+        AuthError::Expired,
+        AuthError::MissingExp,
+        AuthError::NotYetValid,
+        AuthError::IssuedInFuture,
+        AuthError::Issuer,
+        AuthError::Audience,
+        AuthError::Claims,
+        AuthError::Revoked,
+    ];
+
     /// Short stable name, used as the metrics label and in logs.
     pub fn reason(self) -> &'static str {
         match self {

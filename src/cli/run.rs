@@ -17,6 +17,13 @@ pub fn run(path: PathBuf, recover: bool) -> anyhow::Result<()> {
     config.revocation.recover |= recover;
     crate::telemetry::init_logging(config.log.format, &config.log.level);
     config.write_dev_files()?;
+    // The one command that mints a token this gateway accepts, for whoever just started it.
+    let try_token = config.jwt.keys.signing_key(None).is_some().then(|| {
+        let me = std::env::args()
+            .next()
+            .unwrap_or_else(|| "portcullis".into());
+        format!("{me} token --config {} --sub alice", path.display())
+    });
     // Worker 0, the admin API and background tasks share this thread; `start` adds one
     // thread-per-core worker for each further core (see `server`).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -26,6 +33,9 @@ pub fn run(path: PathBuf, recover: bool) -> anyhow::Result<()> {
     rt.block_on(async move {
         let mut signals = Signals::new();
         let gateway = crate::start(config).await?;
+        if let Some(command) = try_token {
+            tracing::info!(%command, "mint a test token with");
+        }
         while let Signal::Reload = signals.next().await {
             // The outcome is logged (and counted in metrics) by the reloader.
             let _ = gateway.reload().await;

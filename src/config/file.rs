@@ -147,11 +147,39 @@ pub struct DecryptionKey {
     pub require_nested: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// A string or an array of strings (`audience = "api"` or `audience = ["a", "b"]`).
+/// Deserialized by hand: serde's untagged enums only say "data did not match any variant
+/// of untagged enum", which names neither what was found nor what would be valid.
+#[derive(Debug)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(OneOrMany::Many(out))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl OneOrMany {
@@ -184,6 +212,9 @@ pub struct Identity {
     pub user_claim: Option<String>,
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
+    /// `false`: the upstream does not receive the client's `Authorization` (the token the
+    /// gateway verified); default `true`. `[[routes]] forward_token` overrides it per route.
+    pub forward_token: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +242,8 @@ pub struct Route {
     pub websocket_token: Option<String>,
     /// `"required"`, `"optional"` or `"off"` (default): DPoP proofs on this route.
     pub dpop: Option<String>,
+    /// Overrides `[identity] forward_token` for this route (a `jwt` route).
+    pub forward_token: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,8 +302,9 @@ pub struct Revocation {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
-    /// The users file (TOML or JSON by extension).
-    pub users_file: PathBuf,
+    /// The users file (TOML or JSON by extension). Required; optional here so that leaving it
+    /// out is one problem among the others `check` lists, not the only one.
+    pub users_file: Option<PathBuf>,
     /// The `[[jwt.keys]]` kid that signs access tokens (default: the first key that can sign).
     pub signing_kid: Option<String>,
     /// Access token lifetime, e.g. "15m".

@@ -155,6 +155,8 @@ pub struct Identity {
     pub user_claim: String,
     /// Extra claim -> header mappings, in file order.
     pub claims: Vec<(HeaderName, String)>,
+    /// `[identity] forward_token`: the default of each route's `forward_token`.
+    pub forward_token: bool,
 }
 
 #[derive(Debug)]
@@ -282,9 +284,26 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Read, expand, parse and validate the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        let fail = |problem: String| ConfigErrors {
             file: path.to_path_buf(),
-            problems: vec![format!("cannot read config file: {e}")],
+            problems: vec![problem],
+        };
+        let bytes =
+            std::fs::read(path).map_err(|e| fail(format!("cannot read config file: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let before = &e.as_bytes()[..at];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = at
+                - before
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1)
+                + 1;
+            fail(format!(
+                "line {line}, column {column} (byte offset {at}): the file is not UTF-8 text \
+                 (TOML must be UTF-8; re-save it as UTF-8)"
+            ))
         })?;
         let base = path
             .parent()
@@ -308,14 +327,32 @@ impl Config {
         let mut value: toml::Value = toml::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
         let mut problems = Vec::new();
         expand_env(&mut value, &mut String::new(), &mut problems);
-        if !problems.is_empty() {
-            return Err(fail(problems));
+        // Keys already reported (an unset variable, a value of the wrong type): the later
+        // checks would only repeat them, in their own words.
+        let mut reported: Vec<String> = problems.iter().filter_map(|p| key_of(p)).collect();
+        let file = match deserialize_all(value, &mut problems, &mut reported) {
+            Some(file) => validate(file, base_dir).err().unwrap_or_default(),
+            None => Vec::new(),
+        };
+        problems.extend(file.into_iter().filter(|p| {
+            key_of(p).is_none_or(|k| {
+                !reported.iter().any(|r| {
+                    k == *r || k.starts_with(&format!("{r}.")) || k.starts_with(&format!("{r}["))
+                })
+            })
+        }));
+        if problems.is_empty() {
+            // Valid: build it (validation is pure, so doing it twice only costs time).
+            let mut value: toml::Value =
+                toml::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
+            expand_env(&mut value, &mut String::new(), &mut problems);
+            let file: file::File = serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = e.path().to_string();
+                fail(vec![format!("{path}: {}", e.into_inner())])
+            })?;
+            return validate(file, base_dir).map_err(fail);
         }
-        let file: file::File = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            fail(vec![format!("{path}: {}", e.into_inner())])
-        })?;
-        validate(file, base_dir).map_err(fail)
+        Err(fail(with_positions(text, problems)))
     }
 
     /// Write the development material generated during validation (certificate, secrets),
@@ -344,6 +381,145 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(contents)?;
     f.sync_all()
+}
+
+/// The key a problem names: the text before its first `: `, when that looks like a key path.
+fn key_of(problem: &str) -> Option<String> {
+    let (key, _) = problem.split_once(": ")?;
+    let looks_like_key = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-[]\"".contains(&b));
+    looks_like_key.then(|| key.to_owned())
+}
+
+/// Deserialize the file mirror, collecting every type error rather than the first: a value
+/// of the wrong type is reported with its key and taken out, and the rest is tried again
+/// (at most 32 times). A missing required field, or a problem inside an array (taking an
+/// element out would renumber the ones after it), ends the search: what was found is
+/// reported and validation does not run.
+fn deserialize_all(
+    mut value: toml::Value,
+    problems: &mut Vec<String>,
+    reported: &mut Vec<String>,
+) -> Option<file::File> {
+    for _ in 0..32 {
+        let err = match serde_path_to_error::deserialize::<_, file::File>(value.clone()) {
+            Ok(file) => return Some(file),
+            Err(e) => e,
+        };
+        let path = err.path().to_string();
+        // toml's own message may add a line naming the key again: one line is enough.
+        let message = err
+            .into_inner()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        // The field a wrong-typed value was taken out of is "missing" now: said already.
+        let taken_out = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+            .is_some_and(|field| reported.contains(&format!("{path}.{field}")));
+        if !taken_out {
+            problems.push(format!("{path}: {message}"));
+            reported.push(path.clone());
+        }
+        let removable = !path.contains('[') && !message.starts_with("missing field");
+        if !removable || path == "." || !remove_key(&mut value, &path) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Remove the table key at dotted `path`; false when there is none.
+fn remove_key(value: &mut toml::Value, path: &str) -> bool {
+    let mut parts = path.split('.').peekable();
+    let mut at = value;
+    while let Some(part) = parts.next() {
+        let toml::Value::Table(t) = at else {
+            return false;
+        };
+        if parts.peek().is_none() {
+            return t.remove(part).is_some();
+        }
+        let Some(next) = t.get_mut(part) else {
+            return false;
+        };
+        at = next;
+    }
+    false
+}
+
+/// Each problem that names a key the file spells out gets the key's position appended:
+/// `(line N, column M)`. TOML syntax errors carry their own position already.
+fn with_positions(text: &str, problems: Vec<String>) -> Vec<String> {
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return problems;
+    };
+    problems
+        .into_iter()
+        .map(|p| {
+            let span = key_of(&p).and_then(|k| key_span(doc.get_ref(), &k));
+            match span {
+                Some(offset) => {
+                    let before = &text.as_bytes()[..offset.min(text.len())];
+                    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                    let column = offset
+                        - before
+                            .iter()
+                            .rposition(|b| *b == b'\n')
+                            .map_or(0, |i| i + 1)
+                        + 1;
+                    format!("{p} (line {line}, column {column})")
+                }
+                None => p,
+            }
+        })
+        .collect()
+}
+
+/// Where the key (or array element) at `path` (`routes[1].prefix`, `listen.addr`) starts.
+fn key_span(table: &toml::de::DeTable<'_>, path: &str) -> Option<usize> {
+    let mut segments = Vec::new();
+    for part in path.split('.') {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        segments.push((name.trim_matches('"'), None));
+        for idx in rest.split('[') {
+            if let Some(i) = idx.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()) {
+                segments.push(("", Some(i)));
+            }
+        }
+    }
+    let mut current: Option<&toml::de::DeValue<'_>> = None;
+    let mut span = None;
+    let mut top = Some(table);
+    for (name, index) in segments {
+        match index {
+            None => {
+                let t = match (top, current) {
+                    (Some(t), None) => t,
+                    (_, Some(toml::de::DeValue::Table(t))) => t,
+                    _ => return span,
+                };
+                let (k, v) = t.get_key_value(name)?;
+                span = Some(k.span().start);
+                current = Some(v.get_ref());
+                top = None;
+            }
+            Some(i) => {
+                let Some(toml::de::DeValue::Array(a)) = current else {
+                    return span;
+                };
+                let v = a.get(i)?;
+                span = Some(v.span().start);
+                current = Some(v.get_ref());
+            }
+        }
+    }
+    span
 }
 
 /// Replace `${VAR}` in every string value with the environment variable's value; `$$`
@@ -763,10 +939,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             .map(|doc| (p.display().to_string(), doc))
     });
     let jwks = jwks.as_ref().map(|(p, d)| (p.as_str(), d.as_slice()));
+    let mut keys_failed = false;
     let keys = match KeySet::build(materials, jwks) {
         Ok(ks) => ks,
         Err(errs) => {
             c.problems.extend(errs);
+            keys_failed = true;
             KeySet::default()
         }
     };
@@ -848,7 +1026,18 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     };
     let published = f.jwt.jwks.as_ref().and_then(|j| c.jwks(j));
     let has_jwt_route = f.routes.iter().any(|r| r.auth == "jwt");
-    if has_jwt_route && keys.is_empty() && decryption_keys.is_none() && f.jwt.jwks.is_none() {
+    // Judged by what the file configures, not by what loaded: a key with a problem of its
+    // own (a duplicate kid, an unreadable file) is reported as that, not as no key at all.
+    let configures_keys = !f.jwt.keys.is_empty()
+        || f.jwt.jwks_file.is_some()
+        || !f.jwt.decryption_keys.is_empty()
+        || f.jwt.decryption_jwks_file.is_some();
+    if has_jwt_route
+        && !configures_keys
+        && keys.is_empty()
+        && decryption_keys.is_none()
+        && f.jwt.jwks.is_none()
+    {
         c.problems.push(
             "jwt.keys: a route uses auth = \"jwt\" but no key is configured; add a [[jwt.keys]] entry, jwt.jwks_file or a [jwt.jwks] section".into(),
         );
@@ -895,6 +1084,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         user_header: user_header.unwrap_or(HeaderName::from_static("x-user-id")),
         user_claim: f.identity.user_claim.unwrap_or_else(|| "sub".into()),
         claims,
+        forward_token: f.identity.forward_token.unwrap_or(true),
     };
 
     // [upstream] defaults and [[routes]]
@@ -917,29 +1107,26 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     let mut access = access::AccessBuilder::new(f.jwt.roles_claim.as_deref(), &mut c.problems);
     for (i, r) in f.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
-        let prefix = match normalise_prefix(&r.prefix) {
-            Ok(p) => p,
-            Err(e) => {
-                c.problems.push(format!("{key}.prefix: {e}"));
-                continue;
-            }
-        };
+        // Each key of the route is checked even when an earlier one is wrong, so `check`
+        // lists every problem at once; the route is left out only at the end.
+        let prefix = normalise_prefix(&r.prefix)
+            .map_err(|e| c.problems.push(format!("{key}.prefix: {e}")))
+            .ok();
         let auth = match r.auth.as_str() {
-            "jwt" => AuthPolicy::Jwt,
-            "public" => AuthPolicy::Public,
+            "jwt" => Some(AuthPolicy::Jwt),
+            "public" => Some(AuthPolicy::Public),
             other => {
                 c.problems.push(format!(
                     "{key}.auth: `{other}` is not a policy; use \"jwt\" or \"public\""
                 ));
-                continue;
+                None
             }
         };
-        let upstream = match parse_upstream(&r.upstream) {
-            Ok(u) => u,
-            Err(e) => {
-                c.problems.push(format!("{key}.upstream: {e}"));
-                continue;
-            }
+        let upstream = parse_upstream(&r.upstream)
+            .map_err(|e| c.problems.push(format!("{key}.upstream: {e}")))
+            .ok();
+        let (Some(prefix), Some(auth), Some(upstream)) = (prefix, auth, upstream) else {
+            continue;
         };
         let connect_timeout = c.duration(
             &format!("{key}.connect_timeout"),
@@ -974,6 +1161,11 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                 None
             }
         };
+        if r.forward_token.is_some() && auth != AuthPolicy::Jwt {
+            c.problems.push(format!(
+                "{key}.forward_token: only meaningful with auth = \"jwt\" (a public route passes Authorization through untouched)"
+            ));
+        }
         if websocket_token.is_some() && auth != AuthPolicy::Jwt {
             c.problems.push(format!(
                 "{key}.websocket_token: only meaningful with auth = \"jwt\" (a public route reads no token)"
@@ -992,6 +1184,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             allow,
             rate_limit,
             cors: r.cors.unwrap_or(true),
+            forward_token: r.forward_token.unwrap_or(identity.forward_token),
             websocket_token,
             dpop: match r.dpop.as_deref() {
                 None | Some("off") => crate::routing::DpopPolicy::Off,
@@ -1048,8 +1241,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                 }
             };
             if let Some(addr) = addr {
+                // Configured TLS whose files fail to load is reported as that (above), not
+                // as a listener without TLS.
+                let tls_configured = a.tls_cert.is_some() || a.tls_key.is_some();
                 if !addr.ip().is_loopback()
                     && tls.is_none()
+                    && !tls_configured
                     && !a.allow_insecure_remote.unwrap_or(false)
                 {
                     c.problems.push(format!(
@@ -1183,10 +1380,23 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     }
 
     // [signin]
+    let before_signin = c.problems.len();
     let signin = f
         .signin
         .as_ref()
         .and_then(|s| signin::Settings::validate(s, base, &jwt.keys, &mut c.problems));
+    if keys_failed {
+        // The key set did not load (its problems are listed): "no key with that kid" would
+        // be a false second problem.
+        let mut i = before_signin;
+        while i < c.problems.len() {
+            if c.problems[i].starts_with("signin.signing_kid:") {
+                c.problems.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
     let insecure_cookies = signin
         .as_ref()
         .and_then(|s| s.cookies.as_ref())

@@ -151,17 +151,25 @@ impl Settings {
         if max_concurrent_hashes == 0 {
             problems.push("signin.max_concurrent_hashes: must be at least 1".into());
         }
-        let users_file = if f.users_file.is_absolute() {
-            f.users_file.clone()
-        } else {
-            base.join(&f.users_file)
-        };
-        let users = match UsersFile::load(&users_file) {
-            Ok(u) => u,
-            Err(e) => {
-                problems.push(format!("signin.users_file: {e}"));
-                UsersFile::default()
+        let users_file = match &f.users_file {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => base.join(p),
+            None => {
+                problems.push(
+                    "signin.users_file: required; name the users file (TOML or JSON), e.g. users_file = \"users.toml\" (create it with `portcullis users add`)".into(),
+                );
+                PathBuf::new()
             }
+        };
+        let users = match &f.users_file {
+            None => UsersFile::default(),
+            Some(_) => match UsersFile::load(&users_file) {
+                Ok(u) => u,
+                Err(e) => {
+                    problems.push(format!("signin.users_file: {e}"));
+                    UsersFile::default()
+                }
+            },
         };
         let cookies = f
             .cookies

@@ -32,21 +32,18 @@ use thiserror::Error;
 pub use commit::Committer;
 pub use store::{FileKind, Opened, Recovery, Swap};
 
+/// Each message names its cause itself, and the cause is not also chained as `source()`:
+/// a chain printer (`{:#}`, as `main` prints a start-up error) would otherwise print it twice.
 #[derive(Debug, Error)]
 pub enum DurableError {
-    #[error("store file {}: {op}: {source}", path.display())]
+    #[error("store file {}: {op}: {cause}", path.display())]
     Io {
         path: PathBuf,
         op: &'static str,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
-    #[error("store file {}: {source}", path.display())]
-    Header {
-        path: PathBuf,
-        #[source]
-        source: HeaderError,
-    },
+    #[error("store file {}: {cause}", path.display())]
+    Header { path: PathBuf, cause: HeaderError },
     #[error(
         "store file {} is in use by another process{}; one store file serves one gateway \
          (stop the other process first, or give each its own store path)",
@@ -97,10 +94,10 @@ pub enum HeaderError {
 }
 
 pub fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> DurableError + 'a {
-    move |source| DurableError::Io {
+    move |cause| DurableError::Io {
         path: path.to_path_buf(),
         op,
-        source,
+        cause,
     }
 }
 
@@ -118,4 +115,35 @@ pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(suffix);
     PathBuf::from(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15: `main` prints a start-up error with its chain (`{:#}`); a cause both in the
+    /// message and chained as `source()` came out twice.
+    #[test]
+    fn a_cause_is_named_once_in_a_printed_chain() {
+        let header = DurableError::Header {
+            path: PathBuf::from("r.log"),
+            cause: HeaderError::NotA("revocation log"),
+        };
+        let text = format!("{:#}", anyhow::Error::from(header));
+        assert_eq!(text.matches("bad magic bytes").count(), 1, "{text}");
+        let io = io_err(Path::new("r.log"), "open")(io::Error::other("disk on fire"));
+        let text = format!("{:#}", anyhow::Error::from(io));
+        assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
+    }
+
+    /// A leftover compaction file is removed at open; no leftover is not a failure.
+    #[test]
+    fn open_removes_a_leftover_tmp_and_minds_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        drop(store::open_locked(&path).unwrap());
+        std::fs::write(sibling(&path, ".tmp"), b"half a compaction").unwrap();
+        drop(store::open_locked(&path).unwrap());
+        assert!(!sibling(&path, ".tmp").exists());
+    }
 }

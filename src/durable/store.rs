@@ -89,12 +89,22 @@ pub fn open_locked(path: &Path) -> Result<Opened, DurableError> {
             break file;
         }
     };
-    match fs::remove_file(&tmp_path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(io_err(&tmp_path, "remove stale compaction file")(e))
-        }
-        _ => {}
+    // Only a leftover that exists is removed: on a read-only file system unlinking even a
+    // missing file fails (EROFS before the lookup), which used to be reported as a failure
+    // to remove a file that was never there. Then the folder is checked the way compaction
+    // will use it, so a folder the gateway cannot write is named as that, at start.
+    if fs::symlink_metadata(&tmp_path).is_ok() {
+        fs::remove_file(&tmp_path).map_err(io_err(&tmp_path, "remove stale compaction file"))?;
     }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp_path)
+        .and_then(|_| fs::remove_file(&tmp_path))
+        .map_err(io_err(
+            path,
+            "the store's folder is not writable (compaction writes and renames files beside the store)",
+        ))?;
     let size = file.metadata().map_or(0, |m| m.len());
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     file.read_to_end(&mut bytes).map_err(io_err(path, "read"))?;

@@ -107,6 +107,7 @@ pub(crate) fn admin_auth(a: &crate::config::Admin) -> AdminAuth {
 /// (validation happened in `Config::load`).
 pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let metrics = Arc::new(Metrics::new());
+    metrics.prime_auth_failures(crate::auth::AuthError::ALL.map(crate::auth::AuthError::reason));
     let store = config.revocation.store.clone();
     let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
     let revocations =
@@ -264,10 +265,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         %addr,
         tls = tls.is_some(),
         workers,
-        admin = ?admin_addr,
+        // Absent fields are left out (an `Option` field records nothing when `None`).
+        admin = admin_addr.map(tracing::field::display),
         routes = shared.routes.len(),
         keys = shared.validator.keys.len(),
-        jwks = ?config.jwt.jwks.as_ref().map(|j| j.source.to_string()),
+        jwks = config.jwt.jwks.as_ref().map(|j| tracing::field::display(&j.source)),
         "portcullis listening"
     );
     let shared = Arc::new(ArcSwap::new(shared));
@@ -282,10 +284,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         admin: admin_state.clone(),
         admin_tls,
         revocations,
-        api_key_store: store_label(&config.api_keys.store),
+        fixed: reload::restart_only(&config),
         api_keys,
         metrics,
-        listen_addr: config.listen.addr,
         shutdown_grace: config.listen.shutdown_grace,
         lock: tokio::sync::Mutex::new(()),
     });

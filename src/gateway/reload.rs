@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use super::{jwks, store_label};
 use crate::admin::{self, AdminState};
 use crate::apikeys::ApiKeys;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, LogFormat, StoreKind};
 
 /// Why a reload was refused; the previous configuration then stays in force. The text is
 /// what `POST /reload` and the log show.
@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigErrors};
 pub enum ReloadError {
     #[error("this gateway was started from config text, not a file: nothing to reload")]
     NoFile,
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigErrors),
     /// A certificate or key that does not build a TLS configuration.
     #[error("{0}")]
@@ -57,10 +57,10 @@ pub struct Reloader {
     pub(super) admin_tls: Option<TlsSource>,
     pub(super) revocations: Arc<Revocations>,
     pub(super) api_keys: Arc<ApiKeys>,
-    /// Where the API keys live (fixed at start; a reload that changes it says so).
-    pub(super) api_key_store: String,
+    /// The restart-only settings as started ([`restart_only`]); a reload that changes one
+    /// says so in a note.
+    pub(super) fixed: Vec<(&'static str, String)>,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) listen_addr: SocketAddr,
     pub(super) shutdown_grace: Duration,
     /// One reload at a time.
     pub(super) lock: tokio::sync::Mutex<()>,
@@ -78,7 +78,10 @@ impl Reloader {
             .get_or_create(&ReasonLabel { reason: outcome })
             .inc();
         match &result {
-            Ok(notes) => tracing::info!(?notes, "configuration reloaded"),
+            Ok(notes) => tracing::info!(
+                notes = %crate::telemetry::JsonList(notes),
+                "configuration reloaded"
+            ),
             Err(e) => {
                 tracing::error!(error = %e, "configuration reload rejected; the previous configuration stays in force")
             }
@@ -91,13 +94,7 @@ impl Reloader {
         let mut config = tokio::task::spawn_blocking(move || Config::load(&path))
             .await
             .map_err(|e| ReloadError::Task(e.to_string()))??;
-        let mut notes = Vec::new();
-        if config.listen.addr != self.listen_addr && config.listen.addr.port() != 0 {
-            notes.push(format!(
-                "listen.addr changed to {}: takes effect after a restart",
-                config.listen.addr
-            ));
-        }
+        let mut notes = restart_notes(&self.fixed, &restart_only(&config));
         let tls = match (&self.tls, &config.listen.tls) {
             (Some(_), Some(m)) => Some(Arc::new(
                 crate::tls::server_config(m).map_err(ReloadError::Tls)?,
@@ -115,12 +112,6 @@ impl Reloader {
             (None, None) => None,
             _ => return Err(ReloadError::TlsSwitch("admin: switching admin TLS")),
         };
-        if store_label(&config.api_keys.store) != self.api_key_store {
-            notes.push(
-                "api_keys.store changed: takes effect after a restart (the keys in force stay)"
-                    .into(),
-            );
-        }
         // A new key source is fetched now, so an unreachable one refuses the reload.
         let jwks_plan = self
             .published_keys
@@ -157,6 +148,111 @@ impl Reloader {
         notes.extend(self.published_keys.refetch(&jwks_plan).await);
         self.published_keys.apply(jwks_plan);
         Ok(notes)
+    }
+}
+
+/// The settings only a start applies, as (key, value shown in a note): the listeners and
+/// their sockets, the worker threads, the connection budget and per-connection limits
+/// (fixed in the transport), the stores opened at start, and the log subscriber. A value
+/// is what the file says (never a password: store URLs are redacted), compared as text.
+pub(super) fn restart_only(c: &Config) -> Vec<(&'static str, String)> {
+    let secs = |d: Duration| humantime::format_duration(d).to_string();
+    let admin = c.admin.as_ref();
+    vec![
+        ("listen.addr", c.listen.addr.to_string()),
+        (
+            "listen.workers",
+            c.listen
+                .workers
+                .map_or("one per core".into(), |w| w.to_string()),
+        ),
+        ("listen.handshake_timeout", secs(c.listen.handshake_timeout)),
+        (
+            "listen.header_read_timeout",
+            secs(c.listen.header_read_timeout),
+        ),
+        ("listen.shutdown_grace", secs(c.listen.shutdown_grace)),
+        (
+            "listen.hsts",
+            c.listen
+                .hsts
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("off")
+                .to_owned(),
+        ),
+        ("admin", if admin.is_some() { "on" } else { "off" }.into()),
+        (
+            "admin.addr",
+            admin.map_or("-".into(), |a| a.addr.to_string()),
+        ),
+        (
+            "limits.max_connections",
+            c.limits.max_connections.to_string(),
+        ),
+        (
+            "limits.max_header_bytes",
+            c.limits.max_header_bytes.to_string(),
+        ),
+        ("limits.max_headers", c.limits.max_headers.to_string()),
+        (
+            "limits.h2_max_concurrent_streams",
+            c.limits.h2_max_concurrent_streams.to_string(),
+        ),
+        (
+            "revocation.store",
+            revocation_store_label(&c.revocation.store),
+        ),
+        (
+            "revocation.sweep_interval",
+            secs(c.revocation.sweep_interval),
+        ),
+        (
+            "revocation.audit_retention",
+            secs(c.revocation.audit_retention),
+        ),
+        ("api_keys.store", store_label(&c.api_keys.store)),
+        (
+            "log.format",
+            match c.log.format {
+                LogFormat::Pretty => "pretty",
+                LogFormat::Json => "json",
+            }
+            .into(),
+        ),
+        ("log.level", c.log.level.clone()),
+    ]
+}
+
+/// One note per restart-only setting whose value changed. An address whose new port is 0
+/// ("any port", as tests write it) is not a change of address.
+fn restart_notes(was: &[(&'static str, String)], now: &[(&'static str, String)]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for ((key, old), (_, new)) in was.iter().zip(now) {
+        if old == new {
+            continue;
+        }
+        let any_port = new.parse::<SocketAddr>().is_ok_and(|a| a.port() == 0);
+        if key.ends_with(".addr") && any_port {
+            continue;
+        }
+        let tail = match *key {
+            "api_keys.store" => " (the keys in force stay)",
+            "revocation.store" => " (the revocations in force stay)",
+            _ => "",
+        };
+        notes.push(format!(
+            "{key} changed to {new}: takes effect after a restart{tail}"
+        ));
+    }
+    notes
+}
+
+fn revocation_store_label(s: &StoreKind) -> String {
+    match s {
+        StoreKind::Memory => "memory".into(),
+        StoreKind::Log(p) => p.display().to_string(),
+        StoreKind::Redis(r) => format!("{} {}", r.redacted(), r.key_prefix),
     }
 }
 

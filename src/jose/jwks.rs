@@ -92,8 +92,9 @@ impl Default for FetchOptions {
 pub enum JwksError {
     #[error("{0}")]
     Config(String),
+    /// The cause is in the message, not chained: a chain printer would show it twice.
     #[error("cannot read the JWKS file: {0}")]
-    File(#[source] std::io::Error),
+    File(std::io::Error),
     #[error("cannot reach the JWKS server: {0}")]
     Connect(String),
     #[error("the JWKS server answered {0}")]

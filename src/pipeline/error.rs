@@ -59,6 +59,11 @@ pub enum GatewayError {
     /// A cookie-authenticated WebSocket upgrade without an allowed `Origin`.
     #[error("WebSocket upgrade by cookie from a foreign or missing Origin")]
     WebSocketOrigin,
+    /// Cluster mode before the first full load from Redis: whether a token is revoked is
+    /// not known yet, so nothing passes (fail closed), and the client is told the truth
+    /// (503, retry) rather than that its token was revoked.
+    #[error("the revocation state is not loaded yet")]
+    RevocationUnavailable,
     #[error("upstream unreachable: {0}")]
     UpstreamConnect(String),
     #[error("upstream did not answer in time")]
@@ -81,6 +86,7 @@ impl GatewayError {
             GatewayError::CorsRefused(_) | GatewayError::WebSocketOrigin => StatusCode::FORBIDDEN,
             GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::RevocationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -102,6 +108,7 @@ impl GatewayError {
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Upstream(_) => "upstream_error",
+            GatewayError::RevocationUnavailable => "revocation_unavailable",
         }
     }
 
@@ -139,14 +146,55 @@ impl GatewayError {
                 "gateway_timeout",
                 "the upstream service did not answer in time",
             ),
+            GatewayError::RevocationUnavailable => (
+                "temporarily_unavailable",
+                "the revocation state is unavailable (not loaded yet); retry shortly",
+            ),
         };
         let mut resp = response::error(self.status(), code, description);
         if let GatewayError::ApiKey(k) = self {
             resp.headers_mut()
                 .insert(WWW_AUTHENTICATE, api_key_challenge(*k));
         }
+        if let GatewayError::RevocationUnavailable = self {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
+}
+
+/// Add the request's context to an error body the gateway wrote: `request_id` (what the
+/// client also gets in `x-request-id`) and `trace_id` (the W3C trace), so a client that
+/// reports an error hands over what finds its log lines. Bodies that are not a JSON object
+/// pass unchanged. Error path only: one copy of a body of a few dozen bytes.
+pub fn with_context(
+    resp: Response<Full<Bytes>>,
+    request_id: &HeaderValue,
+    trace_id: &str,
+) -> Response<Full<Bytes>> {
+    use futures_util::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    let (parts, body) = resp.into_parts();
+    // `Full` is ready at once: its one frame is there without waiting.
+    let bytes = match body.collect().now_or_never() {
+        Some(Ok(c)) => c.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let (Some(b'}'), Ok(id)) = (bytes.last(), request_id.to_str()) else {
+        return Response::from_parts(parts, Full::new(bytes));
+    };
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "\"-\"".into());
+    let mut out = Vec::with_capacity(bytes.len() + id.len() + trace_id.len() + 32);
+    out.extend_from_slice(&bytes[..bytes.len() - 1]);
+    out.extend_from_slice(b",\"request_id\":");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b",\"trace_id\":\"");
+    out.extend_from_slice(trace_id.as_bytes());
+    out.extend_from_slice(b"\"}");
+    let mut resp = Response::from_parts(parts, Full::new(Bytes::from(out)));
+    resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+    resp
 }
 
 /// 429 with `Retry-After` (RFC 9110 section 10.2.3, whole seconds) and the fields of
@@ -263,11 +311,30 @@ mod tests {
             ),
             (GatewayError::Upstream("reset".into()), 502, "bad_gateway"),
             (GatewayError::UpstreamTimeout, 504, "gateway_timeout"),
+            (
+                GatewayError::RevocationUnavailable,
+                503,
+                "temporarily_unavailable",
+            ),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{e}");
             assert_eq!(body_json(&e)["error"], code, "{e}");
         }
+    }
+
+    #[test]
+    fn error_bodies_carry_the_request_and_trace_ids() {
+        let r = with_context(
+            GatewayError::NoRoute.to_response(),
+            &HeaderValue::from_static("req-\"1"),
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        );
+        let bytes = block_on(r.into_body().collect()).unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"], "not_found");
+        assert_eq!(v["request_id"], "req-\"1");
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]

@@ -73,6 +73,7 @@ mod tests {
             user_header: HeaderName::from_static("x-user-id"),
             user_claim: "sub".into(),
             claims: vec![(HeaderName::from_static("x-user-roles"), "roles".into())],
+            forward_token: true,
         }
     }
 

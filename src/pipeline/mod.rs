@@ -51,6 +51,7 @@ use crate::config::{Config, Identity};
 use crate::revocation::Revocations;
 use crate::signin::SignIn;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use crate::telemetry::trace::TraceContext;
 use error::GatewayError;
 use forward::{ConnInfo, UpstreamClient};
 use identity::Protected;
@@ -259,7 +260,8 @@ pub async fn handle(
 ) -> Result<Response<ResBody>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let request_id = request_id(req.headers_mut());
+    let trace = TraceContext::of_request(req.headers_mut());
+    let request_id = request_id(req.headers_mut(), &trace);
     let access = state.access_log.then(|| req.uri().path().to_owned());
     let origin = match &state.cors {
         Some(_) => req.headers().get(http::header::ORIGIN).cloned(),
@@ -280,7 +282,7 @@ pub async fn handle(
                 | GatewayError::Upstream(_)
                 | GatewayError::UpstreamTimeout => {
                     state.metrics.upstream_error(e.reason());
-                    tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = request_id.to_str().unwrap_or("-"), "upstream failure")
+                    tracing::warn!(route, %method, reason = e.reason(), error = %e, request_id = request_id.to_str().unwrap_or("-"), trace_id = trace.trace_id(), "upstream failure")
                 }
                 GatewayError::Auth(_)
                 | GatewayError::Csrf
@@ -288,13 +290,13 @@ pub async fn handle(
                 | GatewayError::Forbidden(_)
                 | GatewayError::Dpop(_) => {
                     state.metrics.auth_failure(e.reason());
-                    tracing::debug!(route, %method, reason = e.reason(), request_id = request_id.to_str().unwrap_or("-"), "request refused")
+                    tracing::debug!(route, %method, reason = e.reason(), request_id = request_id.to_str().unwrap_or("-"), trace_id = trace.trace_id(), "request refused")
                 }
                 _ => {
-                    tracing::debug!(route, %method, reason = e.reason(), request_id = request_id.to_str().unwrap_or("-"), "request refused")
+                    tracing::debug!(route, %method, reason = e.reason(), request_id = request_id.to_str().unwrap_or("-"), trace_id = trace.trace_id(), "request refused")
                 }
             }
-            e.to_response().map(Either::Right)
+            error::with_context(e.to_response(), &request_id, trace.trace_id()).map(Either::Right)
         }
     };
     let elapsed = start.elapsed();
@@ -314,6 +316,7 @@ pub async fn handle(
             latency_us = elapsed.as_micros() as u64,
             user = user.as_ref().and_then(|u| u.to_str().ok()).unwrap_or("-"),
             request_id = request_id.to_str().unwrap_or("-"),
+            trace_id = trace.trace_id(),
             peer = %conn.peer.ip(),
             "access"
         );
@@ -328,9 +331,10 @@ pub async fn handle(
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The request's id: the client's `x-request-id` when it is a sane token (1-128 visible
-/// ASCII characters), otherwise 128 random bits in hex. Set on the request, so the upstream
-/// sees the same id the client gets back.
-fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
+/// ASCII characters), otherwise 128 random bits in hex: the trace id when the gateway just
+/// started the trace (this request is its root, so the id is as unique and one draw serves
+/// both). Set on the request, so the upstream sees the same id the client gets back.
+fn request_id(headers: &mut http::HeaderMap, trace: &TraceContext) -> HeaderValue {
     let mut given = headers.get_all(&X_REQUEST_ID).iter();
     if let (Some(v), None) = (given.next(), given.next()) {
         let b = v.as_bytes();
@@ -340,10 +344,14 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
             return v;
         }
     }
-    let id: [u8; 16] = rand::random();
-    let mut text = [0u8; 32];
-    crate::hex::encode_into(&id, &mut text);
-    let mut v = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"));
+    let mut v = if trace.created {
+        HeaderValue::from_str(trace.trace_id()).unwrap_or(HeaderValue::from_static("-"))
+    } else {
+        let id: [u8; 16] = rand::random();
+        let mut text = [0u8; 32];
+        crate::hex::encode_into(&id, &mut text);
+        HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("-"))
+    };
     // Unique per request: "sensitive" keeps HPACK from inserting it into the HTTP/2 dynamic
     // table, where every new id evicted a useful entry and lengthened the encoder's search
     // (RFC 7541 section 7.1.3 never-indexed literal; no effect on HTTP/1.1).
@@ -409,24 +417,27 @@ async fn answer_endpoint(
     req: Request<Incoming>,
     conn: &ConnInfo,
 ) -> Outcome {
-    let result = match &state.signin {
+    let (result, user) = match &state.signin {
         // Boxed: sign-in's future (password hashing, session stores) is larger than the whole
         // proxy path's, and every request's future would otherwise carry its size.
-        Some(signin) => Ok(Box::pin(crate::signin::http::serve(
-            signin,
-            endpoint,
-            req,
-            conn.peer.ip(),
-        ))
-        .await
-        .map(Either::Right)),
+        Some(signin) => {
+            let (resp, user) = Box::pin(crate::signin::http::serve(
+                signin,
+                endpoint,
+                req,
+                conn.peer.ip(),
+            ))
+            .await;
+            let user = user.and_then(|u| HeaderValue::from_str(&u).ok());
+            (Ok(resp.map(Either::Right)), user)
+        }
         // The table names sign-in endpoints only when sign-in started.
-        None => Err(GatewayError::NoRoute),
+        None => (Err(GatewayError::NoRoute), None),
     };
     Outcome {
         route: endpoint.label(),
         route_idx: None,
-        user: None,
+        user,
         result,
         cors: state.cors.is_some(),
     }
@@ -505,15 +516,17 @@ async fn proxy(
             None => authenticate(state, route, &req, conn),
         };
         answer_bearer = matches!(ws_token, Some((route::WebSocketToken::Subprotocol, _)));
-        let verified =
-            match found.and_then(|v| check_revocation(state, v).map_err(GatewayError::from)) {
-                Ok(v) => v,
-                Err(e) => return fail(e, None),
-            };
+        let verified = match found.and_then(|v| check_revocation(state, v)) {
+            Ok(v) => v,
+            Err(e) => return fail(e, None),
+        };
         if let Err(e) = access::authorize(route, req.method(), &verified) {
             return fail(e, Some(verified.user.clone()));
         }
         inject_identity(state, &mut req, &verified);
+        if !route.forward_token {
+            strip_token(&mut req);
+        }
         user = Some(verified.user.clone());
     }
     let limiter = state.limiters.get(idx).and_then(Option::as_deref);
@@ -721,10 +734,14 @@ fn verify(state: &State, token: &str) -> Result<Authenticated, AuthError> {
 }
 
 /// Consult the revocation dictionary (O(1), lock-free reads). Rejects with 401
-/// `token revoked`.
-fn check_revocation(state: &State, v: Authenticated) -> Result<Authenticated, AuthError> {
+/// `token revoked`, or, in cluster mode before the first load from Redis (when every token
+/// counts as revoked), with 503: the revocation state is unavailable, not the token revoked.
+fn check_revocation(state: &State, v: Authenticated) -> Result<Authenticated, GatewayError> {
     if state.revocations.is_revoked(&v.ids()) {
-        return Err(AuthError::Revoked);
+        if !state.revocations.is_loaded() {
+            return Err(GatewayError::RevocationUnavailable);
+        }
+        return Err(AuthError::Revoked.into());
     }
     Ok(v)
 }
@@ -732,6 +749,14 @@ fn check_revocation(state: &State, v: Authenticated) -> Result<Authenticated, Au
 /// Set the user and claim headers from the verified token. Never rejects.
 fn inject_identity(state: &State, req: &mut Request<Incoming>, v: &Verified) {
     identity::inject(req.headers_mut(), &state.identity, v);
+}
+
+/// `forward_token = false`: remove the `Authorization` the token came in (bearer or DPoP),
+/// so upstream logs and debug dumps never hold a live token. Runs after `authenticate` on
+/// a `jwt` route (a public route's `Authorization` is the upstream's business). Never
+/// rejects.
+fn strip_token(req: &mut Request<Incoming>) {
+    req.headers_mut().remove(http::header::AUTHORIZATION);
 }
 
 /// Cookie mode: remove the access and refresh cookies, so no upstream ever holds a gateway

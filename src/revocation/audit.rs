@@ -84,10 +84,11 @@ pub struct AuditRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit journal `{path}`: {source}")]
+    /// The cause is in the message, not chained (see `durable::DurableError`).
+    #[error("audit journal `{}`: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("audit list in Redis: {0}")]
     Redis(String),
@@ -289,9 +290,9 @@ fn parse_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<AuditRecord> {
 impl FileJournal {
     /// Open (or create) the journal and cut a torn last line off.
     fn open(path: &Path) -> Result<Self, AuditError> {
-        let io = |source| AuditError::Io {
+        let io = |cause| AuditError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -313,10 +314,10 @@ impl FileJournal {
         })
     }
 
-    fn io(&self, source: std::io::Error) -> AuditError {
+    fn io(&self, cause: std::io::Error) -> AuditError {
         AuditError::Io {
             path: self.path.clone(),
-            source,
+            cause,
         }
     }
 

@@ -39,15 +39,19 @@ pub enum Kind {
     Subject,
 }
 
-/// One revocation, as listed by [`Dictionary::page`] and written by compaction.
+/// One revocation, as listed by [`Dictionary::page`] and written by compaction. Listed
+/// with the admin API's one `kind` vocabulary: a token entry is `jti` (the audit trail, when
+/// it knows the revoke, says `token` for a whole-token one), a subject entry `sub`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind")]
 pub enum Entry {
+    #[serde(rename = "jti")]
     Token {
         #[serde(serialize_with = "serialize_key")]
         key: Key,
         exp: u64,
     },
+    #[serde(rename = "sub")]
     Subject {
         #[serde(serialize_with = "serialize_key")]
         key: Key,

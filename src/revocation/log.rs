@@ -85,9 +85,9 @@ pub use crate::clock::unix_now as now_unix;
 /// refuses anything else.
 fn upgrade(opened: &mut Opened) -> Result<(), LogError> {
     match check_header(&opened.bytes, &KIND) {
-        Err(source) => Err(LogError::Header {
+        Err(cause) => Err(LogError::Header {
             path: opened.path.clone(),
-            source,
+            cause,
         }),
         Ok(Header::Valid) => Ok(()),
         Ok(Header::Incomplete) => store::reset_to_header(opened, &KIND),
@@ -106,7 +106,7 @@ fn upgrade(opened: &mut Opened) -> Result<(), LogError> {
         }
         Ok(Header::Version(found)) => Err(LogError::Header {
             path: opened.path.clone(),
-            source: HeaderError::UnsupportedVersion {
+            cause: HeaderError::UnsupportedVersion {
                 kind: KIND.name,
                 found,
                 supported: MAGIC[HEADER_LEN - 1],

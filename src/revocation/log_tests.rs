@@ -467,7 +467,7 @@ fn a_file_that_is_not_a_log_is_refused_and_left_alone() {
         matches!(
             err,
             LogError::Header {
-                source: HeaderError::NotA(_),
+                cause: HeaderError::NotA(_),
                 ..
             }
         ),

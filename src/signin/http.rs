@@ -175,14 +175,18 @@ fn no_cache(resp: &mut Response<Full<Bytes>>) {
         .insert(PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
+/// A sign-in answer and, when it succeeded, the user it was for (the access log's `user`).
+type Answer = Result<(Response<Full<Bytes>>, String), SignInError>;
+
 /// Answer one sign-in request. Never fails: errors become responses and are logged once
-/// here (without any credential).
+/// here (without any credential). Returns the user a successful login, refresh or logout
+/// was for, so the access log line names them as it does on a proxied route.
 pub async fn serve(
     signin: &SignIn,
     endpoint: Endpoint,
     req: Request<Incoming>,
     peer: IpAddr,
-) -> Response<Full<Bytes>> {
+) -> (Response<Full<Bytes>>, Option<String>) {
     let result = if req.method() != Method::POST {
         Err(SignInError::MethodNotAllowed)
     } else {
@@ -194,7 +198,7 @@ pub async fn serve(
         }
     };
     match result {
-        Ok(resp) => resp,
+        Ok((resp, user)) => (resp, Some(user)),
         Err(e) => {
             match &e {
                 SignInError::Unavailable(detail) => {
@@ -207,18 +211,14 @@ pub async fn serve(
                     "sign-in refused"
                 ),
             }
-            e.to_response()
+            (e.to_response(), None)
         }
     }
 }
 
 /// `POST login`: check the rate limits, verify the password off the runtime, start a
 /// session family (ending older ones beyond `max_sessions_per_user`), issue tokens.
-async fn login(
-    signin: &SignIn,
-    req: Request<Incoming>,
-    peer: IpAddr,
-) -> Result<Response<Full<Bytes>>, SignInError> {
+async fn login(signin: &SignIn, req: Request<Incoming>, peer: IpAddr) -> Answer {
     // Login CSRF: a cross-site form could sign the victim in as the attacker, and SameSite
     // does not stop a top-level POST from setting cookies. Browsers say where a request
     // comes from in `Sec-Fetch-Site`; other clients do not send it.
@@ -291,15 +291,12 @@ async fn login(
         return Err(e);
     }
     tracing::info!(user = %user, ended_sessions = ended.len(), "signed in");
-    token_response(signin, &access, &refresh, delivery)
+    token_response(signin, &access, &refresh, delivery).map(|r| (r, user))
 }
 
 /// `POST refresh`: spend the refresh token and issue the next pair. A token spent before
 /// ends its whole family (every access token of it revoked) and is refused.
-async fn refresh(
-    signin: &SignIn,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, SignInError> {
+async fn refresh(signin: &SignIn, req: Request<Incoming>) -> Answer {
     // Cookie mode: the refresh cookie (CSRF-checked), used when the body names no token, and
     // the CSRF value the page already holds, kept across the rotation.
     let cookie = signin.cookies.as_ref().map(|c| {
@@ -358,18 +355,14 @@ async fn refresh(
         return Err(SignInError::InvalidRefresh);
     }
     let access = signin.signer.sign(&pending, &user)?;
-    token_response(signin, &access, &next, delivery)
+    token_response(signin, &access, &next, delivery).map(|r| (r, user))
 }
 
 /// `POST logout` / `logout-all`: the bearer access token must verify and not be revoked.
 /// Revokes it and ends its family (or every family of its user). In cookie mode a request
 /// without `Authorization` uses the access cookie and needs the CSRF header; the answer
 /// clears the cookies.
-async fn logout(
-    signin: &SignIn,
-    req: Request<Incoming>,
-    all: bool,
-) -> Result<Response<Full<Bytes>>, SignInError> {
+async fn logout(signin: &SignIn, req: Request<Incoming>, all: bool) -> Answer {
     let now = unix_now();
     let max = signin.validator.max_token_bytes;
     let token = match &signin.cookies {
@@ -383,6 +376,11 @@ async fn logout(
         .verify(token, now)
         .map_err(SignInError::Auth)?;
     if signin.revocations.is_revoked(&v.ids()) {
+        if !signin.revocations.is_loaded() {
+            return Err(SignInError::Unavailable(
+                "the revocation state is not loaded yet".into(),
+            ));
+        }
         return Err(SignInError::Auth(AuthError::Revoked));
     }
     let Some(sub) = v.sub.as_deref() else {
@@ -417,7 +415,7 @@ async fn logout(
     if let Some(c) = &signin.cookies {
         c.clear_session(resp.headers_mut())?;
     }
-    Ok(resp)
+    Ok((resp, sub.to_owned()))
 }
 
 /// Revoke access tokens (and, for logout-all, a subject's tokens issued before a second)

@@ -1,5 +1,11 @@
 //! Prometheus metrics: one registry, the series the gateway exports, and cheap recording
 //! functions for the request path.
+//!
+//! Two exposition formats from the one registry: the Prometheus text format 0.0.4 (the
+//! default, what `text/plain` parsers expect: counters typed under their `_total` name) and
+//! OpenMetrics 1.0 (only when the scraper asks for it in `Accept`). Every family has a
+//! series from the start (at zero, for each label value known up front), so a dashboard or
+//! an alert on `portcullis_upstream_errors_total` sees 0 rather than "no data".
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
@@ -26,6 +32,64 @@ pub struct RouteLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+/// Outcomes of `portcullis_config_reloads_total`.
+pub const RELOAD_OUTCOMES: [&str; 2] = ["ok", "rejected"];
+/// Outcomes of `portcullis_jwks_refreshes_total`.
+pub const JWKS_OUTCOMES: [&str; 3] = ["changed", "unchanged", "failed"];
+/// Reasons of `portcullis_upstream_errors_total` (the gateway error's reason label).
+pub const UPSTREAM_REASONS: [&str; 3] = ["upstream_connect", "upstream_timeout", "upstream_error"];
+
+/// The `Content-Type` of the Prometheus text format 0.0.4.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The `Content-Type` of OpenMetrics 1.0.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Which exposition format a scrape gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4.
+    Text,
+    OpenMetrics,
+}
+
+impl Format {
+    /// Choose from an `Accept` header: OpenMetrics only when it is asked for with a quality
+    /// at least that of the text format (as Prometheus itself asks); text otherwise,
+    /// including when there is no `Accept` or nothing in it is recognised.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let (mut open, mut text) = (None::<f32>, None::<f32>);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|v| v.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let slot = match media.as_str() {
+                "application/openmetrics-text" => &mut open,
+                "text/plain" | "text/*" | "*/*" => &mut text,
+                _ => continue,
+            };
+            *slot = Some(slot.map_or(q, |old| old.max(q)));
+        }
+        match open {
+            Some(o) if o > 0.0 && o >= text.unwrap_or(0.0) => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
 }
 
 /// Latency buckets in seconds: 100 us to 10 s.
@@ -131,6 +195,15 @@ impl Metrics {
             "[jwt.jwks] fetches after start-up, by outcome (changed, unchanged, failed)",
             jwks_refreshes.clone(),
         );
+        for reason in RELOAD_OUTCOMES {
+            let _ = reloads.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in JWKS_OUTCOMES {
+            let _ = jwks_refreshes.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in UPSTREAM_REASONS {
+            let _ = upstream_errors.get_or_create(&ReasonLabel { reason });
+        }
         Metrics {
             registry,
             requests,
@@ -181,13 +254,79 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition of every series.
+    /// Give each of these authentication-failure reasons its series at zero (the gateway
+    /// passes every reason it can count; metrics does not know the auth vocabulary).
+    pub fn prime_auth_failures(&self, reasons: impl IntoIterator<Item = &'static str>) {
+        for reason in reasons {
+            let _ = self.auth_failures.get_or_create(&ReasonLabel { reason });
+        }
+    }
+
+    /// The OpenMetrics 1.0 exposition of every series.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
     }
+
+    /// Every series in the format asked for.
+    pub fn render_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.render(),
+            Format::Text => openmetrics_to_text(&self.render()),
+        }
+    }
+}
+
+/// OpenMetrics text as Prometheus text format 0.0.4. The samples are the same; what differs
+/// is that 0.0.4 names a counter's `# HELP`/`# TYPE` after its `_total` sample (OpenMetrics
+/// names the family without the suffix, which 0.0.4 parsers then type `untyped`), has no
+/// `# UNIT` and no `# EOF`, and calls an unknown type `untyped`.
+fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len() + 256);
+    // `# HELP` precedes `# TYPE`: hold it until the type says whether to rename.
+    let mut help: Option<&str> = None;
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(h) = help.replace(line) {
+                out.push_str(h);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" if !name.ends_with("_total") => (format!("{name}_total"), "counter"),
+                "unknown" => (name.to_owned(), "untyped"),
+                other => (name.to_owned(), other),
+            };
+            if let Some(h) = help.take() {
+                let text = h
+                    .strip_prefix("# HELP ")
+                    .and_then(|r| r.split_once(' '))
+                    .map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if let Some(h) = help.take() {
+            out.push_str(h);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(h) = help {
+        out.push_str(h);
+        out.push('\n');
+    }
+    out
 }
 
 /// One route's request counter (status 200 pre-resolved) and latency histogram.
@@ -211,5 +350,60 @@ impl RouteMetrics {
                 .inc();
         }
         self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_gives_openmetrics_only_when_asked() {
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some("text/plain;version=0.0.4")),
+            Format::Text
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; version=1.0.0")),
+            Format::OpenMetrics
+        );
+        // Prometheus 2.x's own Accept.
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0.2,text/plain;q=0.9")),
+            Format::Text
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;q=0")),
+            Format::Text
+        );
+    }
+
+    #[test]
+    fn text_format_names_counters_by_their_total_sample() {
+        let m = Metrics::new();
+        let text = m.render_as(Format::Text);
+        assert!(
+            text.contains("# TYPE portcullis_config_reloads_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP portcullis_config_reloads_total Configuration"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_config_reloads_total{reason=\"ok\"} 0\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        assert!(!text.contains("# UNIT"));
+        let om = m.render_as(Format::OpenMetrics);
+        assert!(om.contains("# TYPE portcullis_config_reloads counter\n"));
+        assert!(om.ends_with("# EOF\n"));
     }
 }

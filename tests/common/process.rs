@@ -266,7 +266,7 @@ impl Drop for GatewayProcess {
 }
 
 /// The proxy and admin addresses from a `portcullis listening` line: JSON
-/// (`"addr":"127.0.0.1:P"`, `"admin":"Some(127.0.0.1:Q)"`) or text (`addr=... admin=Some(...)`).
+/// (`"addr":"127.0.0.1:P"`, `"admin":"127.0.0.1:Q"`) or text (`addr=... admin=...`).
 pub fn parse_listening(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
     let line = strip_ansi(line);
     let (addr, admin) = match serde_json::from_str::<serde_json::Value>(&line) {
@@ -284,15 +284,10 @@ pub fn parse_listening(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
         }
     };
     let addr = addr.parse().ok()?;
-    // `admin = ?Option<SocketAddr>` is logged as "Some(127.0.0.1:PORT)" or "None".
+    // `admin` is the address, absent without an admin listener.
     let admin = match admin.as_str() {
         "None" => None,
-        some => Some(
-            some.strip_prefix("Some(")?
-                .strip_suffix(')')?
-                .parse()
-                .ok()?,
-        ),
+        a => Some(a.parse().ok()?),
     };
     Some((addr, admin))
 }

@@ -290,9 +290,9 @@ fn frame_at_v1(body: &[u8], pos: usize) -> Option<(Change, usize)> {
 /// Brings an opened journal to the current format (see [`upgrade`] of the revocation log).
 fn upgrade(opened: &mut Opened) -> Result<(), JournalError> {
     match store::check_header(&opened.bytes, &KIND) {
-        Err(source) => Err(JournalError::Header {
+        Err(cause) => Err(JournalError::Header {
             path: opened.path.clone(),
-            source,
+            cause,
         }),
         Ok(Header::Valid) => Ok(()),
         Ok(Header::Incomplete) => store::reset_to_header(opened, &KIND),
@@ -310,7 +310,7 @@ fn upgrade(opened: &mut Opened) -> Result<(), JournalError> {
         }
         Ok(Header::Version(found)) => Err(JournalError::Header {
             path: opened.path.clone(),
-            source: HeaderError::UnsupportedVersion {
+            cause: HeaderError::UnsupportedVersion {
                 kind: KIND.name,
                 found,
                 supported: MAGIC[MAGIC.len() - 1],

@@ -1,0 +1,179 @@
+//! W3C Trace Context (https://www.w3.org/TR/trace-context/): a request's `traceparent` is
+//! kept and forwarded when the client sends a valid one (with its `tracestate`), and created
+//! when it does not, so the upstream and the gateway's own logs share one trace id.
+//!
+//! The gateway exports no spans (no OTLP exporter is built in), so it forwards a client's
+//! `traceparent` unchanged: a parent id of its own would point the upstream's span at a span
+//! nobody recorded. A trace the gateway starts is marked sampled (`-01`), so the upstream's
+//! parent-based sampler records it as it would a request that came without one.
+//!
+//! Cost on the request path: a valid header is checked in place (no allocation); a new one
+//! is 24 bytes from a thread-local xoshiro generator and one header value.
+
+use std::cell::RefCell;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// `00-` + 32 + `-` + 16 + `-` + 2.
+const LEN: usize = 55;
+
+/// The trace a request belongs to: its `traceparent` value (the client's, or the one the
+/// gateway created and set on the request).
+#[derive(Debug, Clone)]
+pub struct TraceContext {
+    header: HeaderValue,
+    /// The gateway started this trace (no valid `traceparent` came with the request).
+    pub created: bool,
+}
+
+impl TraceContext {
+    /// Keep the request's valid `traceparent` (and `tracestate`), or replace an absent,
+    /// repeated or invalid one with a new trace (dropping `tracestate`, which belongs to the
+    /// trace it came with: the spec's rule for a `traceparent` that does not parse).
+    pub fn of_request(headers: &mut HeaderMap) -> TraceContext {
+        let mut given = headers.get_all(&TRACEPARENT).iter();
+        if let (Some(v), None) = (given.next(), given.next()) {
+            if is_valid(v.as_bytes()) {
+                return TraceContext {
+                    header: v.clone(),
+                    created: false,
+                };
+            }
+        }
+        headers.remove(&TRACESTATE);
+        let header = new_traceparent();
+        headers.insert(TRACEPARENT.clone(), header.clone());
+        TraceContext {
+            header,
+            created: true,
+        }
+    }
+
+    /// The 32 lower-case hex digits of the trace id.
+    pub fn trace_id(&self) -> &str {
+        // Checked (or written) as ASCII hex at 3..35; the fallback is unreachable.
+        self.header
+            .to_str()
+            .ok()
+            .and_then(|s| s.get(3..35))
+            .unwrap_or("-")
+    }
+
+    /// The `traceparent` value.
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+}
+
+/// A `traceparent` this gateway can keep: version 00 exactly as specified, or a later
+/// version whose first 55 bytes have the version-00 shape (and a `-` after them when longer,
+/// as the spec asks of future versions); never version `ff`, an all-zero trace or parent id,
+/// or upper-case hex.
+fn is_valid(v: &[u8]) -> bool {
+    if v.len() < LEN || (v.len() > LEN && (v[..2] == *b"00" || v[LEN] != b'-')) {
+        return false;
+    }
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let nonzero = |s: &[u8]| s.iter().any(|c| *c != b'0');
+    let (version, trace, parent, flags) = (&v[0..2], &v[3..35], &v[36..52], &v[53..55]);
+    v[2] == b'-'
+        && v[35] == b'-'
+        && v[52] == b'-'
+        && hex(version)
+        && version != b"ff"
+        && hex(trace)
+        && nonzero(trace)
+        && hex(parent)
+        && nonzero(parent)
+        && hex(flags)
+}
+
+thread_local! {
+    /// Trace and span ids need to be unique, not secret: a fast non-cryptographic generator,
+    /// seeded once per thread from the OS.
+    static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
+}
+
+/// `00-<new trace id>-<new parent id>-01`.
+fn new_traceparent() -> HeaderValue {
+    let mut ids = [0u8; 24];
+    IDS.with(|rng| rng.borrow_mut().fill_bytes(&mut ids));
+    // An all-zero id is invalid; the odds are 2^-64 at worst, but the fix is one store.
+    if ids[..16].iter().all(|b| *b == 0) {
+        ids[15] = 1;
+    }
+    if ids[16..].iter().all(|b| *b == 0) {
+        ids[23] = 1;
+    }
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    crate::hex::encode_into(&ids[..16], &mut text[3..35]);
+    crate::hex::encode_into(&ids[16..], &mut text[36..52]);
+    let mut v = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
+        "00-00000000000000000000000000000001-0000000000000001-01",
+    ));
+    // New per request: never worth a slot in an HTTP/2 upstream's HPACK table.
+    v.set_sensitive(true);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_and_its_tracestate_are_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
+        h.insert(&TRACESTATE, HeaderValue::from_static("congo=t61rcWkgMzE"));
+        let t = TraceContext::of_request(&mut h);
+        assert!(!t.created);
+        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(h[&TRACEPARENT], GOOD);
+        assert_eq!(h[&TRACESTATE], "congo=t61rcWkgMzE");
+    }
+
+    #[test]
+    fn invalid_or_missing_ones_are_replaced_by_a_new_trace() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(&TRACEPARENT, HeaderValue::from_static(bad));
+            h.insert(&TRACESTATE, HeaderValue::from_static("a=b"));
+            let t = TraceContext::of_request(&mut h);
+            assert!(t.created, "{bad:?} was kept");
+            assert!(is_valid(h[&TRACEPARENT].as_bytes()));
+            assert!(h.get(&TRACESTATE).is_none());
+        }
+        // A later version may carry more fields after a `-`.
+        let mut h = HeaderMap::new();
+        let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what";
+        h.insert(&TRACEPARENT, HeaderValue::from_static(future));
+        assert!(!TraceContext::of_request(&mut h).created);
+    }
+
+    #[test]
+    fn created_traces_differ() {
+        let (mut a, mut b) = (HeaderMap::new(), HeaderMap::new());
+        let (ta, tb) = (
+            TraceContext::of_request(&mut a),
+            TraceContext::of_request(&mut b),
+        );
+        assert_ne!(ta.trace_id(), tb.trace_id());
+        assert_eq!(ta.trace_id().len(), 32);
+        assert!(a[&TRACEPARENT].to_str().unwrap().ends_with("-01"));
+    }
+}
