@@ -66,6 +66,19 @@ pub struct NewSession {
     pub refresh_exp: u64,
 }
 
+/// A live session family as the admin API lists it (never a refresh token or digest).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionInfo {
+    /// The family id (hex): names the session, grants nothing.
+    pub id: String,
+    /// When the session started (unix seconds), where the store keeps it (Redis does).
+    pub started: Option<u64>,
+    /// When its current refresh token expires (unix seconds).
+    pub expires: u64,
+    /// Access tokens issued in it that have not expired.
+    pub access_tokens: usize,
+}
+
 /// Why a refresh token was not accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RefreshError {
@@ -114,6 +127,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 
     /// End every family of `user`.
     fn end_all(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<Issued>>;
+
+    /// The live families of `user`, oldest first (changes nothing).
+    fn list(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<SessionInfo>>;
 }
 
 /// One state change of the [`Index`]: what the journal records and replays. Applying a
@@ -494,6 +510,24 @@ impl Index {
         out
     }
 
+    /// The live families of `user`, oldest first.
+    pub(crate) fn list(&self, user: &str, now: u64) -> Vec<SessionInfo> {
+        self.by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let f = self.families.get(id).filter(|f| f.current_exp >= now)?;
+                Some(SessionInfo {
+                    id: crate::hex::encode(id),
+                    started: None,
+                    expires: f.current_exp,
+                    access_tokens: f.access.iter().filter(|a| a.exp >= now).count(),
+                })
+            })
+            .collect()
+    }
+
     /// Families and spent tokens held, for sizing compaction.
     pub(crate) fn len(&self) -> (usize, usize) {
         (self.families.len(), self.spent.len())
@@ -512,6 +546,11 @@ impl IndexStore for MemorySessions {
         let out = index.execute(op, now).0;
         Box::pin(std::future::ready(Ok(out)))
     }
+
+    fn list(&self, user: &str, now: u64) -> Vec<SessionInfo> {
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        index.list(user, now)
+    }
 }
 
 /// A store that keeps an [`Index`] of its own (in memory, or journalled first) and differs
@@ -520,6 +559,9 @@ impl IndexStore for MemorySessions {
 pub(crate) trait IndexStore: Send + Sync + std::fmt::Debug {
     /// Apply `op` to the index; resolves once the change is durable.
     fn run(&self, op: Op, now: u64) -> SessionFuture<'_, Outcome>;
+
+    /// Read the index: the live families of `user`.
+    fn list(&self, user: &str, now: u64) -> Vec<SessionInfo>;
 }
 
 impl<T: IndexStore> SessionStore for T {
@@ -559,6 +601,10 @@ impl<T: IndexStore> SessionStore for T {
     fn end_all(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<Issued>> {
         let run = self.run(Op::EndAll(user.to_owned()), now);
         Box::pin(async move { run.await.map(Outcome::ended) })
+    }
+
+    fn list(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<SessionInfo>> {
+        Box::pin(std::future::ready(Ok(IndexStore::list(self, user, now))))
     }
 }
 
