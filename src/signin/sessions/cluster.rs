@@ -151,6 +151,16 @@ end
 return out
 "#;
 
+/// `KEYS` refresh token. `ARGV` prefix, now. Ends the family the token (current or spent)
+/// belongs to.
+const END_BY_REFRESH: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then return {} end
+local _, id = string.match(v, '^([cs]):(%x+)$')
+if not id then return {} end
+return end_family(ARGV[1], id, tonumber(ARGV[2]), {})
+"#;
+
 /// Families in the cluster's Redis (`store = "redis://..."`).
 pub struct RedisSessions {
     /// Whose admin write connection the scripts run on: with Sentinel it follows the
@@ -163,6 +173,7 @@ pub struct RedisSessions {
     rotate: Script,
     end_by_access: Script,
     end_all: Script,
+    end_by_refresh: Script,
     list: Script,
 }
 
@@ -211,6 +222,7 @@ impl RedisSessions {
             rotate: script(ROTATE),
             end_by_access: script(END_BY_ACCESS),
             end_all: script(END_ALL),
+            end_by_refresh: script(END_BY_REFRESH),
             list: script(LIST),
         }
     }
@@ -337,6 +349,17 @@ impl SessionStore for RedisSessions {
         Box::pin(async move {
             let mut call = self.end_all.prepare_invoke();
             call.key(user_key).arg(&self.root).arg(now);
+            Ok(ended(self.call(call, true).await?, 0))
+        })
+    }
+
+    fn end_by_refresh(&self, token: &RefreshDigest, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+        let token = *token;
+        Box::pin(async move {
+            let mut call = self.end_by_refresh.prepare_invoke();
+            call.key(format!("{}rt:{}", self.root, hex(&token)))
+                .arg(&self.root)
+                .arg(now);
             Ok(ended(self.call(call, true).await?, 0))
         })
     }

@@ -128,6 +128,10 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// End every family of `user`.
     fn end_all(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<Issued>>;
 
+    /// End the family in which the refresh token `token` was issued (current or spent):
+    /// a DPoP-bound refresh token presented without a proof by its key.
+    fn end_by_refresh(&self, token: &RefreshDigest, now: u64) -> SessionFuture<'_, Vec<Issued>>;
+
     /// The live families of `user`, oldest first (changes nothing).
     fn list(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<SessionInfo>>;
 }
@@ -185,6 +189,7 @@ pub(crate) enum Op {
     },
     EndByAccess(String, Key),
     EndAll(String),
+    EndByRefresh(RefreshDigest),
 }
 
 /// What an [`Op`] answered.
@@ -430,6 +435,20 @@ impl Index {
                 }
                 Outcome::Ended(ended)
             }
+            Op::EndByRefresh(digest) => {
+                let id = self.current.get(&digest).copied().or_else(|| {
+                    self.spent
+                        .get(&digest)
+                        .filter(|s| s.until >= now)
+                        .map(|s| s.family)
+                });
+                let mut ended = Vec::new();
+                if let Some(id) = id.filter(|id| self.families.contains_key(id)) {
+                    ended = self.live_access(&id, now);
+                    changes.push(Change::End { id });
+                }
+                Outcome::Ended(ended)
+            }
             Op::EndAll(user) => {
                 let ids = self.by_user.get(&user).cloned().unwrap_or_default();
                 let mut ended = Vec::new();
@@ -603,6 +622,11 @@ impl<T: IndexStore> SessionStore for T {
         Box::pin(async move { run.await.map(Outcome::ended) })
     }
 
+    fn end_by_refresh(&self, token: &RefreshDigest, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+        let run = self.run(Op::EndByRefresh(*token), now);
+        Box::pin(async move { run.await.map(Outcome::ended) })
+    }
+
     fn list(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<SessionInfo>> {
         Box::pin(std::future::ready(Ok(IndexStore::list(self, user, now))))
     }
@@ -659,6 +683,29 @@ mod tests {
         assert_eq!(
             run(s, rotate(1, 9), NOW),
             Outcome::Rotated(Err(RefreshError::Invalid))
+        );
+    }
+
+    #[test]
+    fn ending_by_refresh_token_ends_its_family_whether_current_or_spent() {
+        let s = &mut Index::default();
+        run(s, Op::Start(session("alice", 1), None), NOW);
+        run(s, Op::Start(session("alice", 5), None), NOW);
+        assert_eq!(
+            run(s, Op::EndByRefresh([1; 32]), NOW),
+            Outcome::Ended(vec![issued(1)])
+        );
+        assert_eq!(s.list("alice", NOW).len(), 1, "the other family lives on");
+        // A spent token names its family too.
+        run(s, rotate(5, 6), NOW);
+        assert_eq!(
+            run(s, Op::EndByRefresh([5; 32]), NOW),
+            Outcome::Ended(vec![issued(5), issued(6)])
+        );
+        assert!(s.list("alice", NOW).is_empty());
+        assert_eq!(
+            run(s, Op::EndByRefresh([9; 32]), NOW),
+            Outcome::Ended(vec![])
         );
     }
 
