@@ -16,6 +16,7 @@ use crate::auth::keys::JwsAlg;
 use crate::config::dpop::Dpop;
 use crate::response;
 use crate::routing::DpopPolicy;
+use crate::signin::dpop::Proof as SignInProof;
 
 use super::error::GatewayError;
 
@@ -73,27 +74,49 @@ impl DpopGate {
             }
             Credential::Bearer(_) => return Ok(()),
         };
-        self.check_proof(req, tls, token_text, token.jkt.as_deref(), now)
+        self.check_proof(req, tls, Some(token_text), Some(token.jkt.as_deref()), now)
+            .map(drop)
             .map_err(|e| self.refuse(e, now))
     }
 
+    /// The proof a sign-in request (login, refresh) carries, checked as at the proxy but
+    /// with no access token (so no `ath` and no `cnf.jkt` to match): sign-in binds the
+    /// tokens it issues to the proof's key (RFC 9449 section 5).
+    pub fn signin_proof<B>(&self, req: &Request<B>, tls: bool, now: u64) -> SignInProof {
+        if !req.headers().contains_key(proofs::DPOP) {
+            return SignInProof::Absent;
+        }
+        match self.check_proof(req, tls, None, None, now) {
+            Ok(jkt) => SignInProof::Valid(jkt),
+            Err(error) => SignInProof::Invalid {
+                error,
+                nonce: self.nonces.as_ref().map(|n| n.current(now)),
+            },
+        }
+    }
+
+    /// Check the request's one proof; returns its key's thumbprint. `token_text` is the
+    /// access token it accompanies (`None` at sign-in); `binding` the token's `cnf.jkt` the
+    /// key must match (`None` at sign-in, where nothing is bound yet).
     fn check_proof<B>(
         &self,
         req: &Request<B>,
         tls: bool,
-        token_text: &str,
-        token_jkt: Option<&str>,
+        token_text: Option<&str>,
+        binding: Option<Option<&str>>,
         now: u64,
-    ) -> Result<(), DpopError> {
+    ) -> Result<String, DpopError> {
         let proof = proofs::proof_header(req.headers())?;
         let htu = self.htu(req, tls).ok_or(DpopError::Uri)?;
         let want = Expect {
             method: req.method().as_str(),
             htu: &htu,
-            access_token: Some(token_text),
+            access_token: token_text,
         };
         let checked = proofs::check(proof, &self.settings, &want, now)?;
-        proofs::binds(token_jkt, &checked)?;
+        if let Some(token_jkt) = binding {
+            proofs::binds(token_jkt, &checked)?;
+        }
         // RFC 9449 section 8: without a current nonce the client is told to retry with one.
         if let Some(nonces) = &self.nonces {
             match checked.nonce.as_deref() {
@@ -114,7 +137,7 @@ impl DpopGate {
         {
             return Err(DpopError::Replay);
         }
-        Ok(())
+        Ok(checked.jkt)
     }
 
     /// The `htu` this request must be signed for: `[dpop] public_origin`, or the listener's

@@ -404,11 +404,20 @@ async fn answer_endpoint(
     conn: &ConnInfo,
 ) -> Outcome {
     let result = match &state.signin {
-        Some(signin) => Ok(
-            crate::signin::http::serve(signin, endpoint, req, conn.peer.ip())
-                .await
-                .map(Either::Right),
-        ),
+        Some(signin) => {
+            // Login and refresh bind what they issue to a DPoP key the request proves.
+            let proof = match endpoint {
+                Endpoint::Login | Endpoint::Refresh => {
+                    state.dpop.signin_proof(&req, conn.tls, unix_now())
+                }
+                _ => crate::signin::dpop::Proof::Absent,
+            };
+            Ok(
+                crate::signin::http::serve(signin, endpoint, req, conn.peer.ip(), proof)
+                    .await
+                    .map(Either::Right),
+            )
+        }
         // The table names sign-in endpoints only when sign-in started.
         None => Err(GatewayError::NoRoute),
     };
