@@ -30,7 +30,19 @@ async fn call(
     csrf: Option<&str>,
     body: Option<Value>,
 ) -> Reply {
-    let mut req = client().request(method, gw.admin_url(path));
+    call_at(&gw.admin_url(""), method, path, cookie, csrf, body).await
+}
+
+/// [`call`] on the admin listener at `base` (`http://ADDR`).
+async fn call_at(
+    base: &str,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    csrf: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let mut req = client().request(method, format!("{base}{path}"));
     if let Some(c) = cookie {
         req = req.header("cookie", format!("portcullis_console={c}"));
     }
@@ -45,13 +57,18 @@ async fn call(
 
 /// Sign in with the admin token; returns (cookie value, CSRF token) and the reply.
 async fn sign_in(gw: &Gw) -> (String, String, Reply) {
-    let r = call(
-        gw,
+    sign_in_at(&gw.admin_url(""), ADMIN_TOKEN).await
+}
+
+/// Sign in at the admin listener `base` with `token`.
+async fn sign_in_at(base: &str, token: &str) -> (String, String, Reply) {
+    let r = call_at(
+        base,
         Method::POST,
         "/ui/session",
         None,
         None,
-        Some(json!({ "token": ADMIN_TOKEN })),
+        Some(json!({ "token": token })),
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -481,4 +498,92 @@ async fn without_signin_the_sessions_endpoint_says_so() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_revoked(&gw.get(&t).await, "the subject was revoked");
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn reload_from_the_console_shows_notes_or_the_refusal_and_a_removed_credential_ends_its_sessions(
+) {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bob_token = "bob-admin-token-0123456789";
+    std::fs::write(dir.path().join("bob.admin"), bob_token).unwrap();
+    // Keys right after `config_text`'s `[admin]` table belong to it.
+    let with_bob = revocation::config_text(
+        &up.url(),
+        "tokens = [{ label = \"oncall-bob\", token_file = \"bob.admin\" }]\n",
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &with_bob).unwrap();
+    let config = portcullis::Config::load(&path).unwrap();
+    let gw = common::Setup::new().start_with(config).await;
+    let base = format!("http://{}", gw.admin_addr().unwrap());
+    let (bob, _, r) = sign_in_at(&base, bob_token).await;
+    assert_eq!(r.json()["actor"], "oncall-bob");
+    let (admin, csrf, _) = sign_in_at(&base, ADMIN_TOKEN).await;
+
+    let ok = call_at(
+        &base,
+        Method::POST,
+        "/ui/api/reload",
+        Some(&admin),
+        Some(&csrf),
+        None,
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.json()["status"], "reloaded");
+    assert!(ok.json()["notes"].is_array());
+
+    // Bob's credential removed: his console session ends with it, the other one lives on.
+    std::fs::write(&path, revocation::config_text(&up.url(), "")).unwrap();
+    let ok = call_at(
+        &base,
+        Method::POST,
+        "/ui/api/reload",
+        Some(&admin),
+        Some(&csrf),
+        None,
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let r = call_at(&base, Method::GET, "/ui/api/audit", Some(&bob), None, None).await;
+    assert_eq!(r.status, 401, "a session of a removed credential: {r:?}");
+    let r = call_at(
+        &base,
+        Method::GET,
+        "/ui/api/audit",
+        Some(&admin),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+
+    // A broken file: refused with the reason, the running config stays.
+    std::fs::write(&path, "[listen]\naddr = 12\n").unwrap();
+    let refused = call_at(
+        &base,
+        Method::POST,
+        "/ui/api/reload",
+        Some(&admin),
+        Some(&csrf),
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(
+        refused.json()["reason"].as_str().unwrap().contains("addr"),
+        "{refused:?}"
+    );
+    let r = call_at(
+        &base,
+        Method::GET,
+        "/ui/api/audit",
+        Some(&admin),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "the previous configuration stays in force");
+    gw.shutdown().await;
 }

@@ -190,6 +190,30 @@ async fn an_operator_signs_in_watches_the_load_and_revokes_a_token_in_a_real_bro
     )
     .await;
 
+    // An API key: created through the form, shown once, then listed without it.
+    page.type_into("key-app", "mobile-ios").await;
+    page.click("#key-form button[type=submit]").await;
+    let key = page
+        .wait_for(
+            "the new key, shown once",
+            "!document.getElementById('key-new').hidden && document.getElementById('key-value').textContent",
+            WAIT,
+        )
+        .await;
+    let key = key.as_str().unwrap().to_owned();
+    assert!(key.len() >= 32, "{key}");
+    let listed = page
+        .wait_for(
+            "the key in the list",
+            "(() => { const r = [...document.querySelectorAll('#key-table tbody tr')].map(tr => tr.cells[1].textContent); return r.includes('mobile-ios') ? document.getElementById('key-table').textContent : null; })()",
+            WAIT,
+        )
+        .await;
+    assert!(
+        !listed.as_str().unwrap().contains(&key),
+        "the list never shows a key"
+    );
+
     let dir = screenshot_dir();
     page.screenshot(&dir.join("console-desktop.png")).await;
 
