@@ -215,6 +215,13 @@ async fn an_operator_signs_in_watches_the_load_and_revokes_a_token_in_a_real_bro
     );
 
     let dir = screenshot_dir();
+    let widths = page
+        .eval("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        .await;
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "the page is wider than the desktop window: {widths}"
+    );
     page.screenshot(&dir.join("console-desktop.png")).await;
 
     // A phone-sized screen: nothing overflows sideways.
