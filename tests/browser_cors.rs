@@ -15,43 +15,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use common::browser::{chromium, evaluate, launch};
 use common::tokens::{self, HS256_SECRET};
 use common::{hmac_key_toml, Setup, Upstream};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
-
-fn chromium() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| {
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |dir| dir.join(name))
-        })
-        .find(|p| p.is_file())
-}
-
-/// Kills the browser when the test ends, however it ends.
-struct Browser(Child);
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Serve `html` to every request on 127.0.0.1:0; returns the page's origin.
 async fn page_server(html: String) -> (String, tokio::task::JoinHandle<()>) {
@@ -78,100 +46,6 @@ async fn page_server(html: String) -> (String, tokio::task::JoinHandle<()>) {
         }
     });
     (origin, task)
-}
-
-/// Start headless Chromium on `url`; the DevTools port is chosen by the browser (port 0) and
-/// read back from `DevToolsActivePort` in its profile folder.
-async fn launch(binary: &Path, profile: &Path, url: &str) -> (Browser, u16) {
-    let child = Command::new(binary)
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-default-browser-check",
-            // The gateway's certificate is the test's own self-signed one.
-            "--ignore-certificate-errors",
-            "--remote-debugging-port=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromium");
-    let browser = Browser(child);
-    let file = profile.join("DevToolsActivePort");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            if let Some(port) = text.lines().next().and_then(|l| l.trim().parse().ok()) {
-                return (browser, port);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "chromium did not open its DevTools port"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Evaluate `expression` (a promise) in the page whose URL starts with `page_origin`,
-/// retrying while the page is still loading; returns its JSON value.
-async fn evaluate(port: u16, page_origin: &str, expression: &str) -> Value {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the page never produced a result"
-        );
-        let targets: Vec<Value> = match http
-            .get(format!("http://127.0.0.1:{port}/json/list"))
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        let ws = targets.iter().find_map(|t| {
-            let url = t["url"].as_str()?;
-            (t["type"] == "page" && url.starts_with(page_origin))
-                .then(|| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))?
-        });
-        let Some(ws) = ws else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let (mut socket, _) = tokio_tungstenite::connect_async(ws.as_str())
-            .await
-            .expect("DevTools socket");
-        let call = json!({
-            "id": 1,
-            "method": "Runtime.evaluate",
-            "params": {"expression": expression, "awaitPromise": true, "returnByValue": true}
-        });
-        socket
-            .send(Message::text(call.to_string()))
-            .await
-            .expect("send");
-        while let Some(Ok(msg)) = socket.next().await {
-            let Message::Text(text) = msg else { continue };
-            let v: Value = serde_json::from_str(&text).expect("DevTools JSON");
-            if v["id"] != 1 {
-                continue;
-            }
-            if let Some(value) = v["result"]["result"].get("value") {
-                if !value.is_null() {
-                    return value.clone();
-                }
-            }
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]

@@ -58,6 +58,21 @@ impl AdminAuth {
 
     /// Check the request's admin token; count a failure against `ip`.
     pub fn check(&self, headers: &HeaderMap, ip: IpAddr) -> Outcome {
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| bearer::parse(v.as_bytes(), 4096).ok());
+        self.check_token(presented, ip)
+    }
+
+    /// Whether a credential with this label is configured now (a console session signed in
+    /// with a credential that a reload removed ends with it).
+    pub fn has_label(&self, label: &str) -> bool {
+        self.tokens.iter().any(|(_, l)| &**l == label)
+    }
+
+    /// Check a presented admin token (the console's sign-in form sends it in its body);
+    /// count a failure against `ip`, through the same penalty box as the bearer header.
+    pub fn check_token(&self, presented: Option<&str>, ip: IpAddr) -> Outcome {
         let now = Instant::now();
         if let Some(until) = self.penalty.get(&ip).map(|e| *e) {
             if now < until {
@@ -65,10 +80,7 @@ impl AdminAuth {
             }
             self.penalty.remove(&ip);
         }
-        let presented = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| bearer::parse(v.as_bytes(), 4096).ok());
-        if let Some(t) = presented {
+        if let Some(t) = presented.filter(|t| t.len() <= 4096) {
             let d: [u8; 32] = Sha256::digest(t.as_bytes()).into();
             // Compare against every token, so the time taken does not say which one matched.
             let mut found = None;

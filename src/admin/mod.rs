@@ -16,13 +16,20 @@
 //! | POST | `/apikeys` | admin | `{"app"}` -> 201 `{"id","app","key","created"}`: the only time the key is shown |
 //! | GET | `/apikeys` | admin | every key's id, app and creation time (never a key or digest) |
 //! | DELETE | `/apikeys/{id}` | admin | 204, refused from the next request on; 404 if no such key |
+//! | GET | `/stats?since=` | admin | the live ring: per-second samples newer than `since`, and the per-route table ([`crate::telemetry::live`]) |
+//! | GET | `/users/{user}/sessions` | admin | the user's sign-in sessions ([`users`]) |
+//! | POST | `/users/{user}/logout` | admin | `{"reason"?}`: end every session of the user and revoke their tokens |
+//! | * | `/ui/...` | console | the web console and its API ([`console`]) |
 //!
-//! Every endpoint but `/healthz` needs `Authorization: Bearer <admin token>`, compared in
-//! constant time. A client that fails authentication too often is refused with 429 for a
+//! Every endpoint but `/healthz` and the console's page needs `Authorization: Bearer <admin
+//! token>`, compared in constant time (the console signs in with the same token and then
+//! uses a cookie). A client that fails authentication too often is refused with 429 for a
 //! while, whatever token it sends next, so the token cannot be brute-forced.
 
 mod auth;
+pub mod console;
 pub mod trail;
+mod users;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -48,6 +55,8 @@ use crate::response;
 use crate::revocation::audit::{Action, Audit, AuditKind, AuditRecord, MAX_REASON_BYTES};
 use crate::revocation::{Record, Revocations};
 use crate::server::conn::ConnInfo;
+use crate::signin::sessions::SessionStore;
+use crate::telemetry::live::Live;
 use crate::telemetry::metrics::{Format as MetricsFormat, Metrics};
 pub use auth::AdminAuth;
 
@@ -76,6 +85,14 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Set once the gateway is assembled; `POST /reload` goes through it.
     pub reloader: OnceLock<Weak<dyn Reload>>,
+    /// The last 15 minutes of the metrics, one sample a second (for `/stats` and the
+    /// console's charts).
+    pub live: Arc<Live>,
+    /// Sign-in sessions, when `[signin]` was configured at start-up (for
+    /// `/users/{user}/sessions` and "log out everywhere").
+    pub sessions: Option<Arc<dyn SessionStore>>,
+    /// Signed-in consoles.
+    pub console: console::Sessions,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -118,6 +135,14 @@ pub async fn handle(
     let path = req.uri().path().to_owned();
     if method == Method::GET && path == "/healthz" {
         return Ok(empty_text(StatusCode::OK, "ok\n"));
+    }
+    if console::is_console_path(&path) {
+        return Ok(console::handle(&admin, req, &conn).await);
+    }
+    if method == Method::GET && path == "/favicon.ico" {
+        // Browsers ask for it unprompted; answering without the auth check keeps a console
+        // page load from counting as a failed admin login.
+        return Ok(error(StatusCode::NOT_FOUND, "no such admin endpoint"));
     }
     let actor = match admin.auth.load().check(req.headers(), conn.peer.ip()) {
         auth::Outcome::Allowed(label) => label,
@@ -224,7 +249,19 @@ async fn route(
             )
         }
         (&Method::DELETE, ["apikeys", id]) => revoke_key(admin, id).await,
-        (_, ["healthz" | "readyz" | "metrics" | "revocations" | "apikeys" | "audit", ..]) => error(
+        (&Method::GET, ["stats"]) => users::stats(admin, req.uri().query()),
+        (&Method::GET, ["users", user, "sessions"]) => users::sessions(admin, user).await,
+        (&Method::POST, ["users", user, "logout"]) => {
+            match read_json_or_empty::<users::LogoutRequest>(req, users::LOGOUT_SHAPE).await {
+                Ok(body) => users::logout_everywhere(admin, user, body, caller).await,
+                Err(resp) => resp,
+            }
+        }
+        (
+            _,
+            ["healthz" | "readyz" | "metrics" | "revocations" | "apikeys" | "audit" | "stats"
+            | "users", ..],
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on this path",
         ),
@@ -289,6 +326,29 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         )
     })?;
     serde_json::from_value(value).map_err(|_| error(StatusCode::BAD_REQUEST, expected))
+}
+
+/// Like [`read_json`], but an empty body reads as `{}`.
+async fn read_json_or_empty<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    expected: &str,
+) -> Result<T, Resp> {
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large (64 KiB at most)",
+            )
+        })?
+        .to_bytes();
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    serde_json::from_slice(body).map_err(|_| error(StatusCode::BAD_REQUEST, expected))
 }
 
 /// `POST /apikeys`.

@@ -27,6 +27,7 @@ use crate::pipeline::{self, Shared, State};
 use crate::revocation::audit::Audit;
 use crate::revocation::Revocations;
 use crate::server::{self, ConnOptions, Listener, TlsSource};
+use crate::telemetry::live::Live;
 use crate::telemetry::metrics::Metrics;
 pub use reload::{ReloadError, Reloader};
 
@@ -219,6 +220,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let mut admin_state = None;
     let mut admin_tls: Option<TlsSource> = None;
     if let (Some(listener), Some(a)) = (admin_listener, &config.admin) {
+        // The console's live view: sampled from the metrics once a second, off the request
+        // path (only started where there is an admin listener to show it).
+        let live = Arc::new(Live::new());
+        let mut live_stop = shutdown_rx.clone();
+        tasks.push(live.clone().spawn(metrics.clone(), async move {
+            let _ = live_stop.changed().await;
+        }));
+        // The sign-in sessions the request path uses (they outlive a reload).
+        let sessions = shared.signin.as_ref().map(|s| s.sessions.clone());
         let state = Arc::new(AdminState {
             auth: ArcSwap::from_pointee(admin_auth(a)),
             validator: ArcSwap::new(shared.validator.clone()),
@@ -227,6 +237,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
             api_keys: api_keys.clone(),
             metrics: metrics.clone(),
             reloader: std::sync::OnceLock::new(),
+            live,
+            sessions,
+            console: admin::console::Sessions::default(),
         });
         admin_state = Some(state.clone());
         admin_tls = match &a.tls {

@@ -3,6 +3,15 @@
 //! bound key; a `dpop = "required"` route takes nothing else. The proof check itself is
 //! `auth::dpop`; this step supplies the request's method and URI, the clock, the replay
 //! cache and the refusal (401 with a `DPoP` challenge).
+//!
+//! The replay cache is in memory; in cluster mode a proof that passed it is also recorded
+//! in the shared Redis ([`SharedReplay`], one `SET NX` per proof), so a proof replayed
+//! against another instance is refused too. That call needs `await`, so a check that
+//! passed locally hands back a [`Ticket`] for [`DpopGate::confirm`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, WWW_AUTHENTICATE};
@@ -15,7 +24,9 @@ use crate::auth::jws::Verified;
 use crate::auth::keys::JwsAlg;
 use crate::config::dpop::Dpop;
 use crate::response;
+use crate::revocation::redis::Cluster;
 use crate::routing::DpopPolicy;
+use crate::signin::dpop::Proof as SignInProof;
 
 use super::error::GatewayError;
 
@@ -28,11 +39,24 @@ pub struct DpopGate {
     nonces: Option<Nonces>,
     /// The `algs` parameter of every challenge, e.g. `ES256 EdDSA`.
     algs: String,
+    /// Cluster mode: the replay cache every instance shares.
+    shared: Option<SharedReplay>,
+}
+
+/// A proof that passed every check on this instance; in cluster mode it still has to be
+/// new to the shared replay cache ([`DpopGate::confirm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a DPoP proof is accepted only once the ticket is confirmed"]
+pub struct Ticket {
+    key: [u8; 16],
+    /// When the proof stops passing the `iat` check anyway (unix seconds).
+    expires: u64,
 }
 
 impl DpopGate {
-    pub fn new(config: &Dpop, leeway: u64) -> Self {
+    pub fn new(config: &Dpop, leeway: u64, shared: Option<SharedReplay>) -> Self {
         DpopGate {
+            shared,
             settings: Settings {
                 algs: config.algs.clone(),
                 max_age: config.max_age,
@@ -62,7 +86,7 @@ impl DpopGate {
         credential: Credential<'_>,
         token: &Verified,
         now: u64,
-    ) -> Result<(), DpopRefusal> {
+    ) -> Result<Option<Ticket>, DpopRefusal> {
         let token_text = match credential {
             Credential::Dpop(t) => t,
             Credential::Bearer(_) if token.jkt.is_some() => {
@@ -71,29 +95,90 @@ impl DpopGate {
             Credential::Bearer(_) if policy == DpopPolicy::Required => {
                 return Err(self.refuse(DpopError::Missing, now))
             }
-            Credential::Bearer(_) => return Ok(()),
+            Credential::Bearer(_) => return Ok(None),
         };
-        self.check_proof(req, tls, token_text, token.jkt.as_deref(), now)
+        self.check_proof(req, tls, Some(token_text), Some(token.jkt.as_deref()), now)
+            .map(|(_, ticket)| Some(ticket))
             .map_err(|e| self.refuse(e, now))
     }
 
+    /// The second half of a proof check: in cluster mode, the proof must be new to the
+    /// shared replay cache too (401 `invalid_dpop_proof` if another instance saw it). With
+    /// Redis unreachable the local cache alone decides (as revocations do; logged once).
+    pub async fn confirm(&self, ticket: Ticket, now: u64) -> Result<(), DpopRefusal> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        match shared.first_use(ticket).await {
+            Some(false) => Err(self.refuse(DpopError::Replay, now)),
+            Some(true) | None => Ok(()),
+        }
+    }
+
+    /// The proof a sign-in request (login, refresh) carries, checked as at the proxy but
+    /// with no access token (so no `ath` and no `cnf.jkt` to match): sign-in binds the
+    /// tokens it issues to the proof's key (RFC 9449 section 5).
+    /// A valid proof comes with its [`Ticket`] for [`DpopGate::confirm_signin`].
+    pub fn signin_proof<B>(
+        &self,
+        req: &Request<B>,
+        tls: bool,
+        now: u64,
+    ) -> (SignInProof, Option<Ticket>) {
+        if !req.headers().contains_key(proofs::DPOP) {
+            return (SignInProof::Absent, None);
+        }
+        match self.check_proof(req, tls, None, None, now) {
+            Ok((jkt, ticket)) => (SignInProof::Valid(jkt), Some(ticket)),
+            Err(error) => (self.signin_refusal(error, now), None),
+        }
+    }
+
+    /// [`DpopGate::confirm`] for a sign-in proof: a replay seen by another instance turns
+    /// the valid proof into an invalid one.
+    pub async fn confirm_signin(
+        &self,
+        proof: SignInProof,
+        ticket: Option<Ticket>,
+        now: u64,
+    ) -> SignInProof {
+        match ticket {
+            Some(t) if self.confirm(t, now).await.is_err() => {
+                self.signin_refusal(DpopError::Replay, now)
+            }
+            _ => proof,
+        }
+    }
+
+    fn signin_refusal(&self, error: DpopError, now: u64) -> SignInProof {
+        SignInProof::Invalid {
+            error,
+            nonce: self.nonces.as_ref().map(|n| n.current(now)),
+        }
+    }
+
+    /// Check the request's one proof; returns its key's thumbprint. `token_text` is the
+    /// access token it accompanies (`None` at sign-in); `binding` the token's `cnf.jkt` the
+    /// key must match (`None` at sign-in, where nothing is bound yet).
     fn check_proof<B>(
         &self,
         req: &Request<B>,
         tls: bool,
-        token_text: &str,
-        token_jkt: Option<&str>,
+        token_text: Option<&str>,
+        binding: Option<Option<&str>>,
         now: u64,
-    ) -> Result<(), DpopError> {
+    ) -> Result<(String, Ticket), DpopError> {
         let proof = proofs::proof_header(req.headers())?;
         let htu = self.htu(req, tls).ok_or(DpopError::Uri)?;
         let want = Expect {
             method: req.method().as_str(),
             htu: &htu,
-            access_token: Some(token_text),
+            access_token: token_text,
         };
         let checked = proofs::check(proof, &self.settings, &want, now)?;
-        proofs::binds(token_jkt, &checked)?;
+        if let Some(token_jkt) = binding {
+            proofs::binds(token_jkt, &checked)?;
+        }
         // RFC 9449 section 8: without a current nonce the client is told to retry with one.
         if let Some(nonces) = &self.nonces {
             match checked.nonce.as_deref() {
@@ -108,13 +193,11 @@ impl DpopGate {
             .saturating_add(self.settings.max_age.as_secs())
             .saturating_add(2 * self.settings.leeway)
             .saturating_add(1);
-        if !self
-            .replay
-            .first_use(ReplayCache::key(&checked), expires, now)
-        {
+        let key = ReplayCache::key(&checked);
+        if !self.replay.first_use(key, expires, now) {
             return Err(DpopError::Replay);
         }
-        Ok(())
+        Ok((checked.jkt, Ticket { key, expires }))
     }
 
     /// The `htu` this request must be signed for: `[dpop] public_origin`, or the listener's
@@ -187,6 +270,69 @@ impl DpopRefusal {
 impl From<DpopRefusal> for GatewayError {
     fn from(r: DpopRefusal) -> Self {
         GatewayError::Dpop(Box::new(r))
+    }
+}
+
+/// The replay cache every instance of a cluster shares: one Redis key per proof,
+/// `P:dpop:<32 hex>` (the digest of the key's thumbprint and the proof's `jti`), set with
+/// `NX` and expiring (`EXAT`) when the proof would fail the `iat` check anyway.
+pub struct SharedReplay {
+    cluster: Arc<Cluster>,
+    /// `P:dpop:`
+    prefix: String,
+    /// `[revocation] timeout`: how long Redis has to answer.
+    timeout: Duration,
+    /// Redis did not answer the last call: proofs are checked against the local cache only.
+    degraded: AtomicBool,
+}
+
+impl SharedReplay {
+    pub fn new(cluster: &Arc<Cluster>) -> SharedReplay {
+        let (_, root, timeout) = cluster.session_link();
+        SharedReplay {
+            cluster: cluster.clone(),
+            prefix: format!("{root}dpop:"),
+            timeout,
+            degraded: AtomicBool::new(false),
+        }
+    }
+
+    /// `Some(true)` when no instance saw the proof before, `Some(false)` when one did,
+    /// `None` when Redis did not answer in time.
+    async fn first_use(&self, t: Ticket) -> Option<bool> {
+        let mut conn = self.cluster.writer_connection();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}{}", self.prefix, crate::hex::encode(&t.key)))
+            .arg(1)
+            .arg("NX")
+            .arg("EXAT")
+            .arg(t.expires.max(1));
+        let answer =
+            tokio::time::timeout(self.timeout, cmd.query_async::<redis::Value>(&mut conn)).await;
+        match answer {
+            Ok(Ok(v)) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        "DPoP replay cache: Redis answers again; proofs are checked cluster-wide"
+                    );
+                }
+                Some(!matches!(v, redis::Value::Nil))
+            }
+            Ok(Err(e)) => {
+                self.degrade(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.degrade("no answer in time");
+                None
+            }
+        }
+    }
+
+    fn degrade(&self, why: &str) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %why, "DPoP replay cache: Redis unreachable; proofs are checked against this instance's cache only until it answers");
+        }
     }
 }
 

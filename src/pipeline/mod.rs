@@ -143,7 +143,16 @@ impl Shared {
         Shared {
             limiters: limit::limiters(&config.routes),
             cors: config.cors.clone(),
-            dpop: dpop::DpopGate::new(&config.dpop, config.jwt.leeway_secs),
+            dpop: dpop::DpopGate::new(
+                &config.dpop,
+                config.jwt.leeway_secs,
+                match revocations.backing() {
+                    crate::revocation::Backing::Redis(cluster) => {
+                        Some(dpop::SharedReplay::new(cluster))
+                    }
+                    _ => None,
+                },
+            ),
             cookie_auth,
             route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
             access_log: config.log.access_log,
@@ -418,14 +427,24 @@ async fn answer_endpoint(
     conn: &ConnInfo,
 ) -> Outcome {
     let (result, user) = match &state.signin {
-        // Boxed: sign-in's future (password hashing, session stores) is larger than the whole
-        // proxy path's, and every request's future would otherwise carry its size.
         Some(signin) => {
+            // Login and refresh bind what they issue to a DPoP key the request proves.
+            let proof = match endpoint {
+                Endpoint::Login | Endpoint::Refresh => {
+                    let now = unix_now();
+                    let (proof, ticket) = state.dpop.signin_proof(&req, conn.tls, now);
+                    state.dpop.confirm_signin(proof, ticket, now).await
+                }
+                _ => crate::signin::dpop::Proof::Absent,
+            };
+            // Boxed: sign-in's future (password hashing, session stores) is larger than the
+            // whole proxy path's, and every request's future would otherwise carry its size.
             let (resp, user) = Box::pin(crate::signin::http::serve(
                 signin,
                 endpoint,
                 req,
                 conn.peer.ip(),
+                proof,
             ))
             .await;
             let user = user.and_then(|u| HeaderValue::from_str(&u).ok());
@@ -502,8 +521,9 @@ async fn proxy(
         let found = match &ws_token {
             // A token from the upgrade request is a bearer credential: a DPoP-bound one is
             // refused here as it would be in `Authorization: Bearer`.
+            // A bearer credential never carries a proof, so it never needs a ticket.
             Some((_, t)) => verify(state, t).map_err(GatewayError::from).and_then(|v| {
-                state.dpop.check(
+                let _no_proof = state.dpop.check(
                     route.dpop,
                     &req,
                     conn.tls,
@@ -513,7 +533,16 @@ async fn proxy(
                 )?;
                 Ok(v)
             }),
-            None => authenticate(state, route, &req, conn),
+            None => match authenticate(state, route, &req, conn) {
+                Ok((v, Some(ticket))) => state
+                    .dpop
+                    .confirm(ticket, unix_now())
+                    .await
+                    .map(|()| v)
+                    .map_err(GatewayError::from),
+                Ok((v, None)) => Ok(v),
+                Err(e) => Err(e),
+            },
         };
         answer_bearer = matches!(ws_token, Some((route::WebSocketToken::Subprotocol, _)));
         let verified = match found.and_then(|v| check_revocation(state, v)) {
@@ -693,12 +722,14 @@ impl std::ops::Deref for Authenticated {
 /// header matching the CSRF cookie, else 403. A request with `Authorization` is never read
 /// for cookies, so it is never subject to CSRF; a browser attaches cookies on its own, not
 /// that header.
+/// A proof that passed comes back with its [`dpop::Ticket`], which the caller confirms
+/// (cluster-wide replay cache) before the request goes on.
 fn authenticate(
     state: &State,
     route: &Route,
     req: &Request<Incoming>,
     conn: &ConnInfo,
-) -> Result<Authenticated, GatewayError> {
+) -> Result<(Authenticated, Option<dpop::Ticket>), GatewayError> {
     let headers = req.headers();
     let max = state.validator.max_token_bytes;
     let credential = match &state.cookie_auth {
@@ -711,10 +742,10 @@ fn authenticate(
         Credential::Bearer(t) | Credential::Dpop(t) => t,
     };
     let verified = verify(state, token)?;
-    state
+    let ticket = state
         .dpop
         .check(route.dpop, req, conn.tls, credential, &verified, unix_now())?;
-    Ok(verified)
+    Ok((verified, ticket))
 }
 
 /// Verify `token`, through the verified-token cache when there is one.

@@ -20,9 +20,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
+use super::dpop::Proof;
 use super::sessions::{refresh_digest, Issued, NewSession, RefreshError, SessionError};
 use super::{limits, Endpoint, SignIn};
 use crate::auth::cookie::Refusal;
+use crate::auth::dpop::DpopError;
 use crate::auth::{bearer, challenge, AuthError};
 use crate::clock::unix_now;
 use crate::response;
@@ -56,6 +58,12 @@ pub enum SignInError {
     CrossSite,
     #[error("sign-in unavailable: {0}")]
     Unavailable(String),
+    /// The request's DPoP proof failed (400 `invalid_dpop_proof` or `use_dpop_nonce`).
+    #[error("DPoP proof refused: {error}")]
+    Dpop {
+        error: DpopError,
+        nonce: Option<String>,
+    },
 }
 
 /// The session store did not answer or could not store the change: 503, nothing issued.
@@ -83,7 +91,7 @@ impl SignInError {
     pub fn status(&self) -> StatusCode {
         match self {
             SignInError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            SignInError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            SignInError::BadRequest(_) | SignInError::Dpop { .. } => StatusCode::BAD_REQUEST,
             SignInError::InvalidCredentials
             | SignInError::InvalidRefresh
             | SignInError::RefreshReused
@@ -99,6 +107,11 @@ impl SignInError {
         match self {
             SignInError::Auth(a) => return challenge::refusal(*a),
             SignInError::Csrf => return challenge::csrf_refusal(),
+            SignInError::Dpop { error, nonce } => {
+                let mut resp = super::dpop::refusal(*error, nonce.as_deref());
+                no_cache(&mut resp);
+                return resp;
+            }
             _ => {}
         }
         let (code, description) = match self {
@@ -116,7 +129,9 @@ impl SignInError {
                 "sign-in is unavailable; retry later",
             ),
             SignInError::CrossSite => ("forbidden", "sign in from this site's own pages"),
-            SignInError::Auth(_) | SignInError::Csrf => ("invalid_token", ""),
+            SignInError::Auth(_) | SignInError::Csrf | SignInError::Dpop { .. } => {
+                ("invalid_token", "")
+            }
         };
         let mut resp = response::error(self.status(), code, description);
         no_cache(&mut resp);
@@ -149,6 +164,7 @@ impl SignInError {
             SignInError::Unavailable(_) => "unavailable",
             SignInError::Csrf => "csrf",
             SignInError::CrossSite => "cross_site",
+            SignInError::Dpop { error, .. } => error.reason(),
         }
     }
 }
@@ -181,18 +197,21 @@ type Answer = Result<(Response<Full<Bytes>>, String), SignInError>;
 /// Answer one sign-in request. Never fails: errors become responses and are logged once
 /// here (without any credential). Returns the user a successful login, refresh or logout
 /// was for, so the access log line names them as it does on a proxied route.
+/// `proof` is what the DPoP gate made of the request's
+/// `DPoP` header (see [`super::dpop`]); only login and refresh use it.
 pub async fn serve(
     signin: &SignIn,
     endpoint: Endpoint,
     req: Request<Incoming>,
     peer: IpAddr,
+    proof: Proof,
 ) -> (Response<Full<Bytes>>, Option<String>) {
     let result = if req.method() != Method::POST {
         Err(SignInError::MethodNotAllowed)
     } else {
         match endpoint {
-            Endpoint::Login => login(signin, req, peer).await,
-            Endpoint::Refresh => refresh(signin, req).await,
+            Endpoint::Login => login(signin, req, peer, proof).await,
+            Endpoint::Refresh => refresh(signin, req, proof).await,
             Endpoint::Logout => logout(signin, req, false).await,
             Endpoint::LogoutAll => logout(signin, req, true).await,
         }
@@ -218,7 +237,13 @@ pub async fn serve(
 
 /// `POST login`: check the rate limits, verify the password off the runtime, start a
 /// session family (ending older ones beyond `max_sessions_per_user`), issue tokens.
-async fn login(signin: &SignIn, req: Request<Incoming>, peer: IpAddr) -> Answer {
+async fn login(signin: &SignIn, req: Request<Incoming>, peer: IpAddr, proof: Proof) -> Answer {
+    // A bad proof is refused before any password work.
+    let jkt = match proof {
+        Proof::Absent => None,
+        Proof::Valid(jkt) => Some(jkt),
+        Proof::Invalid { error, nonce } => return Err(SignInError::Dpop { error, nonce }),
+    };
     // Login CSRF: a cross-site form could sign the victim in as the attacker, and SameSite
     // does not stop a top-level POST from setting cookies. Browsers say where a request
     // comes from in `Sec-Fetch-Site`; other clients do not send it.
@@ -235,6 +260,7 @@ async fn login(signin: &SignIn, req: Request<Incoming>, peer: IpAddr) -> Answer 
         form.take("token_delivery").as_deref(),
         signin.cookies.as_ref(),
     )?;
+    check_bound_delivery(jkt.as_deref(), &delivery)?;
     let username = form.take("username").ok_or(SignInError::BadRequest(
         "username and password are required",
     ))?;
@@ -265,8 +291,8 @@ async fn login(signin: &SignIn, req: Request<Incoming>, peer: IpAddr) -> Answer 
     let user = user.ok_or(SignInError::InvalidCredentials)?;
     let now = unix_now();
     let pending = signin.signer.prepare(now)?;
-    let access = signin.signer.sign(&pending, &user)?;
-    let refresh = super::issue::refresh_token()?;
+    let access = sign(signin, &pending, &user, jkt.as_deref())?;
+    let refresh = next_refresh_token(jkt.as_deref())?;
     let ended = signin
         .sessions
         .start(
@@ -291,12 +317,92 @@ async fn login(signin: &SignIn, req: Request<Incoming>, peer: IpAddr) -> Answer 
         return Err(e);
     }
     tracing::info!(user = %user, ended_sessions = ended.len(), "signed in");
-    token_response(signin, &access, &refresh, delivery).map(|r| (r, user))
+    token_response(signin, &access, &refresh, delivery, jkt.is_some()).map(|r| (r, user))
+}
+
+/// The access token for `user`, bound to `jkt` (`cnf.jkt`) when the request proved a key.
+fn sign(
+    signin: &SignIn,
+    pending: &super::issue::Pending,
+    user: &str,
+    jkt: Option<&str>,
+) -> Result<String, SignInError> {
+    Ok(match jkt {
+        Some(jkt) => signin
+            .signer
+            .sign_with(pending, user, super::dpop::cnf_claim(jkt))?,
+        None => signin.signer.sign(pending, user)?,
+    })
+}
+
+/// A fresh refresh token, bound to `jkt` when given.
+fn next_refresh_token(jkt: Option<&str>) -> Result<String, SignInError> {
+    let token = super::issue::refresh_token()?;
+    Ok(match jkt {
+        Some(jkt) => super::dpop::bind_refresh(&token, jkt),
+        None => token,
+    })
+}
+
+/// Bound tokens go in the body: in a cookie the browser would send the access token
+/// without a proof, and a bound token is refused without one.
+fn check_bound_delivery(jkt: Option<&str>, delivery: &Delivery) -> Result<(), SignInError> {
+    match (jkt, delivery) {
+        (Some(_), Delivery::Cookies(_)) => Err(SignInError::BadRequest(
+            "DPoP-bound tokens are delivered in the body: use token_delivery \"body\" (signin.cookies.bearer_clients)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Which key the tokens of a refresh are bound to, from the presented refresh token's
+/// binding and the request's proof. A bound refresh token without a valid proof by its key
+/// counts as reuse: its family ends (access tokens revoked) and the refresh is refused. A
+/// nonce challenge is not theft (the client retries with the nonce), so it ends nothing.
+async fn refresh_key(
+    signin: &SignIn,
+    presented: &str,
+    proof: Proof,
+    now: u64,
+) -> Result<Option<String>, SignInError> {
+    let bound = super::dpop::refresh_binding(presented);
+    match (bound, proof) {
+        (
+            _,
+            Proof::Invalid {
+                error: DpopError::UseNonce,
+                nonce,
+            },
+        ) => Err(SignInError::Dpop {
+            error: DpopError::UseNonce,
+            nonce,
+        }),
+        (Some(want), Proof::Valid(jkt)) if jkt == want => Ok(Some(jkt)),
+        (Some(_), other) => {
+            let ended = signin
+                .sessions
+                .end_by_refresh(&refresh_digest(presented), now)
+                .await?;
+            tracing::warn!(
+                revoked = ended.len(),
+                "DPoP-bound refresh token without a proof by its key: session family ended"
+            );
+            revoke(signin, &ended, None).await?;
+            Err(match other {
+                Proof::Invalid { error, nonce } => SignInError::Dpop { error, nonce },
+                _ => SignInError::RefreshReused,
+            })
+        }
+        (None, Proof::Invalid { error, nonce }) => Err(SignInError::Dpop { error, nonce }),
+        // An unbound session proving a key from now on: its tokens are bound from here.
+        (None, Proof::Valid(jkt)) => Ok(Some(jkt)),
+        (None, Proof::Absent) => Ok(None),
+    }
 }
 
 /// `POST refresh`: spend the refresh token and issue the next pair. A token spent before
 /// ends its whole family (every access token of it revoked) and is refused.
-async fn refresh(signin: &SignIn, req: Request<Incoming>) -> Answer {
+async fn refresh(signin: &SignIn, req: Request<Incoming>, proof: Proof) -> Answer {
     // Cookie mode: the refresh cookie (CSRF-checked), used when the body names no token, and
     // the CSRF value the page already holds, kept across the rotation.
     let cookie = signin.cookies.as_ref().map(|c| {
@@ -321,8 +427,10 @@ async fn refresh(signin: &SignIn, req: Request<Incoming>) -> Answer {
         (None, None) => return Err(SignInError::BadRequest("refresh_token is required")),
     };
     let now = unix_now();
+    let jkt = refresh_key(signin, &presented, proof, now).await?;
+    check_bound_delivery(jkt.as_deref(), &delivery)?;
     let pending = signin.signer.prepare(now)?;
-    let next = super::issue::refresh_token()?;
+    let next = next_refresh_token(jkt.as_deref())?;
     let user = match signin
         .sessions
         .rotate(
@@ -354,8 +462,8 @@ async fn refresh(signin: &SignIn, req: Request<Incoming>) -> Answer {
         revoke(signin, &ended, None).await?;
         return Err(SignInError::InvalidRefresh);
     }
-    let access = signin.signer.sign(&pending, &user)?;
-    token_response(signin, &access, &next, delivery).map(|r| (r, user))
+    let access = sign(signin, &pending, &user, jkt.as_deref())?;
+    token_response(signin, &access, &next, delivery, jkt.is_some()).map(|r| (r, user))
 }
 
 /// `POST logout` / `logout-all`: the bearer access token must verify and not be revoked.
@@ -489,6 +597,7 @@ fn token_response(
     access: &str,
     refresh: &str,
     delivery: Delivery,
+    bound: bool,
 ) -> Result<Response<Full<Bytes>>, SignInError> {
     let expires_in = signin.signer.access_ttl.as_secs();
     let (Some(cookies), Delivery::Cookies(csrf)) = (&signin.cookies, delivery) else {
@@ -496,7 +605,8 @@ fn token_response(
             StatusCode::OK,
             &serde_json::json!({
                 "access_token": access,
-                "token_type": "Bearer",
+                // RFC 9449 section 5: a bound token's type is DPoP.
+                "token_type": if bound { "DPoP" } else { "Bearer" },
                 "expires_in": expires_in,
                 "refresh_token": refresh,
             }),

@@ -18,9 +18,10 @@
 //! Files: [`users`] (users file, password hashing), [`sessions`] (refresh tokens and
 //! families), [`limits`] (login rate limits), [`issue`] (minting access tokens), [`cookies`]
 //! (cookie mode settings and `Set-Cookie`), [`hashing`] (the low-priority threads that verify
-//! passwords), [`http`] (the endpoints).
+//! passwords), [`http`] (the endpoints), [`dpop`] (tokens bound to a DPoP key, RFC 9449).
 
 pub mod cookies;
+pub mod dpop;
 pub mod hashing;
 pub mod http;
 pub mod issue;

@@ -1,5 +1,7 @@
-//! Telemetry: log setup ([`init_logging`]) and Prometheus [`metrics`].
+//! Telemetry: log setup ([`init_logging`]), Prometheus [`metrics`], and the console's
+//! [`live`] ring (the last 15 minutes, sampled from those metrics once a second).
 
+pub mod live;
 pub mod metrics;
 pub mod trace;
 

@@ -3,13 +3,15 @@
 //! upstreams) or as the real binary reporting the ports it bound ([`process`]), the upstream
 //! kit ([`upstream::Upstream`], [`faulty::FaultyUpstream`], [`answer::AnswerServer`]), a throwaway `redis-server`
 //! ([`redis_server`]), keys and tokens ([`tokens`]), the revocation tests' gateway and
-//! assertions ([`revocation`]), and clients that speak HTTP/1.1, HTTP/2
+//! assertions ([`revocation`]), headless Chromium over the DevTools protocol ([`browser`]), DPoP proofs from jwcrypto ([`dpop`]), and clients that speak HTTP/1.1, HTTP/2
 //! and raw bytes over TLS.
 //!
 //! Each test binary uses a subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 pub mod answer;
+pub mod browser;
+pub mod dpop;
 pub mod env;
 pub mod faulty;
 pub mod process;

@@ -137,6 +137,30 @@ redis.call('DEL', KEYS[1])
 return ended
 "#;
 
+/// `KEYS` user set. `ARGV` prefix, now. Lists the user's live families as
+/// `id:refresh exp:live access tokens:start ms`, oldest first; changes nothing.
+const LIST: &str = r#"
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {}
+for i = 1, #ids, 2 do
+  local f = redis.call('HMGET', ARGV[1] .. 'fam:' .. ids[i], 'exp', 'acc')
+  if f[1] and tonumber(f[1]) >= tonumber(ARGV[2]) then
+    out[#out + 1] = ids[i] .. ':' .. f[1] .. ':' .. #live_access(f[2], tonumber(ARGV[2]), {}) .. ':' .. ids[i + 1]
+  end
+end
+return out
+"#;
+
+/// `KEYS` refresh token. `ARGV` prefix, now. Ends the family the token (current or spent)
+/// belongs to.
+const END_BY_REFRESH: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then return {} end
+local _, id = string.match(v, '^([cs]):(%x+)$')
+if not id then return {} end
+return end_family(ARGV[1], id, tonumber(ARGV[2]), {})
+"#;
+
 /// Families in the cluster's Redis (`store = "redis://..."`).
 pub struct RedisSessions {
     /// Whose admin write connection the scripts run on: with Sentinel it follows the
@@ -149,6 +173,8 @@ pub struct RedisSessions {
     rotate: Script,
     end_by_access: Script,
     end_all: Script,
+    end_by_refresh: Script,
+    list: Script,
 }
 
 impl std::fmt::Debug for RedisSessions {
@@ -196,6 +222,8 @@ impl RedisSessions {
             rotate: script(ROTATE),
             end_by_access: script(END_BY_ACCESS),
             end_all: script(END_ALL),
+            end_by_refresh: script(END_BY_REFRESH),
+            list: script(LIST),
         }
     }
 
@@ -322,6 +350,46 @@ impl SessionStore for RedisSessions {
             let mut call = self.end_all.prepare_invoke();
             call.key(user_key).arg(&self.root).arg(now);
             Ok(ended(self.call(call, true).await?, 0))
+        })
+    }
+
+    fn end_by_refresh(&self, token: &RefreshDigest, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+        let token = *token;
+        Box::pin(async move {
+            let mut call = self.end_by_refresh.prepare_invoke();
+            call.key(format!("{}rt:{}", self.root, hex(&token)))
+                .arg(&self.root)
+                .arg(now);
+            Ok(ended(self.call(call, true).await?, 0))
+        })
+    }
+
+    fn list(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<super::SessionInfo>> {
+        let (user_key, _) = self.user_key(user);
+        Box::pin(async move {
+            let mut call = self.list.prepare_invoke();
+            call.key(user_key).arg(&self.root).arg(now);
+            let reply = self.call(call, true).await?;
+            Ok(reply
+                .iter()
+                .filter_map(|v| {
+                    let text = std::str::from_utf8(bulk(v)?).ok()?;
+                    let mut parts = text.split(':');
+                    let id = parts.next()?.to_owned();
+                    let expires = parts.next()?.parse().ok()?;
+                    let access_tokens = parts.next()?.parse().ok()?;
+                    let started = parts
+                        .next()
+                        .and_then(|ms| ms.parse::<f64>().ok())
+                        .map(|ms| (ms / 1000.0) as u64);
+                    Some(super::SessionInfo {
+                        id,
+                        started,
+                        expires,
+                        access_tokens,
+                    })
+                })
+                .collect())
         })
     }
 }

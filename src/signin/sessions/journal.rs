@@ -447,6 +447,15 @@ impl IndexStore for JournalSessions {
             Ok(out)
         })
     }
+
+    fn list(&self, user: &str, now: u64) -> Vec<super::SessionInfo> {
+        let index = self
+            .inner
+            .index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        index.list(user, now)
+    }
 }
 
 impl Journal {

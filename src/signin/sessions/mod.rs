@@ -66,6 +66,19 @@ pub struct NewSession {
     pub refresh_exp: u64,
 }
 
+/// A live session family as the admin API lists it (never a refresh token or digest).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionInfo {
+    /// The family id (hex): names the session, grants nothing.
+    pub id: String,
+    /// When the session started (unix seconds), where the store keeps it (Redis does).
+    pub started: Option<u64>,
+    /// When its current refresh token expires (unix seconds).
+    pub expires: u64,
+    /// Access tokens issued in it that have not expired.
+    pub access_tokens: usize,
+}
+
 /// Why a refresh token was not accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RefreshError {
@@ -114,6 +127,13 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 
     /// End every family of `user`.
     fn end_all(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<Issued>>;
+
+    /// End the family in which the refresh token `token` was issued (current or spent):
+    /// a DPoP-bound refresh token presented without a proof by its key.
+    fn end_by_refresh(&self, token: &RefreshDigest, now: u64) -> SessionFuture<'_, Vec<Issued>>;
+
+    /// The live families of `user`, oldest first (changes nothing).
+    fn list(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<SessionInfo>>;
 }
 
 /// One state change of the [`Index`]: what the journal records and replays. Applying a
@@ -169,6 +189,7 @@ pub(crate) enum Op {
     },
     EndByAccess(String, Key),
     EndAll(String),
+    EndByRefresh(RefreshDigest),
 }
 
 /// What an [`Op`] answered.
@@ -414,6 +435,20 @@ impl Index {
                 }
                 Outcome::Ended(ended)
             }
+            Op::EndByRefresh(digest) => {
+                let id = self.current.get(&digest).copied().or_else(|| {
+                    self.spent
+                        .get(&digest)
+                        .filter(|s| s.until >= now)
+                        .map(|s| s.family)
+                });
+                let mut ended = Vec::new();
+                if let Some(id) = id.filter(|id| self.families.contains_key(id)) {
+                    ended = self.live_access(&id, now);
+                    changes.push(Change::End { id });
+                }
+                Outcome::Ended(ended)
+            }
             Op::EndAll(user) => {
                 let ids = self.by_user.get(&user).cloned().unwrap_or_default();
                 let mut ended = Vec::new();
@@ -494,6 +529,24 @@ impl Index {
         out
     }
 
+    /// The live families of `user`, oldest first.
+    pub(crate) fn list(&self, user: &str, now: u64) -> Vec<SessionInfo> {
+        self.by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let f = self.families.get(id).filter(|f| f.current_exp >= now)?;
+                Some(SessionInfo {
+                    id: crate::hex::encode(id),
+                    started: None,
+                    expires: f.current_exp,
+                    access_tokens: f.access.iter().filter(|a| a.exp >= now).count(),
+                })
+            })
+            .collect()
+    }
+
     /// Families and spent tokens held, for sizing compaction.
     pub(crate) fn len(&self) -> (usize, usize) {
         (self.families.len(), self.spent.len())
@@ -512,6 +565,11 @@ impl IndexStore for MemorySessions {
         let out = index.execute(op, now).0;
         Box::pin(std::future::ready(Ok(out)))
     }
+
+    fn list(&self, user: &str, now: u64) -> Vec<SessionInfo> {
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        index.list(user, now)
+    }
 }
 
 /// A store that keeps an [`Index`] of its own (in memory, or journalled first) and differs
@@ -520,6 +578,9 @@ impl IndexStore for MemorySessions {
 pub(crate) trait IndexStore: Send + Sync + std::fmt::Debug {
     /// Apply `op` to the index; resolves once the change is durable.
     fn run(&self, op: Op, now: u64) -> SessionFuture<'_, Outcome>;
+
+    /// Read the index: the live families of `user`.
+    fn list(&self, user: &str, now: u64) -> Vec<SessionInfo>;
 }
 
 impl<T: IndexStore> SessionStore for T {
@@ -559,6 +620,15 @@ impl<T: IndexStore> SessionStore for T {
     fn end_all(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<Issued>> {
         let run = self.run(Op::EndAll(user.to_owned()), now);
         Box::pin(async move { run.await.map(Outcome::ended) })
+    }
+
+    fn end_by_refresh(&self, token: &RefreshDigest, now: u64) -> SessionFuture<'_, Vec<Issued>> {
+        let run = self.run(Op::EndByRefresh(*token), now);
+        Box::pin(async move { run.await.map(Outcome::ended) })
+    }
+
+    fn list(&self, user: &str, now: u64) -> SessionFuture<'_, Vec<SessionInfo>> {
+        Box::pin(std::future::ready(Ok(IndexStore::list(self, user, now))))
     }
 }
 
@@ -613,6 +683,29 @@ mod tests {
         assert_eq!(
             run(s, rotate(1, 9), NOW),
             Outcome::Rotated(Err(RefreshError::Invalid))
+        );
+    }
+
+    #[test]
+    fn ending_by_refresh_token_ends_its_family_whether_current_or_spent() {
+        let s = &mut Index::default();
+        run(s, Op::Start(session("alice", 1), None), NOW);
+        run(s, Op::Start(session("alice", 5), None), NOW);
+        assert_eq!(
+            run(s, Op::EndByRefresh([1; 32]), NOW),
+            Outcome::Ended(vec![issued(1)])
+        );
+        assert_eq!(s.list("alice", NOW).len(), 1, "the other family lives on");
+        // A spent token names its family too.
+        run(s, rotate(5, 6), NOW);
+        assert_eq!(
+            run(s, Op::EndByRefresh([5; 32]), NOW),
+            Outcome::Ended(vec![issued(5), issued(6)])
+        );
+        assert!(s.list("alice", NOW).is_empty());
+        assert_eq!(
+            run(s, Op::EndByRefresh([9; 32]), NOW),
+            Outcome::Ended(vec![])
         );
     }
 
