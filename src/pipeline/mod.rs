@@ -534,9 +534,9 @@ async fn proxy(
                 Ok(v)
             }),
             None => match authenticate(state, route, &req, conn) {
-                Ok((v, Some(ticket))) => state
-                    .dpop
-                    .confirm(ticket, unix_now())
+                // Boxed: the shared replay check (a Redis call) would otherwise add its
+                // size to every request's future; only DPoP requests pay for the box.
+                Ok((v, Some(ticket))) => Box::pin(state.dpop.confirm(ticket, unix_now()))
                     .await
                     .map(|()| v)
                     .map_err(GatewayError::from),
