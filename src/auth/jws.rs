@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
+use super::issuers::{self, Expect, IssCheck, Issuers};
 use super::jwe::{self, JweError, KeyRing};
 use super::jwks::Refresher;
 use super::keys::{parse_alg, KeySet, VerifyKey};
@@ -55,6 +56,9 @@ pub struct Validator {
     pub jwks: Option<std::sync::Arc<Refresher>>,
     /// What `[[routes.allow]]` rules read from a token; `None` (no rules) extracts nothing.
     pub grants: Option<std::sync::Arc<crate::access::GrantSpec>>,
+    /// `[[jwt.issuers]]`: more issuers, selected by `iss`; `None` (the usual single-issuer
+    /// gateway) costs one branch.
+    pub issuers: Option<std::sync::Arc<Issuers>>,
 }
 
 /// What a verified token says about its bearer.
@@ -77,6 +81,11 @@ pub struct Verified {
     /// `cnf.jkt` (RFC 9449 section 6.1): the token is bound to the DPoP key with this
     /// RFC 7638 thumbprint and is accepted only with a proof by that key.
     pub jkt: Option<String>,
+    /// Which issuer vouched for it ([`issuers::DEFAULT`] or `1 +` its `[[jwt.issuers]]`
+    /// position), for the routes that accept only some.
+    pub issuer: u8,
+    /// That issuer's clock-skew leeway in seconds (the cache checks `exp` again with it).
+    pub leeway: u64,
 }
 
 impl Validator {
@@ -126,7 +135,8 @@ impl Validator {
         } else {
             let claims = JsonObject::parse(&d.plaintext)?;
             // The revocation identity is what the AEAD authenticated, not the token text.
-            self.check_claims(&claims, &d.plaintext, now)?
+            // Decryption keys are the `[jwt]` issuer's, so only its tokens may come this way.
+            self.check_claims(&claims, &d.plaintext, now, &self.default_expect())?
         };
         Ok(v)
     }
@@ -161,83 +171,105 @@ impl Validator {
             Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|_| AuthError::Malformed)?),
         };
 
-        let verifies = |key: &VerifyKey| key.verifies(signing_input.as_bytes(), signature);
-        let mut tried = false;
-        let mut ok = false;
-        for key in self.keys.candidates(kid.as_deref(), alg) {
-            tried = true;
-            if verifies(key) {
-                ok = true;
-                break;
+        // Several issuers: the unverified `iss` picks whose keys may verify the token (see
+        // `auth::issuers`); the payload is then parsed once, before the signature check.
+        let (early_json, late_json): (Vec<u8>, Vec<u8>);
+        let mut early_claims = None;
+        let expect = match &self.issuers {
+            None => self.default_expect(),
+            Some(set) => {
+                early_json = b64(payload_b64)?;
+                let claims = JsonObject::parse(&early_json)?;
+                let iss = string_claim(&claims, "iss")?;
+                let expect = self.select(set, iss.as_deref())?;
+                early_claims = Some(claims);
+                expect
             }
-        }
-        // The published set is read only when the configured keys did not verify, so a
-        // gateway without `[jwt.jwks]` pays one branch.
-        let published = match (&self.jwks, ok) {
-            (Some(jwks), false) => Some(jwks.current()),
-            _ => None,
         };
-        if let Some(published) = &published {
-            for key in published
-                .iter()
-                .filter(|k| k.may_verify(kid.as_deref(), alg))
-            {
-                tried = true;
-                if verifies(key) {
-                    ok = true;
-                    break;
-                }
+        let (keys, published) = match expect.number {
+            issuers::DEFAULT => (Some(&self.keys), self.jwks.as_deref()),
+            n => {
+                let set = self.issuers.as_deref().ok_or(AuthError::Issuer)?;
+                let issuer = set.list.get(usize::from(n) - 1).ok_or(AuthError::Issuer)?;
+                (None, Some(&*issuer.keys))
             }
-        }
-        if !tried {
-            // A kid we know under another alg is an algorithm mismatch; otherwise unknown.
-            let known = |k: &str| {
-                self.keys.has_kid(k)
-                    || published
-                        .as_ref()
-                        .is_some_and(|p| p.iter().any(|key| key.kid.as_deref() == Some(k)))
-            };
-            return Err(match kid.as_deref() {
-                Some(k) if known(k) => AuthError::Algorithm,
-                Some(_) => {
-                    // Perhaps the issuer published a new key since the last fetch: ask for
-                    // an early (rate-limited) refresh. This request is refused all the same.
-                    if let Some(jwks) = &self.jwks {
-                        jwks.unknown_kid();
-                    }
-                    AuthError::UnknownKey
-                }
-                None => AuthError::Algorithm,
-            });
-        }
-        if !ok {
-            return Err(AuthError::Signature);
-        }
+        };
+        check_signature(
+            keys,
+            published,
+            kid.as_deref(),
+            alg,
+            signing_input,
+            signature,
+        )?;
 
-        let payload_json = b64(payload_b64)?;
-        let claims = JsonObject::parse(&payload_json)?;
+        let claims = match early_claims {
+            Some(c) => c,
+            None => {
+                late_json = b64(payload_b64)?;
+                JsonObject::parse(&late_json)?
+            }
+        };
         // The revocation identity is the signing input, never the token text: an ECDSA
         // signature (r, s) has a twin (r, n - s) that verifies as well, and base64 can spell
         // one signature more than one way; both would dodge a revocation keyed on the text.
-        self.check_claims(&claims, signing_input.as_bytes(), now)
+        self.check_claims(&claims, signing_input.as_bytes(), now, &expect)
+    }
+
+    /// What tokens of the `[jwt]` issuer are checked against.
+    fn default_expect(&self) -> Expect<'_> {
+        let iss = match (&self.issuer, &self.issuers) {
+            (Some(want), _) => IssCheck::Exact(want),
+            (None, Some(others)) => IssCheck::NotNamed(others),
+            (None, None) => IssCheck::Any,
+        };
+        Expect {
+            number: issuers::DEFAULT,
+            iss,
+            audience: &self.audience,
+            leeway: self.leeway,
+            user_claim: &self.user_claim,
+        }
+    }
+
+    /// The issuer a token naming `iss` belongs to. Refused (`Issuer`, 401) when `iss` names
+    /// no configured issuer, or names none and the `[jwt]` issuer has no keys to try.
+    fn select<'v>(&'v self, set: &'v Issuers, iss: Option<&str>) -> Result<Expect<'v>, AuthError> {
+        if let Some((number, i)) = iss.and_then(|iss| set.find(iss)) {
+            return Ok(Expect {
+                number,
+                iss: IssCheck::Exact(&i.iss),
+                audience: &i.audience,
+                leeway: i.leeway,
+                user_claim: &i.user_claim,
+            });
+        }
+        let default = self.default_expect();
+        let has_keys = !self.keys.is_empty() || self.jwks.is_some();
+        if has_keys && default.iss.admits(iss) {
+            Ok(default)
+        } else {
+            Err(AuthError::Issuer)
+        }
     }
 
     fn check_times(
         &self,
+        leeway: u64,
         now: u64,
         exp: Option<u64>,
         nbf: Option<u64>,
         iat: Option<u64>,
     ) -> Result<(), AuthError> {
         match exp {
-            Some(exp) if now >= exp.saturating_add(self.leeway) => return Err(AuthError::Expired),
+            Some(exp) if now >= exp.saturating_add(leeway) => return Err(AuthError::Expired),
             None if self.require_exp => return Err(AuthError::MissingExp),
             _ => {}
         }
-        if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return Err(AuthError::NotYetValid);
         }
-        if iat.is_some_and(|iat| iat > now.saturating_add(self.leeway)) {
+        if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
             return Err(AuthError::IssuedInFuture);
         }
         Ok(())
@@ -248,36 +280,37 @@ impl Validator {
         c: &JsonObject<'_>,
         signed: &[u8],
         now: Option<u64>,
+        expect: &Expect<'_>,
     ) -> Result<Verified, AuthError> {
         let exp = numeric_date(c, "exp")?;
         let nbf = numeric_date(c, "nbf")?;
         let iat = numeric_date(c, "iat")?;
         if let Some(now) = now {
-            self.check_times(now, exp, nbf, iat)?;
+            self.check_times(expect.leeway, now, exp, nbf, iat)?;
         }
-        if let Some(want) = &self.issuer {
-            let iss = string_claim(c, "iss")?.ok_or(AuthError::Issuer)?;
-            if iss != want.as_str() {
+        if !matches!(expect.iss, IssCheck::Any) {
+            let iss = string_claim(c, "iss")?;
+            if !expect.iss.admits(iss.as_deref()) {
                 return Err(AuthError::Issuer);
             }
         }
-        if !self.audience.is_empty() {
+        if !expect.audience.is_empty() {
             let raw = c.get("aud").ok_or(AuthError::Audience)?;
             let auds: OneOrMany<'_> =
                 serde_json::from_str(raw.get()).map_err(|_| AuthError::Claims)?;
             let hit = match &auds {
-                OneOrMany::One(a) => self.audience.iter().any(|w| w == a),
-                OneOrMany::Many(v) => v.iter().any(|a| self.audience.iter().any(|w| w == a)),
+                OneOrMany::One(a) => expect.audience.iter().any(|w| w == a),
+                OneOrMany::Many(v) => v.iter().any(|a| expect.audience.iter().any(|w| w == a)),
             };
             if !hit {
                 return Err(AuthError::Audience);
             }
         }
         let sub = string_claim(c, "sub")?;
-        let user = if self.user_claim == "sub" {
+        let user = if expect.user_claim == "sub" {
             sub.clone()
         } else {
-            string_claim(c, &self.user_claim)?
+            string_claim(c, expect.user_claim)?
         };
         let user = user_header_value(user.as_deref())?;
 
@@ -319,8 +352,66 @@ impl Validator {
                 .as_ref()
                 .map(|spec| Box::new(spec.extract(&|name| c.get(name)))),
             jkt,
+            issuer: expect.number,
+            leeway: expect.leeway,
         })
     }
+}
+
+/// Verify `signature` over `signing_input` with one issuer's keys: its configured `keys`
+/// first, then its `published` set (read only when the configured keys did not verify, so a
+/// gateway without `[jwt.jwks]` pays one branch). Refused: `Algorithm` (no key for this
+/// alg, or a known kid under another alg), `UnknownKey` (a kid nobody has: an early,
+/// rate-limited refresh of the published set is asked for), `Signature`.
+fn check_signature(
+    keys: Option<&KeySet>,
+    published: Option<&Refresher>,
+    kid: Option<&str>,
+    alg: crate::jose::keys::JwsAlg,
+    signing_input: &str,
+    signature: &str,
+) -> Result<(), AuthError> {
+    let verifies = |key: &VerifyKey| key.verifies(signing_input.as_bytes(), signature);
+    let mut tried = false;
+    if let Some(keys) = keys {
+        for key in keys.candidates(kid, alg) {
+            tried = true;
+            if verifies(key) {
+                return Ok(());
+            }
+        }
+    }
+    let set = published.map(Refresher::current);
+    if let Some(set) = &set {
+        for key in set.iter().filter(|k| k.may_verify(kid, alg)) {
+            tried = true;
+            if verifies(key) {
+                return Ok(());
+            }
+        }
+    }
+    if tried {
+        return Err(AuthError::Signature);
+    }
+    // A kid we know under another alg is an algorithm mismatch; otherwise unknown.
+    let known = |k: &str| {
+        keys.is_some_and(|ks| ks.has_kid(k))
+            || set
+                .as_ref()
+                .is_some_and(|p| p.iter().any(|key| key.kid.as_deref() == Some(k)))
+    };
+    Err(match kid {
+        Some(k) if known(k) => AuthError::Algorithm,
+        Some(_) => {
+            // Perhaps the issuer published a new key since the last fetch: ask for an early
+            // (rate-limited) refresh. This request is refused all the same.
+            if let Some(published) = published {
+                published.unknown_kid();
+            }
+            AuthError::UnknownKey
+        }
+        None => AuthError::Algorithm,
+    })
 }
 
 /// `cnf.jkt` of a claims set: absent, or a base64url SHA-256 thumbprint (43 characters). A
@@ -536,6 +627,7 @@ mod tests {
             jwe: None,
             jwks: None,
             grants: None,
+            issuers: None,
         }
     }
 
@@ -761,5 +853,152 @@ mod tests {
         assert!(!v.has_jti);
         let signing_input = tok.rsplit_once('.').unwrap().0;
         assert_eq!(v.token_key, token_digest(signing_input.as_bytes()));
+    }
+
+    /// A validator with `[[jwt.issuers]]` A and B, whose HS256 keys share the kid `k`.
+    fn with_issuers() -> Validator {
+        use crate::jose::jwks::{FetchOptions, Source};
+        let issuer = |name: &str, iss: &str, secret: &str| {
+            let doc = format!(
+                r#"{{"keys":[{{"kty":"oct","kid":"k","alg":"HS256","k":"{}"}}]}}"#,
+                URL_SAFE_NO_PAD.encode(secret)
+            );
+            let keys = crate::jose::keys::parse_jwks(doc.as_bytes(), "test").unwrap();
+            crate::auth::issuers::Issuer {
+                name: name.into(),
+                iss: iss.into(),
+                audience: vec!["api".into()],
+                leeway: 30,
+                user_claim: "sub".into(),
+                keys: Refresher::new(
+                    Source::File("/nonexistent".into()),
+                    FetchOptions::default(),
+                    keys,
+                    std::time::Duration::from_secs(60),
+                    std::time::Duration::from_secs(1),
+                ),
+            }
+        };
+        Validator {
+            issuers: Some(std::sync::Arc::new(Issuers {
+                list: vec![
+                    issuer("a", "https://a.example/", SECRET_A),
+                    issuer("b", "https://b.example/", SECRET_B),
+                ],
+            })),
+            ..validator()
+        }
+    }
+
+    const SECRET_A: &str = "issuer-a-secret-issuer-a-secret-";
+    const SECRET_B: &str = "issuer-b-secret-issuer-b-secret-";
+
+    fn sign_with(secret: &[u8], kid: &str, claims: serde_json::Value) -> String {
+        let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some(kid.into());
+        encode(&h, &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn claims_of(iss: Option<&str>) -> serde_json::Value {
+        let mut c = good();
+        match iss {
+            Some(iss) => c["iss"] = iss.into(),
+            None => {
+                c.as_object_mut().unwrap().remove("iss");
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn the_iss_selects_the_issuer_whose_keys_alone_may_verify() {
+        let v = with_issuers();
+        let a = v
+            .verify(
+                &sign_with(
+                    SECRET_A.as_bytes(),
+                    "k",
+                    claims_of(Some("https://a.example/")),
+                ),
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(a.issuer, 1);
+        let b = v
+            .verify(
+                &sign_with(
+                    SECRET_B.as_bytes(),
+                    "k",
+                    claims_of(Some("https://b.example/")),
+                ),
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(b.issuer, 2);
+        let own = v.verify(&sign(good()), NOW).unwrap();
+        assert_eq!(own.issuer, crate::auth::issuers::DEFAULT);
+        // A's key (same kid as B's) claiming B; the default key claiming A; A's key claiming
+        // the default issuer, no issuer, or an unknown one.
+        for (token, want) in [
+            (
+                sign_with(
+                    SECRET_A.as_bytes(),
+                    "k",
+                    claims_of(Some("https://b.example/")),
+                ),
+                AuthError::Signature,
+            ),
+            (
+                sign_with(SECRET, "hs1", claims_of(Some("https://a.example/"))),
+                AuthError::UnknownKey,
+            ),
+            (
+                sign_with(
+                    SECRET_A.as_bytes(),
+                    "k",
+                    claims_of(Some("https://issuer.example")),
+                ),
+                AuthError::UnknownKey,
+            ),
+            (
+                sign_with(SECRET_A.as_bytes(), "k", claims_of(None)),
+                AuthError::Issuer,
+            ),
+            (
+                sign_with(
+                    SECRET_A.as_bytes(),
+                    "k",
+                    claims_of(Some("https://c.example/")),
+                ),
+                AuthError::Issuer,
+            ),
+            (
+                sign_with(
+                    SECRET_A.as_bytes(),
+                    "k",
+                    json!({"iss": 7, "sub": "x", "exp": NOW + 60}),
+                ),
+                AuthError::Claims,
+            ),
+        ] {
+            assert_eq!(v.verify(&token, NOW).unwrap_err(), want);
+        }
+    }
+
+    #[test]
+    fn without_a_pinned_jwt_issuer_the_default_takes_only_unnamed_issuers() {
+        let v = Validator {
+            issuer: None,
+            ..with_issuers()
+        };
+        assert!(v.verify(&sign(claims_of(None)), NOW).is_ok());
+        assert!(v
+            .verify(&sign(claims_of(Some("https://c.example/"))), NOW)
+            .is_ok());
+        assert_eq!(
+            v.verify(&sign(claims_of(Some("https://b.example/"))), NOW)
+                .unwrap_err(),
+            AuthError::UnknownKey
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod access;
 pub mod cors;
 pub mod dpop;
 pub mod file;
+pub mod issuers;
 pub mod jwks;
 pub mod rate_limit;
 pub mod redis;
@@ -147,6 +148,19 @@ pub struct Jwt {
     pub decryption_keys: Option<std::sync::Arc<crate::jose::jwe::KeyRing>>,
     /// `[jwt.jwks]`: a published key set, fetched by start-up and kept fresh while running.
     pub jwks: Option<jwks::JwksSettings>,
+    /// `[[jwt.issuers]]`: more issuers, in file order (issuer number = position + 1).
+    pub issuers: Vec<issuers::IssuerSettings>,
+}
+
+impl Jwt {
+    /// The largest clock-skew leeway any issuer's tokens get, in seconds: how long past its
+    /// `exp` a revoked token must stay in the revocation store.
+    pub fn max_leeway_secs(&self) -> u64 {
+        self.issuers
+            .iter()
+            .map(|i| i.leeway_secs)
+            .fold(self.leeway_secs, u64::max)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -848,9 +862,10 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     };
     let published = f.jwt.jwks.as_ref().and_then(|j| c.jwks(j));
     let has_jwt_route = f.routes.iter().any(|r| r.auth == "jwt");
-    if has_jwt_route && keys.is_empty() && decryption_keys.is_none() && f.jwt.jwks.is_none() {
+    let has_default_keys = !keys.is_empty() || f.jwt.jwks.is_some();
+    if has_jwt_route && !has_default_keys && decryption_keys.is_none() && f.jwt.issuers.is_empty() {
         c.problems.push(
-            "jwt.keys: a route uses auth = \"jwt\" but no key is configured; add a [[jwt.keys]] entry, jwt.jwks_file or a [jwt.jwks] section".into(),
+            "jwt.keys: a route uses auth = \"jwt\" but no key is configured; add a [[jwt.keys]] entry, jwt.jwks_file, a [jwt.jwks] section or a [[jwt.issuers]] entry".into(),
         );
     }
     let max_token_bytes = f.jwt.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
@@ -858,7 +873,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         c.problems
             .push("jwt.max_token_bytes: must be at least 64".into());
     }
-    let jwt = Jwt {
+    let mut jwt = Jwt {
         issuer: f.jwt.issuer.clone(),
         audience: f.jwt.audience.map(|a| a.into_vec()).unwrap_or_default(),
         leeway_secs: leeway.as_secs(),
@@ -873,6 +888,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         keys,
         decryption_keys,
         jwks: published,
+        issuers: Vec::new(),
     };
 
     // [identity]
@@ -895,6 +911,19 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         user_header: user_header.unwrap_or(HeaderName::from_static("x-user-id")),
         user_claim: f.identity.user_claim.unwrap_or_else(|| "sub".into()),
         claims,
+    };
+    jwt.issuers = c.issuers(
+        &f.jwt.issuers,
+        &issuers::Defaults {
+            jwt_issuer: jwt.issuer.as_deref(),
+            audience: &jwt.audience,
+            user_claim: &identity.user_claim,
+            leeway,
+        },
+    );
+    let issuer_names = issuers::IssuerNames {
+        default: has_default_keys,
+        issuers: &jwt.issuers,
     };
 
     // [upstream] defaults and [[routes]]
@@ -960,6 +989,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             ));
         }
         let allow = access.route(&key, auth, r.allow.as_deref(), &mut c.problems);
+        let issuers = issuer_names.route(&key, r.issuers.as_deref(), auth, &mut c.problems);
         let rate_limit = r.rate_limit.as_ref().and_then(|l| {
             rate_limit::validate(&key, l, auth, r.api_key.unwrap_or(false), &mut c.problems)
         });
@@ -1004,6 +1034,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                     crate::routing::DpopPolicy::Off
                 }
             },
+            issuers,
         });
     }
 

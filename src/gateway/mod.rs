@@ -6,6 +6,7 @@
 //! (the pipeline its state, admin a validator, the stores and a [`admin::Reload`], sign-in its
 //! own validator and revocations), so no part reaches into another's state.
 
+mod issuers;
 mod jwks;
 mod reload;
 
@@ -108,7 +109,11 @@ pub(crate) fn admin_auth(a: &crate::config::Admin) -> AdminAuth {
 pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let metrics = Arc::new(Metrics::new());
     let store = config.revocation.store.clone();
-    let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
+    // A revoked token stays revoked as long as any issuer's leeway could still accept it.
+    let (leeway, max_lifetime) = (
+        config.jwt.max_leeway_secs(),
+        config.jwt.max_lifetime.as_secs(),
+    );
     let revocations =
         Revocations::open_recovering(&store, config.revocation.recover, leeway, max_lifetime)
             .await?;
@@ -142,12 +147,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         )),
         None => None,
     };
+    // Each issuer's first fetch; one that fails leaves only that issuer without keys.
+    let issuers_first: Vec<_> =
+        futures_util::future::join_all(config.jwt.issuers.iter().map(issuers::first_fetch)).await;
     let shared = Arc::new(Shared::new(
         &mut config,
         revocations.clone(),
         api_keys.clone(),
         metrics.clone(),
         jwks_first.as_ref().map(|(_, r)| r.clone()),
+        issuers_first.clone(),
     ));
 
     let tls: Option<TlsSource> = match &config.listen.tls {
@@ -268,15 +277,22 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         routes = shared.routes.len(),
         keys = shared.validator.keys.len(),
         jwks = ?config.jwt.jwks.as_ref().map(|j| j.source.to_string()),
+        issuers = ?config.jwt.issuers.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
         "portcullis listening"
     );
     let shared = Arc::new(ArcSwap::new(shared));
-    let published_keys = jwks::PublishedKeys::new(shared.clone(), metrics.clone(), shutdown_rx);
+    let published_keys =
+        jwks::PublishedKeys::new(shared.clone(), metrics.clone(), shutdown_rx.clone());
     published_keys.apply(jwks::Plan::Replace(jwks_first));
+    let issuer_keys = issuers::IssuerKeys::new(shared.clone(), metrics.clone(), shutdown_rx);
+    // Nothing runs yet, so every refresher is new: the plan adopts the first fetches above.
+    issuer_keys.adopt(&config.jwt.issuers, issuers_first);
     let reloader = Arc::new(Reloader {
         source: config.source.clone(),
         shared,
         published_keys,
+        issuer_keys,
+        revocation_leeway: leeway,
         workers: worker_states,
         tls,
         admin: admin_state.clone(),

@@ -1,9 +1,9 @@
 //! The request path, in order:
 //!
 //! ```text
-//! route -> strip spoofable headers -> check app key -> authenticate -> check revocation
-//!       -> authorize (`[[routes.allow]]`) -> inject identity -> rate limit
-//!       -> strip gateway cookies -> forward
+//! route -> strip spoofable headers -> check app key -> authenticate -> check issuer
+//!       -> check revocation -> authorize (`[[routes.allow]]`) -> inject identity
+//!       -> rate limit -> strip gateway cookies -> forward
 //! ```
 //!
 //! The app key (routes with `api_key = true`) is checked before the bearer token: a map
@@ -44,6 +44,7 @@ use crate::apikeys::{ApiKeyError, ApiKeys};
 use crate::auth::cache::TokenCache;
 use crate::auth::cookie::CookieAuth;
 use crate::auth::dpop::Credential;
+use crate::auth::issuers::{Issuer, Issuers};
 use crate::auth::jwks::Refresher;
 use crate::auth::jws::{Validator, Verified};
 use crate::auth::AuthError;
@@ -94,15 +95,34 @@ pub struct Shared {
 
 impl Shared {
     /// Build the shared request-path state; `config.jwt.keys` moves into the validator, and
-    /// `jwks` (the running `[jwt.jwks]` refresher, owned by the server) joins it.
+    /// `jwks` (the running `[jwt.jwks]` refresher, owned by the server) joins it, as do
+    /// `issuer_keys`, the refreshers of `config.jwt.issuers` in the same order.
     pub fn new(
         config: &mut Config,
         revocations: Arc<Revocations>,
         api_keys: Arc<ApiKeys>,
         metrics: Arc<Metrics>,
         jwks: Option<Arc<Refresher>>,
+        issuer_keys: Vec<Arc<Refresher>>,
     ) -> Self {
         let keys = std::mem::take(&mut config.jwt.keys);
+        let issuers = (!config.jwt.issuers.is_empty()).then(|| {
+            let list = config
+                .jwt
+                .issuers
+                .iter()
+                .zip(issuer_keys)
+                .map(|(s, keys)| Issuer {
+                    name: s.name.clone(),
+                    iss: s.issuer.clone(),
+                    audience: s.audience.clone(),
+                    leeway: s.leeway_secs,
+                    user_claim: s.user_claim.clone(),
+                    keys,
+                })
+                .collect();
+            Arc::new(Issuers { list })
+        });
         let validator = Arc::new(Validator {
             keys,
             issuer: config.jwt.issuer.clone(),
@@ -120,6 +140,7 @@ impl Shared {
             jwe: config.jwt.decryption_keys.clone(),
             jwks,
             grants: config.grants.clone(),
+            issuers,
         });
         // Sign-in signs with a key of the validator's set and verifies logouts with it.
         let signin = config.signin.take().and_then(|settings| {
@@ -133,8 +154,7 @@ impl Shared {
         });
         // Every algorithm, HMAC too: a hit (SHA-256 of the token, one map lookup) costs a
         // fraction of parsing, decoding and checking the token again (see `auth::cache`).
-        let cache = (config.jwt.cache_size > 0)
-            .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
+        let cache = (config.jwt.cache_size > 0).then(|| TokenCache::new(config.jwt.cache_size));
         let cookie_auth = signin
             .as_ref()
             .and_then(|s| s.cookies.as_ref())
@@ -494,11 +514,13 @@ async fn proxy(
             None => authenticate(state, route, &req, conn),
         };
         answer_bearer = matches!(ws_token, Some((route::WebSocketToken::Subprotocol, _)));
-        let verified =
-            match found.and_then(|v| check_revocation(state, v).map_err(GatewayError::from)) {
-                Ok(v) => v,
-                Err(e) => return fail(e, None),
-            };
+        let verified = match found.and_then(|v| {
+            let v = check_issuer(route, v)?;
+            check_revocation(state, v).map_err(GatewayError::from)
+        }) {
+            Ok(v) => v,
+            Err(e) => return fail(e, None),
+        };
         if let Err(e) = access::authorize(route, req.method(), &verified) {
             return fail(e, Some(verified.user.clone()));
         }
@@ -707,6 +729,15 @@ fn verify(state: &State, token: &str) -> Result<Authenticated, AuthError> {
     let v = Arc::new(state.validator.verify(token, now)?);
     cache.insert(key, v.clone(), generation);
     Ok(Authenticated::Cached(v))
+}
+
+/// `[[routes]] issuers`: the token's issuer must be one the route accepts. Rejects with 401
+/// `invalid_token` (as a token of an unknown issuer is): to this route it is not a token.
+fn check_issuer(route: &Route, v: Authenticated) -> Result<Authenticated, AuthError> {
+    match route.issuers {
+        Some(set) if !set.contains(v.issuer) => Err(AuthError::Issuer),
+        _ => Ok(v),
+    }
 }
 
 /// Consult the revocation dictionary (O(1), lock-free reads). Rejects with 401
