@@ -147,6 +147,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         )),
         None => None,
     };
+    // Cluster mode: rate limits are fleet-wide through the revocations' Redis (connected at
+    // the first limited request).
+    let fleet = match revocations.backing() {
+        crate::revocation::Backing::Redis(cluster) => {
+            let (conn, prefix) = cluster
+                .rate_limit_link()
+                .context("cannot set up the rate-limit connection to Redis")?;
+            Some(Arc::new(crate::ratelimit::Fleet::new(conn, &prefix)))
+        }
+        _ => None,
+    };
     // Each issuer's first fetch; one that fails leaves only that issuer without keys.
     let issuers_first: Vec<_> =
         futures_util::future::join_all(config.jwt.issuers.iter().map(issuers::first_fetch)).await;
@@ -157,6 +168,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         metrics.clone(),
         jwks_first.as_ref().map(|(_, r)| r.clone()),
         issuers_first.clone(),
+        fleet.clone(),
     ));
 
     let tls: Option<TlsSource> = match &config.listen.tls {
@@ -293,6 +305,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         published_keys,
         issuer_keys,
         revocation_leeway: leeway,
+        fleet,
         workers: worker_states,
         tls,
         admin: admin_state.clone(),

@@ -55,6 +55,8 @@ pub struct Reloader {
     pub(super) issuer_keys: super::issuers::IssuerKeys,
     /// How long past `exp` the revocation store keeps a token (the largest leeway at start).
     pub(super) revocation_leeway: u64,
+    /// Cluster mode: the fleet-wide rate-limit link, kept across reloads.
+    pub(super) fleet: Option<Arc<crate::ratelimit::Fleet>>,
     pub(super) workers: Vec<Arc<ArcSwap<State>>>,
     pub(super) tls: Option<TlsSource>,
     pub(super) admin: Option<Arc<AdminState>>,
@@ -159,6 +161,7 @@ impl Reloader {
             self.metrics.clone(),
             jwks_plan.refresher(),
             super::issuers::refreshers(&issuer_plan),
+            self.fleet.clone(),
         ));
         for w in &self.workers {
             w.store(Arc::new(State::new(shared.clone())));

@@ -87,6 +87,8 @@ pub struct Shared {
     cookie_auth: Option<CookieAuth>,
     /// `rate_limit` buckets by route index (shared by every worker; new with each config).
     limiters: Vec<Option<Arc<crate::ratelimit::Limiter>>>,
+    /// Cluster mode: the fleet-wide buckets in Redis (the same across reloads).
+    fleet: Option<Arc<crate::ratelimit::Fleet>>,
     /// `[cors]`: cross-origin browser clients (see [`cors`]); `None` costs one branch.
     cors: Option<crate::config::cors::Cors>,
     /// `[dpop]`: proofs for DPoP-bound tokens (RFC 9449) and their replay cache.
@@ -96,7 +98,8 @@ pub struct Shared {
 impl Shared {
     /// Build the shared request-path state; `config.jwt.keys` moves into the validator, and
     /// `jwks` (the running `[jwt.jwks]` refresher, owned by the server) joins it, as do
-    /// `issuer_keys`, the refreshers of `config.jwt.issuers` in the same order.
+    /// `issuer_keys`, the refreshers of `config.jwt.issuers` in the same order; `fleet` is
+    /// the cluster-mode rate-limit link (the same across reloads).
     pub fn new(
         config: &mut Config,
         revocations: Arc<Revocations>,
@@ -104,6 +107,7 @@ impl Shared {
         metrics: Arc<Metrics>,
         jwks: Option<Arc<Refresher>>,
         issuer_keys: Vec<Arc<Refresher>>,
+        fleet: Option<Arc<crate::ratelimit::Fleet>>,
     ) -> Self {
         let keys = std::mem::take(&mut config.jwt.keys);
         let issuers = (!config.jwt.issuers.is_empty()).then(|| {
@@ -161,6 +165,7 @@ impl Shared {
             .map(|c| c.names.clone());
         Shared {
             limiters: limit::limiters(&config.routes),
+            fleet,
             cors: config.cors.clone(),
             dpop: dpop::DpopGate::new(&config.dpop, config.jwt.leeway_secs),
             cookie_auth,
@@ -527,8 +532,17 @@ async fn proxy(
         inject_identity(state, &mut req, &verified);
         user = Some(verified.user.clone());
     }
-    let limiter = state.limiters.get(idx).and_then(Option::as_deref);
-    if let Err(e) = limit::check(limiter, user.as_ref(), app.as_ref(), conn) {
+    let budget = state
+        .limiters
+        .get(idx)
+        .and_then(Option::as_deref)
+        .map(|local| limit::Budget {
+            local,
+            fleet: state.fleet.as_deref(),
+            route: label,
+            metrics: &state.metrics,
+        });
+    if let Err(e) = limit::check(budget, user.as_ref(), app.as_ref(), conn).await {
         return fail(e, user);
     }
     if let Some(app) = app {
