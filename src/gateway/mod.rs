@@ -151,10 +151,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     // the first limited request).
     let fleet = match revocations.backing() {
         crate::revocation::Backing::Redis(cluster) => {
-            let (conn, prefix) = cluster
-                .rate_limit_link()
-                .context("cannot set up the rate-limit connection to Redis")?;
-            Some(Arc::new(crate::ratelimit::Fleet::new(conn, &prefix)))
+            let prefix = cluster.key_root().to_owned();
+            let cluster = cluster.clone();
+            let link: crate::ratelimit::cluster::Link =
+                Box::new(move || cluster.rate_limit_link().map_err(|e| e.to_string()));
+            let fleet = crate::ratelimit::Fleet::new(link, &prefix).map_err(|e| {
+                anyhow::anyhow!("cannot set up the rate-limit connection to Redis: {e}")
+            })?;
+            Some(Arc::new(fleet))
         }
         _ => None,
     };

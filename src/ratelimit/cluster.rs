@@ -12,12 +12,16 @@
 //! A rate limit never fails closed: when Redis does not answer (down, unreachable, slower
 //! than [`CALL_TIMEOUT`]) the caller decides with its local limiter instead ([`Fleet::check`]
 //! returns `None`). After a failure Redis is left alone for [`RETRY_AFTER`], then one request
-//! at a time probes it while the others stay local, so an outage costs the request path one
-//! atomic load. The first failure of an outage is logged, and so is the recovery.
+//! at a time probes it, on a connection asked afresh from the revocation store (which knows
+//! the current master after a Sentinel failover), while the others stay local: an outage
+//! costs the request path one atomic load. The first failure of an outage is logged, and so
+//! is the recovery.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
@@ -47,9 +51,13 @@ end
 return {0, nxt - now - tolerance}
 "#;
 
+/// Makes a connection to the Redis that holds the buckets (the current master).
+pub type Link = Box<dyn Fn() -> Result<ConnectionManager, String> + Send + Sync>;
+
 /// The Redis side of every limited route of one instance.
 pub struct Fleet {
-    conn: ConnectionManager,
+    conn: ArcSwap<ConnectionManager>,
+    link: Link,
     /// `P:rl:`.
     root: String,
     script: redis::Script,
@@ -72,17 +80,20 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
-    /// Buckets under `prefix` (the revocation store's `P:`, colon included) on `conn`.
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Fleet {
-        Fleet {
-            conn,
+    /// Buckets under `prefix` (the revocation store's `P:`, colon included), on connections
+    /// made by `link` (one now, connected at first use; a new one for each probe).
+    pub fn new(link: Link, prefix: &str) -> Result<Fleet, String> {
+        let conn = link()?;
+        Ok(Fleet {
+            conn: ArcSwap::from_pointee(conn),
+            link,
             root: format!("{prefix}rl:"),
             script: redis::Script::new(GCRA_SCRIPT),
             epoch: Instant::now(),
             skip_until: AtomicU64::new(0),
             down: AtomicBool::new(false),
             probing: AtomicBool::new(false),
-        }
+        })
     }
 
     /// The Redis key of `key`'s bucket on `route`.
@@ -108,13 +119,18 @@ impl Fleet {
             {
                 return None;
             }
+            // Perhaps the master moved: probe on a fresh connection to the current one.
+            match (self.link)() {
+                Ok(conn) => self.conn.store(Arc::new(conn)),
+                Err(e) => tracing::debug!(error = %e, "rate limits: no new Redis connection"),
+            }
             Some(Release(&self.probing))
         } else {
             None
         };
         let interval = (spec.interval_nanos() / 1000).max(1);
         let tolerance = interval.saturating_mul(spec.burst);
-        let mut conn = self.conn.clone();
+        let mut conn = ConnectionManager::clone(&self.conn.load());
         let mut call = self.script.key(self.bucket(route, key));
         call.arg(interval).arg(tolerance);
         let answer =
