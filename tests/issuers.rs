@@ -4,7 +4,8 @@
 //! of each pass; a route limited to one issuer refuses the others; a token whose `iss` names
 //! no issuer is refused; a key of one issuer never verifies a token claiming another (same
 //! `kid` on both sides); a discovery document naming another issuer leaves only that issuer
-//! unusable; a key rotation at one issuer is picked up without touching the other.
+//! unusable (and the binary's log says why, while `portcullis check` fetches nothing); a key
+//! rotation at one issuer is picked up without touching the other.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -427,5 +428,57 @@ async fn a_key_rotation_at_one_issuer_leaves_the_other_alone() {
         )
         .await,
         200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_fetches_nothing_and_the_log_says_why_an_issuer_is_unusable() {
+    let rogue = Provider::start().await;
+    rogue.discover_as("https://someone-else.example/");
+    let up = Upstream::start().await;
+    let setup = Setup::new();
+    setup.write("rogue-ca.pem", &rogue.server.ca_pem);
+    let template = format!(
+        r#"{{listen}}
+[[jwt.issuers]]
+name = "rogue"
+issuer = "{iss}"
+discovery = true
+ca_file = "rogue-ca.pem"
+
+[[routes]]
+prefix = "/"
+upstream = "{up}"
+auth = "jwt"
+"#,
+        iss = rogue.issuer,
+        up = up.url(),
+    );
+    let path = setup.write_config(&template);
+    let out = common::cli(&["check", "--config", &path.display().to_string()]).await;
+    assert!(out.ok, "{}", out.all());
+    assert!(
+        out.stdout.contains("issuer `rogue`") && out.stdout.contains("not fetched by check"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(rogue.server.hits(), 0, "check fetched something");
+
+    // `run` starts anyway, refuses the rogue's tokens, and its log names the reason.
+    let gw = setup.spawn(&template).await;
+    let client = gw.builder().build().unwrap();
+    let r = client
+        .get(gw.url("/x"))
+        .bearer_auth(rogue.token(&rogue.issuer, "api", "r"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let log = gw.process.log();
+    assert!(
+        log.contains("rogue")
+            && log.contains("someone-else.example")
+            && log.contains("OpenID Connect Discovery 4.3"),
+        "{log}"
     );
 }

@@ -922,7 +922,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         },
     );
     let issuer_names = issuers::IssuerNames {
-        default: has_default_keys,
+        default: has_default_keys || jwt.decryption_keys.is_some(),
         issuers: &jwt.issuers,
     };
 
