@@ -288,10 +288,13 @@ async fn a_key_of_one_issuer_never_verifies_a_token_claiming_another() {
         partner.token(&idp.issuer, "api", "mallory"),
         // The `[jwt]` issuer's secret claiming the idp.
         default_token(&idp.issuer, "mallory"),
-        // The idp's key claiming no issuer, or one nobody configured: the `[jwt]` issuer's
-        // keys are tried, which do not include it.
+        // The idp's key claiming no issuer: the `[jwt]` issuer's keys are tried, which do
+        // not include it.
         idp.token("", "api", "mallory"),
+        // An issuer nobody configured, whatever key signed it (the `[jwt]` issuer, without
+        // `[jwt] issuer`, takes only tokens without `iss`).
         idp.token("https://unknown.example/", "api", "mallory"),
+        default_token("https://unknown.example/", "mallory"),
     ];
     for (i, token) in forged.iter().enumerate() {
         let r = w.gw.get("/x", Some(token)).await;

@@ -220,7 +220,7 @@ impl Validator {
     fn default_expect(&self) -> Expect<'_> {
         let iss = match (&self.issuer, &self.issuers) {
             (Some(want), _) => IssCheck::Exact(want),
-            (None, Some(others)) => IssCheck::NotNamed(others),
+            (None, Some(_)) => IssCheck::Absent,
             (None, None) => IssCheck::Any,
         };
         Expect {
@@ -233,7 +233,8 @@ impl Validator {
     }
 
     /// The issuer a token naming `iss` belongs to. Refused (`Issuer`, 401) when `iss` names
-    /// no configured issuer, or names none and the `[jwt]` issuer has no keys to try.
+    /// no configured issuer (the `[jwt]` one included, which without `[jwt] issuer` takes only
+    /// tokens without `iss`), or the `[jwt]` issuer it selects has no keys to try.
     fn select<'v>(&'v self, set: &'v Issuers, iss: Option<&str>) -> Result<Expect<'v>, AuthError> {
         if let Some((number, i)) = iss.and_then(|iss| set.find(iss)) {
             return Ok(Expect {
@@ -986,15 +987,17 @@ mod tests {
     }
 
     #[test]
-    fn without_a_pinned_jwt_issuer_the_default_takes_only_unnamed_issuers() {
+    fn without_a_pinned_jwt_issuer_the_default_takes_only_tokens_without_iss() {
         let v = Validator {
             issuer: None,
             ..with_issuers()
         };
         assert!(v.verify(&sign(claims_of(None)), NOW).is_ok());
-        assert!(v
-            .verify(&sign(claims_of(Some("https://c.example/"))), NOW)
-            .is_ok());
+        assert_eq!(
+            v.verify(&sign(claims_of(Some("https://c.example/"))), NOW)
+                .unwrap_err(),
+            AuthError::Issuer
+        );
         assert_eq!(
             v.verify(&sign(claims_of(Some("https://b.example/"))), NOW)
                 .unwrap_err(),
