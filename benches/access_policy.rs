@@ -82,6 +82,7 @@ fn validator(config: &mut Config, with_rules: bool) -> Validator {
         } else {
             None
         },
+        issuers: None,
     }
 }
 

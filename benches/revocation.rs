@@ -61,6 +61,8 @@ fn verified() -> Verified {
         exp: None,
         grants: None,
         jkt: None,
+        issuer: 0,
+        leeway: 30,
     }
 }
 

@@ -69,6 +69,30 @@ pub struct Route {
     pub forward_token: bool,
     /// `[[routes]] dpop`: whether an unbound (bearer) token is accepted here.
     pub dpop: DpopPolicy,
+    /// `[[routes]] issuers`: whose tokens are accepted here; `None`: every issuer's.
+    pub issuers: Option<IssuerSet>,
+}
+
+/// A set of issuer numbers (0 the `[jwt]` issuer, `i + 1` the `i`-th `[[jwt.issuers]]`),
+/// one bit each: checking a verified token against a route is one AND.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IssuerSet(u64);
+
+impl IssuerSet {
+    /// The number of the `[jwt]` issuer (`default` in route lists).
+    pub const DEFAULT: u8 = 0;
+    /// Issuer numbers above this do not fit (config refuses more issuers).
+    pub const MAX_NUMBER: u8 = 63;
+
+    pub fn insert(&mut self, number: u8) {
+        if number <= Self::MAX_NUMBER {
+            self.0 |= 1 << number;
+        }
+    }
+
+    pub fn contains(self, number: u8) -> bool {
+        number <= Self::MAX_NUMBER && self.0 & (1 << number) != 0
+    }
 }
 
 /// `[[routes]] websocket_token`: browsers cannot set `Authorization` on a WebSocket.
@@ -418,6 +442,7 @@ mod tests {
             websocket_token: None,
             forward_token: true,
             dpop: DpopPolicy::Off,
+            issuers: None,
         }
     }
 

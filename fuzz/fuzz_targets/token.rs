@@ -77,6 +77,7 @@ static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| {
         )),
         jwks: None,
         grants: None,
+        issuers: None,
     }
 });
 

@@ -30,7 +30,6 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 65_536;
 
 pub struct TokenCache {
     entries: Cache<[u8; 32], Arc<Verified>>,
-    leeway: u64,
     /// Bumped by every [`TokenCache::clear`].
     generation: AtomicU64,
 }
@@ -45,10 +44,9 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    pub fn new(capacity: usize, leeway: u64) -> Self {
+    pub fn new(capacity: usize) -> Self {
         TokenCache {
             entries: Cache::new(capacity.max(1)),
-            leeway,
             generation: AtomicU64::new(0),
         }
     }
@@ -57,11 +55,12 @@ impl TokenCache {
         Sha256::digest(token.as_bytes()).into()
     }
 
-    /// A cached verification of `token`, if any and not expired at `now`.
+    /// A cached verification of `token`, if any and not expired at `now` (with the leeway of
+    /// the issuer that vouched for it).
     pub fn get(&self, key: &[u8; 32], now: u64) -> Option<Result<Arc<Verified>, AuthError>> {
         let v = self.entries.get(key)?;
         if let Some(exp) = v.exp {
-            if now >= exp.saturating_add(self.leeway) {
+            if now >= exp.saturating_add(v.leeway) {
                 self.entries.remove(key);
                 return Some(Err(AuthError::Expired));
             }
@@ -106,7 +105,7 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn verified(exp: u64) -> Arc<Verified> {
+    fn verified(exp: u64, leeway: u64) -> Arc<Verified> {
         Arc::new(Verified {
             user: HeaderValue::from_static("alice"),
             extra: Default::default(),
@@ -118,14 +117,16 @@ mod tests {
             exp: Some(exp),
             grants: None,
             jkt: None,
+            issuer: 0,
+            leeway,
         })
     }
 
     #[test]
     fn hit_until_expiry_then_expired() {
-        let c = TokenCache::new(10, 5);
+        let c = TokenCache::new(10);
         let k = TokenCache::key("a.b.c");
-        c.insert(k, verified(100), c.generation());
+        c.insert(k, verified(100, 5), c.generation());
         assert!(c.get(&k, 104).unwrap().is_ok());
         assert_eq!(c.get(&k, 105).unwrap().unwrap_err(), AuthError::Expired);
         assert!(c.get(&k, 105).is_none(), "expired entry is dropped");
@@ -133,11 +134,11 @@ mod tests {
 
     #[test]
     fn bounded() {
-        let c = TokenCache::new(100, 0);
+        let c = TokenCache::new(100);
         for i in 0..10_000 {
             c.insert(
                 TokenCache::key(&format!("t{i}")),
-                verified(u64::MAX),
+                verified(u64::MAX, 0),
                 c.generation(),
             );
         }
@@ -146,19 +147,19 @@ mod tests {
 
     #[test]
     fn clear_forgets_entries_and_stale_inserts() {
-        let c = TokenCache::new(10, 0);
+        let c = TokenCache::new(10);
         let k = TokenCache::key("a.b.c");
-        c.insert(k, verified(u64::MAX), c.generation());
+        c.insert(k, verified(u64::MAX, 0), c.generation());
         let before = c.generation();
         c.clear();
         assert!(c.get(&k, 0).is_none(), "cleared");
         // Verified before the clear, inserted after it: not kept.
-        c.insert(k, verified(u64::MAX), before);
+        c.insert(k, verified(u64::MAX, 0), before);
         assert!(
             c.get(&k, 0).is_none(),
             "a verification from the old key set"
         );
-        c.insert(k, verified(u64::MAX), c.generation());
+        c.insert(k, verified(u64::MAX, 0), c.generation());
         assert!(c.get(&k, 0).is_some());
     }
 }

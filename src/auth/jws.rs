@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
+use super::issuers::{self, Expect, IssCheck, Issuers};
 use super::jwe::{self, JweError, KeyRing};
 use super::jwks::Refresher;
 use super::keys::{parse_alg, KeySet, VerifyKey};
@@ -55,6 +56,9 @@ pub struct Validator {
     pub jwks: Option<std::sync::Arc<Refresher>>,
     /// What `[[routes.allow]]` rules read from a token; `None` (no rules) extracts nothing.
     pub grants: Option<std::sync::Arc<crate::access::GrantSpec>>,
+    /// `[[jwt.issuers]]`: more issuers, selected by `iss`; `None` (the usual single-issuer
+    /// gateway) costs one branch.
+    pub issuers: Option<std::sync::Arc<Issuers>>,
 }
 
 /// What a verified token says about its bearer.
@@ -77,6 +81,11 @@ pub struct Verified {
     /// `cnf.jkt` (RFC 9449 section 6.1): the token is bound to the DPoP key with this
     /// RFC 7638 thumbprint and is accepted only with a proof by that key.
     pub jkt: Option<String>,
+    /// Which issuer vouched for it ([`issuers::DEFAULT`] or `1 +` its `[[jwt.issuers]]`
+    /// position), for the routes that accept only some.
+    pub issuer: u8,
+    /// That issuer's clock-skew leeway in seconds (the cache checks `exp` again with it).
+    pub leeway: u64,
 }
 
 impl Validator {
@@ -126,7 +135,8 @@ impl Validator {
         } else {
             let claims = JsonObject::parse(&d.plaintext)?;
             // The revocation identity is what the AEAD authenticated, not the token text.
-            self.check_claims(&claims, &d.plaintext, now)?
+            // Decryption keys are the `[jwt]` issuer's, so only its tokens may come this way.
+            self.check_claims(&claims, &d.plaintext, now, &self.default_expect())?
         };
         Ok(v)
     }
@@ -161,83 +171,106 @@ impl Validator {
             Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|_| AuthError::Malformed)?),
         };
 
-        let verifies = |key: &VerifyKey| key.verifies(signing_input.as_bytes(), signature);
-        let mut tried = false;
-        let mut ok = false;
-        for key in self.keys.candidates(kid.as_deref(), alg) {
-            tried = true;
-            if verifies(key) {
-                ok = true;
-                break;
+        // Several issuers: the unverified `iss` picks whose keys may verify the token (see
+        // `auth::issuers`); the payload is then parsed once, before the signature check.
+        let (early_json, late_json): (Vec<u8>, Vec<u8>);
+        let mut early_claims = None;
+        let expect = match &self.issuers {
+            None => self.default_expect(),
+            Some(set) => {
+                early_json = b64(payload_b64)?;
+                let claims = JsonObject::parse(&early_json)?;
+                let iss = string_claim(&claims, "iss")?;
+                let expect = self.select(set, iss.as_deref())?;
+                early_claims = Some(claims);
+                expect
             }
-        }
-        // The published set is read only when the configured keys did not verify, so a
-        // gateway without `[jwt.jwks]` pays one branch.
-        let published = match (&self.jwks, ok) {
-            (Some(jwks), false) => Some(jwks.current()),
-            _ => None,
         };
-        if let Some(published) = &published {
-            for key in published
-                .iter()
-                .filter(|k| k.may_verify(kid.as_deref(), alg))
-            {
-                tried = true;
-                if verifies(key) {
-                    ok = true;
-                    break;
-                }
+        let (keys, published) = match expect.number {
+            issuers::DEFAULT => (Some(&self.keys), self.jwks.as_deref()),
+            n => {
+                let set = self.issuers.as_deref().ok_or(AuthError::Issuer)?;
+                let issuer = set.list.get(usize::from(n) - 1).ok_or(AuthError::Issuer)?;
+                (None, Some(&*issuer.keys))
             }
-        }
-        if !tried {
-            // A kid we know under another alg is an algorithm mismatch; otherwise unknown.
-            let known = |k: &str| {
-                self.keys.has_kid(k)
-                    || published
-                        .as_ref()
-                        .is_some_and(|p| p.iter().any(|key| key.kid.as_deref() == Some(k)))
-            };
-            return Err(match kid.as_deref() {
-                Some(k) if known(k) => AuthError::Algorithm,
-                Some(_) => {
-                    // Perhaps the issuer published a new key since the last fetch: ask for
-                    // an early (rate-limited) refresh. This request is refused all the same.
-                    if let Some(jwks) = &self.jwks {
-                        jwks.unknown_kid();
-                    }
-                    AuthError::UnknownKey
-                }
-                None => AuthError::Algorithm,
-            });
-        }
-        if !ok {
-            return Err(AuthError::Signature);
-        }
+        };
+        check_signature(
+            keys,
+            published,
+            kid.as_deref(),
+            alg,
+            signing_input,
+            signature,
+        )?;
 
-        let payload_json = b64(payload_b64)?;
-        let claims = JsonObject::parse(&payload_json)?;
+        let claims = match early_claims {
+            Some(c) => c,
+            None => {
+                late_json = b64(payload_b64)?;
+                JsonObject::parse(&late_json)?
+            }
+        };
         // The revocation identity is the signing input, never the token text: an ECDSA
         // signature (r, s) has a twin (r, n - s) that verifies as well, and base64 can spell
         // one signature more than one way; both would dodge a revocation keyed on the text.
-        self.check_claims(&claims, signing_input.as_bytes(), now)
+        self.check_claims(&claims, signing_input.as_bytes(), now, &expect)
+    }
+
+    /// What tokens of the `[jwt]` issuer are checked against.
+    fn default_expect(&self) -> Expect<'_> {
+        let iss = match (&self.issuer, &self.issuers) {
+            (Some(want), _) => IssCheck::Exact(want),
+            (None, Some(_)) => IssCheck::Absent,
+            (None, None) => IssCheck::Any,
+        };
+        Expect {
+            number: issuers::DEFAULT,
+            iss,
+            audience: &self.audience,
+            leeway: self.leeway,
+            user_claim: &self.user_claim,
+        }
+    }
+
+    /// The issuer a token naming `iss` belongs to. Refused (`Issuer`, 401) when `iss` names
+    /// no configured issuer (the `[jwt]` one included, which without `[jwt] issuer` takes only
+    /// tokens without `iss`), or the `[jwt]` issuer it selects has no keys to try.
+    fn select<'v>(&'v self, set: &'v Issuers, iss: Option<&str>) -> Result<Expect<'v>, AuthError> {
+        if let Some((number, i)) = iss.and_then(|iss| set.find(iss)) {
+            return Ok(Expect {
+                number,
+                iss: IssCheck::Exact(&i.iss),
+                audience: &i.audience,
+                leeway: i.leeway,
+                user_claim: &i.user_claim,
+            });
+        }
+        let default = self.default_expect();
+        let has_keys = !self.keys.is_empty() || self.jwks.is_some();
+        if has_keys && default.iss.admits(iss) {
+            Ok(default)
+        } else {
+            Err(AuthError::Issuer)
+        }
     }
 
     fn check_times(
         &self,
+        leeway: u64,
         now: u64,
         exp: Option<u64>,
         nbf: Option<u64>,
         iat: Option<u64>,
     ) -> Result<(), AuthError> {
         match exp {
-            Some(exp) if now >= exp.saturating_add(self.leeway) => return Err(AuthError::Expired),
+            Some(exp) if now >= exp.saturating_add(leeway) => return Err(AuthError::Expired),
             None if self.require_exp => return Err(AuthError::MissingExp),
             _ => {}
         }
-        if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return Err(AuthError::NotYetValid);
         }
-        if iat.is_some_and(|iat| iat > now.saturating_add(self.leeway)) {
+        if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
             return Err(AuthError::IssuedInFuture);
         }
         Ok(())
@@ -248,36 +281,37 @@ impl Validator {
         c: &JsonObject<'_>,
         signed: &[u8],
         now: Option<u64>,
+        expect: &Expect<'_>,
     ) -> Result<Verified, AuthError> {
         let exp = numeric_date(c, "exp")?;
         let nbf = numeric_date(c, "nbf")?;
         let iat = numeric_date(c, "iat")?;
         if let Some(now) = now {
-            self.check_times(now, exp, nbf, iat)?;
+            self.check_times(expect.leeway, now, exp, nbf, iat)?;
         }
-        if let Some(want) = &self.issuer {
-            let iss = string_claim(c, "iss")?.ok_or(AuthError::Issuer)?;
-            if iss != want.as_str() {
+        if !matches!(expect.iss, IssCheck::Any) {
+            let iss = string_claim(c, "iss")?;
+            if !expect.iss.admits(iss.as_deref()) {
                 return Err(AuthError::Issuer);
             }
         }
-        if !self.audience.is_empty() {
+        if !expect.audience.is_empty() {
             let raw = c.get("aud").ok_or(AuthError::Audience)?;
             let auds: OneOrMany<'_> =
                 serde_json::from_str(raw.get()).map_err(|_| AuthError::Claims)?;
             let hit = match &auds {
-                OneOrMany::One(a) => self.audience.iter().any(|w| w == a),
-                OneOrMany::Many(v) => v.iter().any(|a| self.audience.iter().any(|w| w == a)),
+                OneOrMany::One(a) => expect.audience.iter().any(|w| w == a),
+                OneOrMany::Many(v) => v.iter().any(|a| expect.audience.iter().any(|w| w == a)),
             };
             if !hit {
                 return Err(AuthError::Audience);
             }
         }
         let sub = string_claim(c, "sub")?;
-        let user = if self.user_claim == "sub" {
+        let user = if expect.user_claim == "sub" {
             sub.clone()
         } else {
-            string_claim(c, &self.user_claim)?
+            string_claim(c, expect.user_claim)?
         };
         let user = user_header_value(user.as_deref())?;
 
@@ -319,8 +353,66 @@ impl Validator {
                 .as_ref()
                 .map(|spec| Box::new(spec.extract(&|name| c.get(name)))),
             jkt,
+            issuer: expect.number,
+            leeway: expect.leeway,
         })
     }
+}
+
+/// Verify `signature` over `signing_input` with one issuer's keys: its configured `keys`
+/// first, then its `published` set (read only when the configured keys did not verify, so a
+/// gateway without `[jwt.jwks]` pays one branch). Refused: `Algorithm` (no key for this
+/// alg, or a known kid under another alg), `UnknownKey` (a kid nobody has: an early,
+/// rate-limited refresh of the published set is asked for), `Signature`.
+fn check_signature(
+    keys: Option<&KeySet>,
+    published: Option<&Refresher>,
+    kid: Option<&str>,
+    alg: crate::jose::keys::JwsAlg,
+    signing_input: &str,
+    signature: &str,
+) -> Result<(), AuthError> {
+    let verifies = |key: &VerifyKey| key.verifies(signing_input.as_bytes(), signature);
+    let mut tried = false;
+    if let Some(keys) = keys {
+        for key in keys.candidates(kid, alg) {
+            tried = true;
+            if verifies(key) {
+                return Ok(());
+            }
+        }
+    }
+    let set = published.map(Refresher::current);
+    if let Some(set) = &set {
+        for key in set.iter().filter(|k| k.may_verify(kid, alg)) {
+            tried = true;
+            if verifies(key) {
+                return Ok(());
+            }
+        }
+    }
+    if tried {
+        return Err(AuthError::Signature);
+    }
+    // A kid we know under another alg is an algorithm mismatch; otherwise unknown.
+    let known = |k: &str| {
+        keys.is_some_and(|ks| ks.has_kid(k))
+            || set
+                .as_ref()
+                .is_some_and(|p| p.iter().any(|key| key.kid.as_deref() == Some(k)))
+    };
+    Err(match kid {
+        Some(k) if known(k) => AuthError::Algorithm,
+        Some(_) => {
+            // Perhaps the issuer published a new key since the last fetch: ask for an early
+            // (rate-limited) refresh. This request is refused all the same.
+            if let Some(published) = published {
+                published.unknown_kid();
+            }
+            AuthError::UnknownKey
+        }
+        None => AuthError::Algorithm,
+    })
 }
 
 /// `cnf.jkt` of a claims set: absent, or a base64url SHA-256 thumbprint (43 characters). A
@@ -501,265 +593,5 @@ impl<'de> Deserialize<'de> for MemberName<'de> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::auth::keys::KeyMaterial;
-    use jsonwebtoken::{encode, EncodingKey, Header};
-    use serde_json::json;
-
-    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
-    const NOW: u64 = 1_800_000_000;
-
-    fn validator() -> Validator {
-        let keys = KeySet::build(
-            vec![KeyMaterial {
-                label: "k".into(),
-                kid: Some("hs1".into()),
-                alg: "HS256".into(),
-                secret: Some(SECRET.to_vec()),
-                secret_base64: false,
-                public_pem: None,
-                private_pem: None,
-            }],
-            None,
-        )
-        .unwrap();
-        Validator {
-            keys,
-            issuer: Some("https://issuer.example".into()),
-            audience: vec!["api".into()],
-            leeway: 30,
-            require_exp: true,
-            max_token_bytes: 8192,
-            user_claim: "sub".into(),
-            extra_claims: vec!["roles".into()],
-            jwe: None,
-            jwks: None,
-            grants: None,
-        }
-    }
-
-    fn sign(claims: serde_json::Value) -> String {
-        let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
-        h.kid = Some("hs1".into());
-        encode(&h, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
-    }
-
-    fn good() -> serde_json::Value {
-        json!({"sub": "alice", "exp": NOW + 60, "iat": NOW, "iss": "https://issuer.example", "aud": "api", "jti": "j1", "roles": ["a", "b"]})
-    }
-
-    /// Re-sign arbitrary header and payload JSON text with the configured secret.
-    fn raw(header: &str, payload: &str) -> String {
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(payload)
-        );
-        let sig = jsonwebtoken::crypto::sign(
-            input.as_bytes(),
-            &EncodingKey::from_secret(SECRET),
-            jsonwebtoken::Algorithm::HS256,
-        )
-        .unwrap();
-        format!("{input}.{sig}")
-    }
-
-    #[test]
-    fn accepts_good_token() {
-        let v = validator().verify(&sign(good()), NOW).unwrap();
-        assert_eq!(v.user, "alice");
-        assert_eq!(v.extra[0].1, "a,b");
-        assert!(v.has_jti);
-        assert_eq!(v.iat, Some(NOW));
-    }
-
-    #[test]
-    fn claim_checks() {
-        let val = validator();
-        let cases: Vec<(serde_json::Value, AuthError)> = vec![
-            (json!({"exp": NOW - 31}), AuthError::Expired),
-            (json!({"exp": serde_json::Value::Null}), AuthError::Claims),
-            (json!({"nbf": NOW + 31}), AuthError::NotYetValid),
-            (json!({"iat": NOW + 31}), AuthError::IssuedInFuture),
-            (json!({"iss": "https://evil.example"}), AuthError::Issuer),
-            (json!({"aud": "other"}), AuthError::Audience),
-            (json!({"aud": ["x", "y"]}), AuthError::Audience),
-            (json!({"sub": 42}), AuthError::Claims),
-            (json!({"sub": ""}), AuthError::Claims),
-            (json!({"exp": 1.8e9}), AuthError::Claims),
-            (json!({"exp": "1800000060"}), AuthError::Claims),
-            (json!({"exp": -5}), AuthError::Claims),
-            (json!({"roles": {"nested": true}}), AuthError::Claims),
-        ];
-        for (patch, want) in cases {
-            let mut c = good();
-            for (k, v) in patch.as_object().unwrap() {
-                c[k] = v.clone();
-            }
-            assert_eq!(val.verify(&sign(c.clone()), NOW).unwrap_err(), want, "{c}");
-        }
-        let mut c = good();
-        c.as_object_mut().unwrap().remove("exp");
-        assert_eq!(
-            val.verify(&sign(c), NOW).unwrap_err(),
-            AuthError::MissingExp
-        );
-        // Within leeway is fine.
-        let mut c = good();
-        c["exp"] = json!(NOW - 10);
-        assert!(val.verify(&sign(c), NOW).is_ok());
-        // Audience as array with one match.
-        let mut c = good();
-        c["aud"] = json!(["x", "api"]);
-        assert!(val.verify(&sign(c), NOW).is_ok());
-    }
-
-    #[test]
-    fn huge_exp_is_rejected() {
-        let tok = raw(
-            r#"{"alg":"HS256","kid":"hs1"}"#,
-            r#"{"sub":"alice","exp":99999999999999999999999,"iss":"https://issuer.example","aud":"api"}"#,
-        );
-        assert_eq!(
-            validator().verify(&tok, NOW).unwrap_err(),
-            AuthError::Claims
-        );
-    }
-
-    #[test]
-    fn alg_none_in_every_casing_is_refused() {
-        let val = validator();
-        for alg in ["none", "None", "NONE", "nOnE"] {
-            let h = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","kid":"hs1"}}"#));
-            let p = URL_SAFE_NO_PAD.encode(good().to_string());
-            for tok in [format!("{h}.{p}."), format!("{h}.{p}.AAAA")] {
-                let e = val.verify(&tok, NOW).unwrap_err();
-                assert!(
-                    matches!(e, AuthError::Malformed | AuthError::Algorithm),
-                    "{alg}: {e:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn forbidden_headers() {
-        for extra in [
-            r#""jwk":{"kty":"oct","k":"AAAA"}"#,
-            r#""jku":"https://evil.example/jwks""#,
-            r#""x5u":"https://evil.example/cert""#,
-            r#""x5c":["MIIB"]"#,
-            r#""crit":["exp"]"#,
-            r#""b64":false"#,
-            r#""enc":"A256GCM""#,
-        ] {
-            let tok = raw(
-                &format!(r#"{{"alg":"HS256","kid":"hs1",{extra}}}"#),
-                &good().to_string(),
-            );
-            assert_eq!(
-                validator().verify(&tok, NOW).unwrap_err(),
-                AuthError::ForbiddenHeader,
-                "{extra}"
-            );
-        }
-    }
-
-    #[test]
-    fn duplicate_members_are_malformed() {
-        let tok = raw(
-            r#"{"alg":"HS256","alg":"HS256","kid":"hs1"}"#,
-            &good().to_string(),
-        );
-        assert_eq!(
-            validator().verify(&tok, NOW).unwrap_err(),
-            AuthError::Malformed
-        );
-        let tok = raw(
-            r#"{"alg":"HS256","kid":"hs1"}"#,
-            &format!(
-                r#"{{"sub":"alice","sub":"admin","exp":{},"iss":"https://issuer.example","aud":"api"}}"#,
-                NOW + 60
-            ),
-        );
-        assert_eq!(
-            validator().verify(&tok, NOW).unwrap_err(),
-            AuthError::Malformed
-        );
-    }
-
-    #[test]
-    fn shape_attacks() {
-        let val = validator();
-        let good = sign(good());
-        let parts: Vec<&str> = good.split('.').collect();
-        let cases = [
-            format!("{}.{}", parts[0], parts[1]),
-            format!("{good}.x"),
-            format!("{good}.x.y"),
-            format!("{}.{}.", parts[0], parts[1]),
-            format!("{}.{}.{}=", parts[0], parts[1], parts[2]),
-            format!("{}.{}+.{}", parts[0], parts[1], parts[2]),
-            format!(
-                "{}.{}.{}",
-                parts[0],
-                parts[1],
-                &parts[2][..parts[2].len() - 4]
-            ),
-            format!("{}é.{}.{}", parts[0], parts[1], parts[2]),
-            String::new(),
-        ];
-        for tok in cases {
-            assert!(val.verify(&tok, NOW).is_err(), "{tok}");
-        }
-        let not_object = raw(r#"{"alg":"HS256","kid":"hs1"}"#, r#"["sub","alice"]"#);
-        assert_eq!(
-            val.verify(&not_object, NOW).unwrap_err(),
-            AuthError::Malformed
-        );
-        let big = format!("{}.{}.{}", parts[0], "A".repeat(9000), parts[2]);
-        assert_eq!(val.verify(&big, NOW).unwrap_err(), AuthError::TooLarge);
-    }
-
-    #[test]
-    fn unknown_kid_and_wrong_key() {
-        let tok = raw(
-            r#"{"alg":"HS256","kid":"../../etc/passwd"}"#,
-            &good().to_string(),
-        );
-        assert_eq!(
-            validator().verify(&tok, NOW).unwrap_err(),
-            AuthError::UnknownKey
-        );
-        let other = encode(
-            &Header {
-                kid: Some("hs1".into()),
-                ..Header::new(jsonwebtoken::Algorithm::HS256)
-            },
-            &good(),
-            &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
-        )
-        .unwrap();
-        assert_eq!(
-            validator().verify(&other, NOW).unwrap_err(),
-            AuthError::Signature
-        );
-        let hs384 = raw(r#"{"alg":"HS384","kid":"hs1"}"#, &good().to_string());
-        assert_eq!(
-            validator().verify(&hs384, NOW).unwrap_err(),
-            AuthError::Algorithm
-        );
-    }
-
-    #[test]
-    fn jti_less_token_is_keyed_by_token_digest() {
-        let mut c = good();
-        c.as_object_mut().unwrap().remove("jti");
-        let tok = sign(c);
-        let v = validator().verify(&tok, NOW).unwrap();
-        assert!(!v.has_jti);
-        let signing_input = tok.rsplit_once('.').unwrap().0;
-        assert_eq!(v.token_key, token_digest(signing_input.as_bytes()));
-    }
-}
+#[path = "jws_tests.rs"]
+mod tests;

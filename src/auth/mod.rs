@@ -8,6 +8,7 @@ pub mod challenge;
 pub mod cookie;
 pub mod dpop;
 pub mod dpop_nonce;
+pub mod issuers;
 pub mod jws;
 
 /// Key material, key sets and JWE live in the `jose` leaf (config checks keys at load);
@@ -44,7 +45,7 @@ pub enum AuthError {
     NotYetValid,
     #[error("token issued in the future (iat)")]
     IssuedInFuture,
-    #[error("issuer does not match jwt.issuer")]
+    #[error("issuer does not match jwt.issuer, names no [[jwt.issuers]] entry, or is not accepted on this route")]
     Issuer,
     #[error("audience does not match jwt.audience")]
     Audience,

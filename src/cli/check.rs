@@ -34,7 +34,22 @@ pub fn check(path: PathBuf) -> ExitCode {
                         p.display(),
                         humantime::format_duration(j.refresh_interval)
                     ),
+                    Source::Discovery { document, .. } => println!(
+                        "  note: `run` will discover the key set at {document} (not fetched by check)"
+                    ),
                 }
+            }
+            for i in &c.jwt.issuers {
+                let how = match &i.keys.source {
+                    Source::Discovery { document, .. } => format!("discovery at {document}"),
+                    other => other.to_string(),
+                };
+                println!(
+                    "  note: issuer `{}` ({}): `run` will fetch its keys from {how} (not fetched by check), then every {}",
+                    i.name,
+                    i.issuer,
+                    humantime::format_duration(i.keys.refresh_interval)
+                );
             }
             for f in &c.pending_dev_files {
                 println!(

@@ -107,6 +107,38 @@ pub struct Jwt {
     /// The claim holding the roles `[[routes.allow]] roles` match, a dotted path such as
     /// "realm_access.roles"; default "roles".
     pub roles_claim: Option<String>,
+    /// `[[jwt.issuers]]`: more token issuers, each with its own keys (issue 14).
+    #[serde(default)]
+    pub issuers: Vec<Issuer>,
+}
+
+/// `[[jwt.issuers]]`: one more issuer whose tokens are accepted, selected by the token's
+/// `iss`; its keys come from OpenID Connect discovery or a JWKS URL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuer {
+    /// What routes call it (`[[routes]] issuers = [...]`); "default" is the `[jwt]` issuer.
+    pub name: String,
+    /// Exactly the `iss` its tokens carry, e.g. "https://id.example.com/".
+    pub issuer: String,
+    /// true: find the key set through `{issuer}.well-known/openid-configuration`.
+    pub discovery: Option<bool>,
+    /// The key set's URL (instead of discovery).
+    pub jwks_url: Option<String>,
+    /// PEM CA certificate(s) for the issuer's https:// URLs, instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Audiences its tokens must name one of; default `[jwt] audience`.
+    pub audience: Option<OneOrMany>,
+    /// The claim holding the user id; default `[identity] user_claim`.
+    pub user_claim: Option<String>,
+    /// Clock skew tolerated on its tokens; default `[jwt] leeway`.
+    pub leeway: Option<String>,
+    /// As `[jwt.jwks]`: how often the key set is fetched again, e.g. "5m".
+    pub refresh_interval: Option<String>,
+    /// As `[jwt.jwks]`: least time between two fetches, e.g. "10s".
+    pub min_refresh_interval: Option<String>,
+    /// As `[jwt.jwks]`: time allowed for one fetch, e.g. "5s".
+    pub timeout: Option<String>,
 }
 
 /// `[jwt.jwks]`: where the issuer publishes its keys and how often to look.
@@ -150,7 +182,7 @@ pub struct DecryptionKey {
 /// A string or an array of strings (`audience = "api"` or `audience = ["a", "b"]`).
 /// Deserialized by hand: serde's untagged enums only say "data did not match any variant
 /// of untagged enum", which names neither what was found nor what would be valid.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -244,6 +276,8 @@ pub struct Route {
     pub dpop: Option<String>,
     /// Overrides `[identity] forward_token` for this route (a `jwt` route).
     pub forward_token: Option<bool>,
+    /// The issuers whose tokens this route accepts, by name; absent: every configured one.
+    pub issuers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

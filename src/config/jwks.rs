@@ -23,6 +23,14 @@ pub struct JwksSettings {
     pub min_refresh_interval: Duration,
 }
 
+/// The fetch keys `[jwt.jwks]` and each `[[jwt.issuers]]` entry share.
+pub(super) struct Schedule<'f> {
+    pub refresh_interval: Option<&'f String>,
+    pub min_refresh_interval: Option<&'f String>,
+    pub timeout: Option<&'f String>,
+    pub ca_file: Option<&'f std::path::PathBuf>,
+}
+
 impl Checker<'_> {
     /// Every problem of a `[jwt.jwks]` section, each naming its key.
     pub(super) fn jwks(&mut self, j: &file::Jwks) -> Option<JwksSettings> {
@@ -41,49 +49,8 @@ impl Checker<'_> {
                 );
                 None
             }
-            (Some(url), None) => self.jwks_url(url),
+            (Some(url), None) => self.jwks_url("jwt.jwks.url", url),
             (None, Some(p)) => Some(Source::File(resolve(self.base, p))),
-        };
-        let refresh_interval = self.duration(
-            "jwt.jwks.refresh_interval",
-            j.refresh_interval.as_ref(),
-            jwks::DEFAULT_REFRESH_INTERVAL,
-        );
-        let min_refresh_interval = self.duration(
-            "jwt.jwks.min_refresh_interval",
-            j.min_refresh_interval.as_ref(),
-            jwks::DEFAULT_MIN_REFRESH_INTERVAL,
-        );
-        if min_refresh_interval < MIN_MIN_REFRESH_INTERVAL {
-            self.problems.push(format!(
-                "jwt.jwks.min_refresh_interval: must be at least {MIN_MIN_REFRESH_INTERVAL:?}; it limits how often \
-                 tokens naming unknown kids can make the gateway fetch the key set"
-            ));
-        }
-        if refresh_interval < min_refresh_interval {
-            self.problems.push(format!(
-                "jwt.jwks.refresh_interval: {refresh_interval:?} is shorter than min_refresh_interval \
-                 ({min_refresh_interval:?}), which no fetch may beat"
-            ));
-        }
-        let timeout = self.duration(
-            "jwt.jwks.timeout",
-            j.timeout.as_ref(),
-            jwks::DEFAULT_FETCH_TIMEOUT,
-        );
-        if timeout.is_zero() {
-            self.problems
-                .push("jwt.jwks.timeout: must be more than 0 (e.g. \"5s\")".into());
-        }
-        let https = matches!(&source, Some(Source::Url(u)) if u.scheme_str() == Some("https"));
-        let ca_pem = match &j.ca_file {
-            None => None,
-            Some(_) if !https => {
-                self.problems
-                    .push("jwt.jwks.ca_file: only applies to an https:// url".into());
-                None
-            }
-            Some(p) => self.jwks_ca(&resolve(self.base, p)),
         };
         if let Some(Source::File(path)) = &source {
             if j.timeout.is_some() {
@@ -92,6 +59,71 @@ impl Checker<'_> {
             }
             self.jwks_file(path);
         }
+        let schedule = Schedule {
+            refresh_interval: j.refresh_interval.as_ref(),
+            min_refresh_interval: j.min_refresh_interval.as_ref(),
+            timeout: j.timeout.as_ref(),
+            ca_file: j.ca_file.as_ref(),
+        };
+        self.jwks_schedule("jwt.jwks", source, schedule)
+    }
+
+    /// The refresh intervals, fetch timeout and CA of a key set published at `source`;
+    /// problems are named under `section` (`jwt.jwks`, `jwt.issuers[i]`).
+    pub(super) fn jwks_schedule(
+        &mut self,
+        section: &str,
+        source: Option<Source>,
+        j: Schedule<'_>,
+    ) -> Option<JwksSettings> {
+        let refresh_interval = self.duration(
+            &format!("{section}.refresh_interval"),
+            j.refresh_interval,
+            jwks::DEFAULT_REFRESH_INTERVAL,
+        );
+        let min_refresh_interval = self.duration(
+            &format!("{section}.min_refresh_interval"),
+            j.min_refresh_interval,
+            jwks::DEFAULT_MIN_REFRESH_INTERVAL,
+        );
+        if min_refresh_interval < MIN_MIN_REFRESH_INTERVAL {
+            self.problems.push(format!(
+                "{section}.min_refresh_interval: must be at least {MIN_MIN_REFRESH_INTERVAL:?}; it limits how often \
+                 tokens naming unknown kids can make the gateway fetch the key set"
+            ));
+        }
+        if refresh_interval < min_refresh_interval {
+            self.problems.push(format!(
+                "{section}.refresh_interval: {refresh_interval:?} is shorter than min_refresh_interval \
+                 ({min_refresh_interval:?}), which no fetch may beat"
+            ));
+        }
+        let timeout = self.duration(
+            &format!("{section}.timeout"),
+            j.timeout,
+            jwks::DEFAULT_FETCH_TIMEOUT,
+        );
+        if timeout.is_zero() {
+            self.problems.push(format!(
+                "{section}.timeout: must be more than 0 (e.g. \"5s\")"
+            ));
+        }
+        let https = match &source {
+            Some(Source::Url(u)) | Some(Source::Discovery { document: u, .. }) => {
+                u.scheme_str() == Some("https")
+            }
+            _ => false,
+        };
+        let ca_pem = match j.ca_file {
+            None => None,
+            Some(_) if !https => {
+                self.problems.push(format!(
+                    "{section}.ca_file: only applies to an https:// url"
+                ));
+                None
+            }
+            Some(p) => self.jwks_ca(&format!("{section}.ca_file"), &resolve(self.base, p)),
+        };
         Some(JwksSettings {
             source: source?,
             fetch: FetchOptions { timeout, ca_pem },
@@ -102,44 +134,36 @@ impl Checker<'_> {
 
     /// An `https://` URL, or `http://` to this host only: keys fetched in clear text over a
     /// network could be swapped by anyone on the path, who could then sign any token.
-    fn jwks_url(&mut self, url: &str) -> Option<Source> {
+    pub(super) fn jwks_url(&mut self, key: &str, url: &str) -> Option<Source> {
         let uri = match Source::parse(url) {
             Ok(Source::Url(uri)) => uri,
-            Ok(Source::File(_)) | Err(_) => {
+            _ => {
                 self.problems.push(format!(
-                    "jwt.jwks.url: `{url}` is not an https:// URL with a host; for a local file use jwt.jwks.file"
+                    "{key}: `{url}` is not an https:// URL with a host; for a local file use jwt.jwks.file"
                 ));
                 return None;
             }
         };
-        if uri.scheme_str() == Some("http") {
-            let host = uri.host().unwrap_or_default();
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = bare.eq_ignore_ascii_case("localhost")
-                || bare
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if !loopback {
-                self.problems.push(format!(
-                    "jwt.jwks.url: `{url}` is plain http to another host; use https:// (anyone on the \
-                     path could publish their own keys), or http:// only to a loopback address"
-                ));
-                return None;
-            }
+        if !jwks::is_safe_url(&uri) {
+            self.problems.push(format!(
+                "{key}: `{url}` is plain http to another host; use https:// (anyone on the \
+                 path could publish their own keys), or http:// only to a loopback address"
+            ));
+            return None;
         }
         Some(Source::Url(uri))
     }
 
-    fn jwks_ca(&mut self, path: &Path) -> Option<Vec<u8>> {
+    fn jwks_ca(&mut self, key: &str, path: &Path) -> Option<Vec<u8>> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::CertificateDer;
-        let pem = self.read("jwt.jwks.ca_file", path)?;
+        let pem = self.read(key, path)?;
         let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
         match certs {
             Ok(c) if !c.is_empty() => Some(pem),
             _ => {
                 self.problems.push(format!(
-                    "jwt.jwks.ca_file: `{}` holds no PEM certificate",
+                    "{key}: `{}` holds no PEM certificate",
                     path.display()
                 ));
                 None

@@ -10,6 +10,7 @@ pub mod access;
 pub mod cors;
 pub mod dpop;
 pub mod file;
+pub mod issuers;
 pub mod jwks;
 pub mod rate_limit;
 pub mod redis;
@@ -147,6 +148,19 @@ pub struct Jwt {
     pub decryption_keys: Option<std::sync::Arc<crate::jose::jwe::KeyRing>>,
     /// `[jwt.jwks]`: a published key set, fetched by start-up and kept fresh while running.
     pub jwks: Option<jwks::JwksSettings>,
+    /// `[[jwt.issuers]]`: more issuers, in file order (issuer number = position + 1).
+    pub issuers: Vec<issuers::IssuerSettings>,
+}
+
+impl Jwt {
+    /// The largest clock-skew leeway any issuer's tokens get, in seconds: how long past its
+    /// `exp` a revoked token must stay in the revocation store.
+    pub fn max_leeway_secs(&self) -> u64 {
+        self.issuers
+            .iter()
+            .map(|i| i.leeway_secs)
+            .fold(self.leeway_secs, u64::max)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1026,6 +1040,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
     };
     let published = f.jwt.jwks.as_ref().and_then(|j| c.jwks(j));
     let has_jwt_route = f.routes.iter().any(|r| r.auth == "jwt");
+    let has_default_keys = !keys.is_empty() || f.jwt.jwks.is_some();
     // Judged by what the file configures, not by what loaded: a key with a problem of its
     // own (a duplicate kid, an unreadable file) is reported as that, not as no key at all.
     let configures_keys = !f.jwt.keys.is_empty()
@@ -1034,12 +1049,12 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         || f.jwt.decryption_jwks_file.is_some();
     if has_jwt_route
         && !configures_keys
-        && keys.is_empty()
+        && !has_default_keys
         && decryption_keys.is_none()
-        && f.jwt.jwks.is_none()
+        && f.jwt.issuers.is_empty()
     {
         c.problems.push(
-            "jwt.keys: a route uses auth = \"jwt\" but no key is configured; add a [[jwt.keys]] entry, jwt.jwks_file or a [jwt.jwks] section".into(),
+            "jwt.keys: a route uses auth = \"jwt\" but no key is configured; add a [[jwt.keys]] entry, jwt.jwks_file, a [jwt.jwks] section or a [[jwt.issuers]] entry".into(),
         );
     }
     let max_token_bytes = f.jwt.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES);
@@ -1047,7 +1062,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         c.problems
             .push("jwt.max_token_bytes: must be at least 64".into());
     }
-    let jwt = Jwt {
+    let mut jwt = Jwt {
         issuer: f.jwt.issuer.clone(),
         audience: f.jwt.audience.map(|a| a.into_vec()).unwrap_or_default(),
         leeway_secs: leeway.as_secs(),
@@ -1062,6 +1077,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         keys,
         decryption_keys,
         jwks: published,
+        issuers: Vec::new(),
     };
 
     // [identity]
@@ -1085,6 +1101,19 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         user_claim: f.identity.user_claim.unwrap_or_else(|| "sub".into()),
         claims,
         forward_token: f.identity.forward_token.unwrap_or(true),
+    };
+    jwt.issuers = c.issuers(
+        &f.jwt.issuers,
+        &issuers::Defaults {
+            jwt_issuer: jwt.issuer.as_deref(),
+            audience: &jwt.audience,
+            user_claim: &identity.user_claim,
+            leeway,
+        },
+    );
+    let issuer_names = issuers::IssuerNames {
+        default: has_default_keys || jwt.decryption_keys.is_some(),
+        issuers: &jwt.issuers,
     };
 
     // [upstream] defaults and [[routes]]
@@ -1147,6 +1176,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
             ));
         }
         let allow = access.route(&key, auth, r.allow.as_deref(), &mut c.problems);
+        let issuers = issuer_names.route(&key, r.issuers.as_deref(), auth, &mut c.problems);
         let rate_limit = r.rate_limit.as_ref().and_then(|l| {
             rate_limit::validate(&key, l, auth, r.api_key.unwrap_or(false), &mut c.problems)
         });
@@ -1197,6 +1227,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                     crate::routing::DpopPolicy::Off
                 }
             },
+            issuers,
         });
     }
 

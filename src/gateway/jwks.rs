@@ -167,7 +167,7 @@ impl PublishedKeys {
 }
 
 /// Count a fetch; after a change, forget verifications made with keys no longer published.
-fn fetched(shared: &ArcSwap<Shared>, metrics: &Metrics, outcome: Refreshed) {
+pub(super) fn fetched(shared: &ArcSwap<Shared>, metrics: &Metrics, outcome: Refreshed) {
     metrics
         .jwks_refreshes
         .get_or_create(&ReasonLabel {

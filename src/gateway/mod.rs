@@ -6,6 +6,7 @@
 //! (the pipeline its state, admin a validator, the stores and a [`admin::Reload`], sign-in its
 //! own validator and revocations), so no part reaches into another's state.
 
+mod issuers;
 mod jwks;
 mod reload;
 
@@ -110,7 +111,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     let metrics = Arc::new(Metrics::new());
     metrics.prime_auth_failures(crate::auth::AuthError::ALL.map(crate::auth::AuthError::reason));
     let store = config.revocation.store.clone();
-    let (leeway, max_lifetime) = (config.jwt.leeway_secs, config.jwt.max_lifetime.as_secs());
+    // A revoked token stays revoked as long as any issuer's leeway could still accept it.
+    let (leeway, max_lifetime) = (
+        config.jwt.max_leeway_secs(),
+        config.jwt.max_lifetime.as_secs(),
+    );
     let revocations =
         Revocations::open_recovering(&store, config.revocation.recover, leeway, max_lifetime)
             .await?;
@@ -144,12 +149,32 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         )),
         None => None,
     };
+    // Cluster mode: rate limits are fleet-wide through the revocations' Redis (connected at
+    // the first limited request).
+    let fleet = match revocations.backing() {
+        crate::revocation::Backing::Redis(cluster) => {
+            let prefix = cluster.key_root().to_owned();
+            let cluster = cluster.clone();
+            let link: crate::ratelimit::cluster::Link =
+                Box::new(move || cluster.rate_limit_link().map_err(|e| e.to_string()));
+            let fleet = crate::ratelimit::Fleet::new(link, &prefix).map_err(|e| {
+                anyhow::anyhow!("cannot set up the rate-limit connection to Redis: {e}")
+            })?;
+            Some(Arc::new(fleet))
+        }
+        _ => None,
+    };
+    // Each issuer's first fetch; one that fails leaves only that issuer without keys.
+    let issuers_first: Vec<_> =
+        futures_util::future::join_all(config.jwt.issuers.iter().map(issuers::first_fetch)).await;
     let shared = Arc::new(Shared::new(
         &mut config,
         revocations.clone(),
         api_keys.clone(),
         metrics.clone(),
         jwks_first.as_ref().map(|(_, r)| r.clone()),
+        issuers_first.clone(),
+        fleet.clone(),
     ));
 
     let tls: Option<TlsSource> = match &config.listen.tls {
@@ -283,15 +308,29 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         routes = shared.routes.len(),
         keys = shared.validator.keys.len(),
         jwks = config.jwt.jwks.as_ref().map(|j| tracing::field::display(&j.source)),
+        issuers = %config
+            .jwt
+            .issuers
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         "portcullis listening"
     );
     let shared = Arc::new(ArcSwap::new(shared));
-    let published_keys = jwks::PublishedKeys::new(shared.clone(), metrics.clone(), shutdown_rx);
+    let published_keys =
+        jwks::PublishedKeys::new(shared.clone(), metrics.clone(), shutdown_rx.clone());
     published_keys.apply(jwks::Plan::Replace(jwks_first));
+    let issuer_keys = issuers::IssuerKeys::new(shared.clone(), metrics.clone(), shutdown_rx);
+    // Nothing runs yet, so every refresher is new: the plan adopts the first fetches above.
+    issuer_keys.adopt(&config.jwt.issuers, issuers_first);
     let reloader = Arc::new(Reloader {
         source: config.source.clone(),
         shared,
         published_keys,
+        issuer_keys,
+        revocation_leeway: leeway,
+        fleet,
         workers: worker_states,
         tls,
         admin: admin_state.clone(),

@@ -51,6 +51,12 @@ pub struct Reloader {
     pub(super) shared: Arc<ArcSwap<Shared>>,
     /// `[jwt.jwks]`: the refresher task, restarted when a reload changes the section.
     pub(super) published_keys: jwks::PublishedKeys,
+    /// `[[jwt.issuers]]`: a refresher task per issuer, restarted when its source changes.
+    pub(super) issuer_keys: super::issuers::IssuerKeys,
+    /// How long past `exp` the revocation store keeps a token (the largest leeway at start).
+    pub(super) revocation_leeway: u64,
+    /// Cluster mode: the fleet-wide rate-limit link, kept across reloads.
+    pub(super) fleet: Option<Arc<crate::ratelimit::Fleet>>,
     pub(super) workers: Vec<Arc<ArcSwap<State>>>,
     pub(super) tls: Option<TlsSource>,
     pub(super) admin: Option<Arc<AdminState>>,
@@ -121,6 +127,14 @@ impl Reloader {
         config
             .write_dev_files()
             .map_err(|e| ReloadError::DevFiles(format!("{e:#}")))?;
+        if config.jwt.max_leeway_secs() > self.revocation_leeway {
+            notes.push(format!(
+                "a leeway above {}s keeps revoked tokens in the revocation store longer only after a restart",
+                self.revocation_leeway
+            ));
+        }
+        // Issuers never refuse a reload: one that cannot be fetched starts without keys.
+        let issuer_plan = self.issuer_keys.plan(&config.jwt.issuers).await;
         // Everything validated: swap.
         if let (Some(src), Some(cfg)) = (&self.tls, tls) {
             src.store(cfg);
@@ -137,6 +151,8 @@ impl Reloader {
             self.api_keys.clone(),
             self.metrics.clone(),
             jwks_plan.refresher(),
+            super::issuers::refreshers(&issuer_plan),
+            self.fleet.clone(),
         ));
         for w in &self.workers {
             w.store(Arc::new(State::new(shared.clone())));
@@ -147,6 +163,8 @@ impl Reloader {
         }
         notes.extend(self.published_keys.refetch(&jwks_plan).await);
         self.published_keys.apply(jwks_plan);
+        notes.extend(self.issuer_keys.refetch(&issuer_plan).await);
+        self.issuer_keys.apply(issuer_plan);
         Ok(notes)
     }
 }

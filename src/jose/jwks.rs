@@ -39,6 +39,12 @@ pub enum Source {
     /// `http://` or `https://` (the latter verified against the system roots, or `ca`).
     Url(Uri),
     File(PathBuf),
+    /// OpenID Connect Discovery: the `jwks_uri` of the document at `document`, whose
+    /// `issuer` must be `issuer` (looked up again before every fetch, see [`super::discovery`]).
+    Discovery {
+        issuer: String,
+        document: Uri,
+    },
 }
 
 impl Source {
@@ -67,7 +73,25 @@ impl std::fmt::Display for Source {
         match self {
             Source::Url(u) => write!(f, "{u}"),
             Source::File(p) => write!(f, "{}", p.display()),
+            Source::Discovery { document, .. } => write!(f, "{document}"),
         }
+    }
+}
+
+/// `https://`, or `http://` to this host only: keys fetched in clear text over a network
+/// could be swapped by anyone on the path, who could then sign any token.
+pub fn is_safe_url(uri: &Uri) -> bool {
+    match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => {
+            let host = uri.host().unwrap_or_default();
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            bare.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
     }
 }
 
@@ -105,6 +129,9 @@ pub enum JwksError {
     Timeout(Duration),
     #[error("{0}")]
     Parse(String),
+    /// The OpenID Connect discovery document is unusable (wrong `issuer`, no `jwks_uri`).
+    #[error("discovery: {0}")]
+    Discovery(String),
 }
 
 /// Fetch and parse a key set. Symmetric (`oct`) keys are refused from a URL: a JWKS
@@ -118,15 +145,24 @@ pub async fn fetch(source: &Source, opts: &FetchOptions) -> Result<Vec<VerifyKey
 async fn fetch_document(source: &Source, opts: &FetchOptions) -> Result<Vec<u8>, JwksError> {
     let bytes = match source {
         Source::File(path) => tokio::fs::read(path).await.map_err(JwksError::File)?,
-        Source::Url(uri) => tokio::time::timeout(opts.timeout, get(uri, opts))
-            .await
-            .map_err(|_| JwksError::Timeout(opts.timeout))??
-            .to_vec(),
+        Source::Url(uri) => get_jwks(uri, opts).await?,
+        Source::Discovery { issuer, document } => {
+            let uri = super::discovery::jwks_uri(document, issuer, opts).await?;
+            get_jwks(&uri, opts).await?
+        }
     };
     if bytes.len() > MAX_JWKS_BYTES {
         return Err(JwksError::TooLarge);
     }
     Ok(bytes)
+}
+
+async fn get_jwks(uri: &Uri, opts: &FetchOptions) -> Result<Vec<u8>, JwksError> {
+    let accept = "application/jwk-set+json, application/json";
+    let body = tokio::time::timeout(opts.timeout, get(uri, opts, accept))
+        .await
+        .map_err(|_| JwksError::Timeout(opts.timeout))??;
+    Ok(body.to_vec())
 }
 
 /// Parse a JWKS document from `source` with the rules of [`fetch`] (used by config
@@ -135,9 +171,10 @@ pub fn parse_document(source: &Source, bytes: &[u8]) -> Result<Vec<VerifyKey>, J
     let name = match source {
         Source::Url(u) => format!("[jwt.jwks] url {u}"),
         Source::File(p) => format!("[jwt.jwks] file {}", p.display()),
+        Source::Discovery { issuer, .. } => format!("the jwks_uri of issuer {issuer}"),
     };
     let keys = parse_jwks(bytes, &name).map_err(JwksError::Parse)?;
-    if matches!(source, Source::Url(_)) {
+    if !matches!(source, Source::File(_)) {
         if let Some(k) = keys.iter().find(|k| k.alg.family() == Family::Hmac) {
             return Err(JwksError::Parse(format!(
                 "{name} kid {:?}: a JWKS fetched over the network may not carry symmetric \
@@ -153,7 +190,7 @@ pub fn parse_document(source: &Source, bytes: &[u8]) -> Result<Vec<VerifyKey>, J
 }
 
 /// One `GET` over a fresh HTTP/1.1 connection (a refresh every few minutes needs no pool).
-async fn get(uri: &Uri, opts: &FetchOptions) -> Result<Bytes, JwksError> {
+pub(super) async fn get(uri: &Uri, opts: &FetchOptions, accept: &str) -> Result<Bytes, JwksError> {
     let https = uri.scheme_str() == Some("https");
     let host = uri
         .host()
@@ -174,13 +211,13 @@ async fn get(uri: &Uri, opts: &FetchOptions) -> Result<Bytes, JwksError> {
             .connect(name, tcp)
             .await
             .map_err(|e| JwksError::Connect(format!("TLS: {e}")))?;
-        send(TokioIo::new(tls), &authority, &path).await
+        send(TokioIo::new(tls), &authority, &path, accept).await
     } else {
-        send(TokioIo::new(tcp), &authority, &path).await
+        send(TokioIo::new(tcp), &authority, &path, accept).await
     }
 }
 
-async fn send<I>(io: I, authority: &str, path: &str) -> Result<Bytes, JwksError>
+async fn send<I>(io: I, authority: &str, path: &str, accept: &str) -> Result<Bytes, JwksError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -192,7 +229,7 @@ where
     let driver = AbortOnDrop(tokio::spawn(conn));
     let request = Request::get(path)
         .header(HOST, authority)
-        .header(ACCEPT, "application/jwk-set+json, application/json")
+        .header(ACCEPT, accept)
         .header(
             USER_AGENT,
             concat!("portcullis/", env!("CARGO_PKG_VERSION")),
@@ -422,6 +459,13 @@ impl Refresher {
         // An interval shorter than the rate limit would wake the loop only to be refused.
         let interval = self.interval.max(self.min_interval);
         loop {
+            // No key at all (an issuer whose first fetch failed): try again as often as the
+            // rate limit allows rather than leave its tokens refused for a whole interval.
+            let interval = if self.current.load().is_empty() {
+                self.min_interval
+            } else {
+                interval
+            };
             let due = interval.saturating_sub(self.since_last_fetch());
             tokio::select! {
                 _ = tokio::time::sleep(due) => {}

@@ -1,9 +1,9 @@
 //! The request path, in order:
 //!
 //! ```text
-//! route -> strip spoofable headers -> check app key -> authenticate -> check revocation
-//!       -> authorize (`[[routes.allow]]`) -> inject identity -> rate limit
-//!       -> strip gateway cookies -> forward
+//! route -> strip spoofable headers -> check app key -> authenticate -> check issuer
+//!       -> check revocation -> authorize (`[[routes.allow]]`) -> inject identity
+//!       -> rate limit -> strip gateway cookies -> forward
 //! ```
 //!
 //! The app key (routes with `api_key = true`) is checked before the bearer token: a map
@@ -44,6 +44,7 @@ use crate::apikeys::{ApiKeyError, ApiKeys};
 use crate::auth::cache::TokenCache;
 use crate::auth::cookie::CookieAuth;
 use crate::auth::dpop::Credential;
+use crate::auth::issuers::{Issuer, Issuers};
 use crate::auth::jwks::Refresher;
 use crate::auth::jws::{Validator, Verified};
 use crate::auth::AuthError;
@@ -87,6 +88,8 @@ pub struct Shared {
     cookie_auth: Option<CookieAuth>,
     /// `rate_limit` buckets by route index (shared by every worker; new with each config).
     limiters: Vec<Option<Arc<crate::ratelimit::Limiter>>>,
+    /// Cluster mode: the fleet-wide buckets in Redis (the same across reloads).
+    fleet: Option<Arc<crate::ratelimit::Fleet>>,
     /// `[cors]`: cross-origin browser clients (see [`cors`]); `None` costs one branch.
     cors: Option<crate::config::cors::Cors>,
     /// `[dpop]`: proofs for DPoP-bound tokens (RFC 9449) and their replay cache.
@@ -95,15 +98,36 @@ pub struct Shared {
 
 impl Shared {
     /// Build the shared request-path state; `config.jwt.keys` moves into the validator, and
-    /// `jwks` (the running `[jwt.jwks]` refresher, owned by the server) joins it.
+    /// `jwks` (the running `[jwt.jwks]` refresher, owned by the server) joins it, as do
+    /// `issuer_keys`, the refreshers of `config.jwt.issuers` in the same order; `fleet` is
+    /// the cluster-mode rate-limit link (the same across reloads).
     pub fn new(
         config: &mut Config,
         revocations: Arc<Revocations>,
         api_keys: Arc<ApiKeys>,
         metrics: Arc<Metrics>,
         jwks: Option<Arc<Refresher>>,
+        issuer_keys: Vec<Arc<Refresher>>,
+        fleet: Option<Arc<crate::ratelimit::Fleet>>,
     ) -> Self {
         let keys = std::mem::take(&mut config.jwt.keys);
+        let issuers = (!config.jwt.issuers.is_empty()).then(|| {
+            let list = config
+                .jwt
+                .issuers
+                .iter()
+                .zip(issuer_keys)
+                .map(|(s, keys)| Issuer {
+                    name: s.name.clone(),
+                    iss: s.issuer.clone(),
+                    audience: s.audience.clone(),
+                    leeway: s.leeway_secs,
+                    user_claim: s.user_claim.clone(),
+                    keys,
+                })
+                .collect();
+            Arc::new(Issuers { list })
+        });
         let validator = Arc::new(Validator {
             keys,
             issuer: config.jwt.issuer.clone(),
@@ -121,6 +145,7 @@ impl Shared {
             jwe: config.jwt.decryption_keys.clone(),
             jwks,
             grants: config.grants.clone(),
+            issuers,
         });
         // Sign-in signs with a key of the validator's set and verifies logouts with it.
         let signin = config.signin.take().and_then(|settings| {
@@ -134,14 +159,14 @@ impl Shared {
         });
         // Every algorithm, HMAC too: a hit (SHA-256 of the token, one map lookup) costs a
         // fraction of parsing, decoding and checking the token again (see `auth::cache`).
-        let cache = (config.jwt.cache_size > 0)
-            .then(|| TokenCache::new(config.jwt.cache_size, config.jwt.leeway_secs));
+        let cache = (config.jwt.cache_size > 0).then(|| TokenCache::new(config.jwt.cache_size));
         let cookie_auth = signin
             .as_ref()
             .and_then(|s| s.cookies.as_ref())
             .map(|c| c.names.clone());
         Shared {
             limiters: limit::limiters(&config.routes),
+            fleet,
             cors: config.cors.clone(),
             dpop: dpop::DpopGate::new(
                 &config.dpop,
@@ -545,7 +570,10 @@ async fn proxy(
             },
         };
         answer_bearer = matches!(ws_token, Some((route::WebSocketToken::Subprotocol, _)));
-        let verified = match found.and_then(|v| check_revocation(state, v)) {
+        let verified = match found.and_then(|v| {
+            let v = check_issuer(route, v)?;
+            check_revocation(state, v)
+        }) {
             Ok(v) => v,
             Err(e) => return fail(e, None),
         };
@@ -558,8 +586,17 @@ async fn proxy(
         }
         user = Some(verified.user.clone());
     }
-    let limiter = state.limiters.get(idx).and_then(Option::as_deref);
-    if let Err(e) = limit::check(limiter, user.as_ref(), app.as_ref(), conn) {
+    let budget = state
+        .limiters
+        .get(idx)
+        .and_then(Option::as_deref)
+        .map(|local| limit::Budget {
+            local,
+            fleet: state.fleet.as_deref(),
+            route: label,
+            metrics: &state.metrics,
+        });
+    if let Err(e) = limit::check(budget, user.as_ref(), app.as_ref(), conn).await {
         return fail(e, user);
     }
     if let Some(app) = app {
@@ -762,6 +799,15 @@ fn verify(state: &State, token: &str) -> Result<Authenticated, AuthError> {
     let v = Arc::new(state.validator.verify(token, now)?);
     cache.insert(key, v.clone(), generation);
     Ok(Authenticated::Cached(v))
+}
+
+/// `[[routes]] issuers`: the token's issuer must be one the route accepts. Rejects with 401
+/// `invalid_token` (as a token of an unknown issuer is): to this route it is not a token.
+fn check_issuer(route: &Route, v: Authenticated) -> Result<Authenticated, AuthError> {
+    match route.issuers {
+        Some(set) if !set.contains(v.issuer) => Err(AuthError::Issuer),
+        _ => Ok(v),
+    }
 }
 
 /// Consult the revocation dictionary (O(1), lock-free reads). Rejects with 401

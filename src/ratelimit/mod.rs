@@ -1,12 +1,16 @@
 //! Per-route rate limits (`[[routes]] rate_limit = { per, rate, burst }`): the typed spec
-//! config builds ([`RateSpec`]) and the local token buckets that enforce it ([`Limiter`]).
+//! config builds ([`RateSpec`]), the local token buckets that enforce it ([`Limiter`]), and
+//! in cluster mode the fleet-wide buckets in Redis ([`Fleet`]), with the local ones as the
+//! fallback when Redis does not answer.
 //!
 //! A shared leaf: config builds the spec, the pipeline owns one [`Limiter`] per limited
-//! route and asks it after authentication and authorization, so a request refused earlier
-//! (401, 403) never spends budget.
+//! route (and the gateway one [`Fleet`] in cluster mode) and asks after authentication and
+//! authorization, so a request refused earlier (401, 403) never spends budget.
 
+pub mod cluster;
 pub mod local;
 
+pub use cluster::Fleet;
 pub use local::{Decision, Limiter};
 
 use std::time::Duration;

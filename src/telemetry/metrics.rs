@@ -110,6 +110,9 @@ pub struct Metrics {
     pub revocations_total: Counter<u64, AtomicU64>,
     pub store_degraded: Gauge<i64, AtomicI64>,
     pub jwks_refreshes: Family<ReasonLabel, Counter>,
+    /// Requests whose fleet-wide rate limit was decided by the local limiter because Redis
+    /// did not answer (cluster mode).
+    pub rate_limit_fallbacks: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -204,6 +207,12 @@ impl Metrics {
         for reason in UPSTREAM_REASONS {
             let _ = upstream_errors.get_or_create(&ReasonLabel { reason });
         }
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "rate_limit_fallbacks",
+            "Rate-limited requests decided by the local limiter because Redis did not answer (cluster mode)",
+            rate_limit_fallbacks.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -217,6 +226,7 @@ impl Metrics {
             revocations_total,
             store_degraded,
             jwks_refreshes,
+            rate_limit_fallbacks,
         }
     }
 

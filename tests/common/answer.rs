@@ -1,7 +1,9 @@
-//! An HTTPS server that answers every request with one settable `(status, body)` and counts
-//! requests, its certificate issued for `localhost` by a fresh private CA: the stand-in for a
-//! remote document the gateway fetches (a JWKS key set), swapped or broken by the test.
+//! An HTTPS server that answers every request with one settable `(status, body)` (or, for a
+//! path given its own answer, that one) and counts requests, its certificate issued for
+//! `localhost` by a fresh private CA: the stand-in for a remote document the gateway fetches
+//! (a JWKS key set, an OpenID discovery document), swapped or broken by the test.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +21,7 @@ pub struct AnswerServer {
     /// The private CA that issued its certificate (PEM), for the client's `ca_file`.
     pub ca_pem: String,
     answer: Arc<Mutex<(u16, String)>>,
+    paths: Arc<Mutex<HashMap<String, (u16, String)>>>,
     hits: Arc<AtomicUsize>,
 }
 
@@ -44,20 +47,23 @@ impl AnswerServer {
         let port = listener.local_addr().expect("addr").port();
         let answer = Arc::new(Mutex::new((status, body.to_owned())));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (a, h) = (answer.clone(), hits.clone());
+        let paths: Arc<Mutex<HashMap<String, (u16, String)>>> = Arc::default();
+        let (a, h, p) = (answer.clone(), hits.clone(), paths.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (acceptor, a, h) = (acceptor.clone(), a.clone(), h.clone());
+                let (acceptor, a, h, p) = (acceptor.clone(), a.clone(), h.clone(), p.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let svc = service_fn(move |_req| {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         h.fetch_add(1, Ordering::SeqCst);
-                        let (status, body) = a.lock().expect("answer").clone();
+                        let own = p.lock().expect("paths").get(req.uri().path()).cloned();
+                        let (status, body) =
+                            own.unwrap_or_else(|| a.lock().expect("answer").clone());
                         async move {
                             let mut r = http::Response::new(Full::new(Bytes::from(body)));
                             *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
@@ -74,8 +80,17 @@ impl AnswerServer {
             base: format!("https://localhost:{port}"),
             ca_pem: pki.ca_pem,
             answer,
+            paths,
             hits,
         }
+    }
+
+    /// Answer every later request for `path` with `(status, body)`.
+    pub fn answer_path(&self, path: &str, status: u16, body: &str) {
+        self.paths
+            .lock()
+            .expect("paths")
+            .insert(path.to_owned(), (status, body.to_owned()));
     }
 
     /// Answer every later request with `(status, body)`.

@@ -321,6 +321,28 @@ impl Cluster {
         )
     }
 
+    /// `P:`, the prefix every key starts with.
+    pub fn key_root(&self) -> &str {
+        &self.keys.root
+    }
+
+    /// A connection of its own for the fleet-wide rate limits (one call per limited request,
+    /// kept off the admin write connection), to the current master, connected at first use
+    /// and again by itself after a failure.
+    pub fn rate_limit_link(&self) -> Result<ConnectionManager, RedisError> {
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(MAX_BACKOFF);
+        client.get_connection_manager_lazy(config)
+    }
+
     /// The admin write connection to the current master (with Sentinel, replaced when a
     /// failover moves the master).
     pub fn writer_connection(&self) -> ConnectionManager {
