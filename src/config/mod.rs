@@ -14,6 +14,7 @@ pub mod jwks;
 pub mod rate_limit;
 pub mod redis;
 pub mod signin;
+pub mod upstream;
 pub mod users;
 
 use std::fmt;
@@ -22,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::header::HeaderName;
-use http::Uri;
 
 use crate::jose::keys::{KeyMaterial, KeySet};
 pub use crate::routing::Upstream;
@@ -934,12 +934,8 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                 continue;
             }
         };
-        let upstream = match parse_upstream(&r.upstream) {
-            Ok(u) => u,
-            Err(e) => {
-                c.problems.push(format!("{key}.upstream: {e}"));
-                continue;
-            }
+        let Some(upstream) = upstream::validate(c.base, &key, r, &mut c.problems) else {
+            continue;
         };
         let connect_timeout = c.duration(
             &format!("{key}.connect_timeout"),
@@ -1327,34 +1323,6 @@ fn api_keys(
     }
 }
 
-fn parse_upstream(s: &str) -> Result<Upstream, String> {
-    let uri: Uri = s
-        .parse()
-        .map_err(|e| format!("`{s}` is not a URL ({e}); write e.g. \"http://127.0.0.1:8080\""))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "`{s}`: https upstreams are not supported yet; use http:// on a trusted network"
-            ))
-        }
-        _ => return Err(format!("`{s}` must start with http://")),
-    }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("`{s}` has no host"))?;
-    if uri.query().is_some() {
-        return Err(format!("`{s}`: an upstream URL cannot have a query"));
-    }
-    let base_path = uri.path().trim_end_matches('/').to_string();
-    Ok(Upstream {
-        origin: format!("http://{authority}"),
-        authority,
-        base_path,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1596,14 +1564,5 @@ auth = "jwt"
             .unwrap_err()
             .to_string();
         assert!(msg.contains("headr"), "{msg}");
-    }
-
-    #[test]
-    fn upstream_shapes() {
-        let u = parse_upstream("http://127.0.0.1:8080/api/").unwrap();
-        assert_eq!(u.origin, "http://127.0.0.1:8080");
-        assert_eq!(u.base_path, "/api");
-        assert!(parse_upstream("ftp://x").is_err());
-        assert!(parse_upstream("http://x/?a=b").is_err());
     }
 }

@@ -86,6 +86,16 @@ impl Gateway {
     }
 }
 
+/// `GET /upstreams`: the targets of the configuration in force.
+struct UpstreamView(Arc<ArcSwap<Shared>>);
+
+impl admin::UpstreamStatus for UpstreamView {
+    fn upstreams(&self) -> serde_json::Value {
+        let shared = self.0.load();
+        serde_json::Value::Array(shared.upstreams.iter().map(|s| s.snapshot()).collect())
+    }
+}
+
 /// The API-key store a config names, for comparing across a reload (no password inside).
 fn store_label(store: &ApiKeyStore) -> String {
     match store {
@@ -149,6 +159,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         metrics.clone(),
         jwks_first.as_ref().map(|(_, r)| r.clone()),
     ));
+    // Published before admin is built, so `GET /upstreams` reads the state in force.
+    let shared_now = Arc::new(ArcSwap::new(shared.clone()));
 
     let tls: Option<TlsSource> = match &config.listen.tls {
         Some(m) => Some(Arc::new(ArcSwap::from_pointee(
@@ -226,6 +238,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
             api_keys: api_keys.clone(),
             metrics: metrics.clone(),
             reloader: std::sync::OnceLock::new(),
+            upstreams: Arc::new(UpstreamView(shared_now.clone())),
         });
         admin_state = Some(state.clone());
         admin_tls = match &a.tls {
@@ -270,7 +283,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         jwks = ?config.jwt.jwks.as_ref().map(|j| j.source.to_string()),
         "portcullis listening"
     );
-    let shared = Arc::new(ArcSwap::new(shared));
+    // Health checks and DNS re-resolution of the routes' targets (a reload starts new ones;
+    // these end with the targets they watch).
+    crate::upstream::health::spawn(&shared.upstreams, &shutdown_rx);
+    let shared = shared_now;
+    let stop = shutdown_rx.clone();
     let published_keys = jwks::PublishedKeys::new(shared.clone(), metrics.clone(), shutdown_rx);
     published_keys.apply(jwks::Plan::Replace(jwks_first));
     let reloader = Arc::new(Reloader {
@@ -288,6 +305,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         listen_addr: config.listen.addr,
         shutdown_grace: config.listen.shutdown_grace,
         lock: tokio::sync::Mutex::new(()),
+        stop,
     });
     if let Some(admin) = &admin_state {
         let as_reload: Arc<dyn admin::Reload> = reloader.clone();
