@@ -10,6 +10,7 @@ use hyper_util::rt::TokioIo;
 
 use super::error::GatewayError;
 use super::route::Route;
+use crate::routing::UpstreamProtocol;
 use crate::upstream::{self, Outgoing, SendError, UpstreamBody};
 
 pub use crate::upstream::Pool as UpstreamClient;
@@ -56,9 +57,11 @@ pub async fn forward(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up.clone());
     }
-    // `TE: trailers` says the client takes trailers; gRPC servers require it (RFC 9113
-    // section 8.2.2 allows it in HTTP/2, and the gateway forwards trailers both ways).
-    if te_trailers {
+    // `TE: trailers` says the client takes trailers; gRPC servers require it. Sent on where
+    // the upstream hop is HTTP/2 (RFC 9113 section 8.2.2 allows exactly this value there):
+    // `upstream_protocol = "h2"`, or a gRPC call (which only ever travels over HTTP/2). On
+    // HTTP/1.1 it stays a hop-by-hop header that ends here.
+    if te_trailers && (grpc || route.upstream.protocol == UpstreamProtocol::H2) {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 
