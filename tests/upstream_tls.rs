@@ -240,3 +240,46 @@ upstream_ca_file = "ca.pem"
         "{err}"
     );
 }
+
+/// What the log line of that 502 says: the upstream client's own error names the
+/// certificate problem (the gateway logs it as `upstream failure`, `error = ...`).
+#[tokio::test]
+async fn the_502_reason_names_the_certificate_problem() {
+    use portcullis::upstream::{Outgoing, Pool, SendError, TargetSet, UpstreamBody};
+    let p = pki();
+    let other = pki();
+    let up = Upstream::start_auto(Some(server_config(&p, false))).await;
+    let setup = Setup::new();
+    setup.write("certs/ca.pem", &other.ca_pem);
+    let text = setup.render(&format!(
+        r#"{{listen}}
+[[routes]]
+prefix = "/"
+upstream = "{}"
+upstream_ca_file = "certs/ca.pem"
+auth = "public"
+"#,
+        up.https_url()
+    ));
+    let config = portcullis::Config::from_toml(&text, setup.dir.path()).unwrap();
+    let route = config.routes.iter().next().unwrap();
+    let metrics = portcullis::telemetry::metrics::Metrics::new();
+    let set = std::sync::Arc::new(TargetSet::new("/", route, &config.limits, &metrics));
+    let pool = Pool::new(set);
+    let out = Outgoing {
+        req: http::Request::new(UpstreamBody::empty()),
+        path: http::uri::PathAndQuery::from_static("/x"),
+        grpc: false,
+    };
+    match pool
+        .send(out, None, std::time::Duration::from_secs(5))
+        .await
+    {
+        Err(SendError::Connect(reason)) => {
+            assert!(reason.contains("invalid peer certificate"), "{reason}")
+        }
+        Err(other) => panic!("not a connect failure: {other}"),
+        Ok(r) => panic!("an unverifiable upstream answered: {}", r.status()),
+    }
+    assert_eq!(up.hits(), 0);
+}
