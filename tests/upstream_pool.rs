@@ -409,3 +409,42 @@ auth = "public"
         assert_eq!(h.await.unwrap().status, 200);
     }
 }
+
+#[tokio::test]
+async fn a_reload_applies_new_targets() {
+    let one = Upstream::start().await;
+    let two = Upstream::start().await;
+    let route = |targets: &str| {
+        format!(
+            r#"{{listen}}
+{ADMIN}
+[[routes]]
+prefix = "/"
+upstreams = [{targets}]
+auth = "public"
+"#
+        )
+    };
+    let setup = Setup::new();
+    let path = setup.write_config(&route(&format!("\"{}\"", one.url())));
+    let both = setup.render(&route(&format!("\"{}\", \"{}\"", one.url(), two.url())));
+    let config = portcullis::Config::load(&path).unwrap();
+    let gw = setup.start_with(config).await;
+    assert_eq!(gw.get("/a", None).await.status, 200);
+    assert_eq!(one.hits(), 1);
+
+    std::fs::write(&path, both).unwrap();
+    gw.reload().await.unwrap();
+    // Each worker keeps its own rotation, and each of these requests opens a connection
+    // (any worker may take it): ten are enough for the new target to get a turn.
+    for _ in 0..10 {
+        assert_eq!(gw.get("/b", None).await.status, 200);
+    }
+    assert!(two.hits() >= 1, "the new target never took a turn");
+    let v = admin_upstreams(&gw).await;
+    assert_eq!(
+        v["routes"][0]["targets"].as_array().unwrap().len(),
+        2,
+        "{v}"
+    );
+}

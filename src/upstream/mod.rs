@@ -283,3 +283,36 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::{Balance, UpstreamTarget};
+    use http::uri::Scheme;
+
+    #[tokio::test]
+    async fn a_dns_change_rebuilds_the_clients_of_a_named_target_only() {
+        let set = Arc::new(TargetSet::detached(
+            Balance::RoundRobin,
+            vec![
+                UpstreamTarget::new(Scheme::HTTP, "api.internal:8080".parse().unwrap()),
+                UpstreamTarget::new(Scheme::HTTP, "10.0.0.1:8080".parse().unwrap()),
+            ],
+        ));
+        let pool = Pool::new(set.clone());
+        let ptr = |i: usize| Arc::as_ptr(&*pool.clients[i].current(&set.targets[i], &set));
+        let (named, literal) = (ptr(0), ptr(1));
+        assert_eq!(
+            ptr(0),
+            named,
+            "no change, same clients (same pooled connections)"
+        );
+        for t in &set.targets {
+            t.dns_generation.fetch_add(1, Ordering::Relaxed);
+        }
+        assert_ne!(ptr(0), named, "new addresses: new clients");
+        assert_eq!(ptr(1), literal, "an IP literal never resolves");
+        let rebuilt = ptr(0);
+        assert_eq!(ptr(0), rebuilt, "rebuilt once per change");
+    }
+}
