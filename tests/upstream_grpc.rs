@@ -137,6 +137,11 @@ auth = "public"
     let echo = r.echo();
     assert_eq!(echo.version, "HTTP/2.0");
     assert_eq!(echo.path, "/h2c/one");
+    // `:authority` names the target; a different `Host` beside it would be malformed
+    // (RFC 9113 section 8.3.1), so the client's host travels in X-Forwarded-Host.
+    assert!(echo.all("host").is_empty(), "{:?}", echo.all("host"));
+    let client_host = format!("localhost:{}", gw.port());
+    assert_eq!(echo.one("x-forwarded-host"), Some(client_host.as_str()));
     // A body and a second request on the same multiplexed connection.
     let r = TestGateway::send(gw.h2().post(gw.url("/h2c/two")).body(vec![7u8; 100_000])).await;
     assert_eq!(r.echo().body_len, 100_000);

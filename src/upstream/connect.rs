@@ -32,6 +32,8 @@ enum Conn {
     Tls {
         client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
         version: Version,
+        /// ALPN may settle on HTTP/2 (`h2` or `auto`).
+        may_be_h2: bool,
     },
 }
 
@@ -64,13 +66,27 @@ impl Transport {
             (Some(h2c), true) => h2c,
             _ => &self.main,
         };
+        // An HTTP/2 hop carries the authority in `:authority`, the target's (it also picks
+        // the pooled connection); a `Host` naming the client's host beside it is a request
+        // strict servers refuse as malformed (RFC 9113 section 8.3.1), so it goes, and the
+        // upstream reads the client's host from `X-Forwarded-Host`. HTTP/1.1 hops keep it.
         match conn {
             Conn::Plain { client, version } => {
                 *req.version_mut() = *version;
+                if *version == Version::HTTP_2 {
+                    req.headers_mut().remove(http::header::HOST);
+                }
                 client.request(req)
             }
-            Conn::Tls { client, version } => {
+            Conn::Tls {
+                client,
+                version,
+                may_be_h2,
+            } => {
                 *req.version_mut() = *version;
+                if *may_be_h2 {
+                    req.headers_mut().remove(http::header::HOST);
+                }
                 client.request(req)
             }
         }
@@ -131,6 +147,7 @@ fn tls(s: &ClientSettings, protocol: UpstreamProtocol) -> Conn {
     };
     Conn::Tls {
         client: builder(s, h2_only).build(connector),
+        may_be_h2: protocol != UpstreamProtocol::Http1,
         // With ALPN the pooled connection decides; HTTP/1.1 requests travel on either.
         version: if h2_only {
             Version::HTTP_2
