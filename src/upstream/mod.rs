@@ -118,7 +118,7 @@ impl Pool {
         let Outgoing { req, path, grpc } = out;
         if self.clients.len() == 1 {
             // One target: nowhere to retry, nothing to pick (the path of `upstream = ..`).
-            return self.attempt(0, req, &path, grpc).await.map_err(|(e, _)| e);
+            return self.attempt(0, req, path, grpc).await.map_err(|(e, _)| e);
         }
         let now = target::now_ms();
         let mut ctx = PickContext {
@@ -144,7 +144,8 @@ impl Pool {
             (b, Some(s))
         };
         let req = Request::from_parts(parts, body);
-        let (err, connected) = match self.attempt(first, req, &path, grpc).await {
+        let retry_path = path.clone();
+        let (err, connected) = match self.attempt(first, req, path, grpc).await {
             Ok(resp) => return Ok(resp),
             Err(e) => e,
         };
@@ -176,7 +177,7 @@ impl Pool {
         };
         tracing::debug!(route = self.set.route, error = %err, from = %self.set.targets[first].target.origin, to = %self.set.targets[second].target.origin, "retrying on another upstream target");
         let req = again.request(body);
-        self.attempt(second, req, &path, grpc)
+        self.attempt(second, req, retry_path, grpc)
             .await
             .map_err(|(e, _)| e)
     }
@@ -187,7 +188,7 @@ impl Pool {
         &self,
         i: usize,
         mut req: Request<UpstreamBody>,
-        path: &PathAndQuery,
+        path: PathAndQuery,
         grpc: bool,
     ) -> Result<Response<Incoming>, (SendError, bool)> {
         let (Some(state), Some(client)) = (self.set.targets.get(i), self.clients.get(i)) else {
@@ -247,14 +248,16 @@ impl Again {
     }
 }
 
+/// The absolute URI for `target` (the path moved in, not cloned: a clone of a fresh `Bytes`
+/// allocates, and the single-target path must not).
 fn uri(
     target: &crate::routing::UpstreamTarget,
-    path: &PathAndQuery,
+    path: PathAndQuery,
 ) -> Result<Uri, (SendError, bool)> {
     Uri::builder()
         .scheme(target.scheme.clone())
         .authority(target.authority.clone())
-        .path_and_query(path.clone())
+        .path_and_query(path)
         .build()
         .map_err(|e| (SendError::Failed(format!("upstream URI: {e}")), false))
 }
