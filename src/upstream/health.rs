@@ -58,7 +58,18 @@ async fn checks(
         None => return,
     };
     let mut streaks = vec![Streak::default(); transports.len()];
+    // Checks start every `interval` (the first at once), however long the last one took: a
+    // dead target is out within `unhealthy_after` intervals plus one timeout.
+    let mut ticker = tokio::time::interval(check.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if stop.borrow().is_some() {
+            return;
+        }
         let Some(s) = set.upgrade() else { return };
         let probes = s
             .targets
@@ -78,10 +89,6 @@ async fn checks(
                     }
                 }
             }
-        }
-        drop(s);
-        if !tick(check.interval, &mut stop).await {
-            return;
         }
     }
 }
