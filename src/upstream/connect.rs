@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use http::{Request, Response, Version};
-use hyper::body::Incoming;
+use http::{Request, Version};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, Error as ClientError, ResponseFuture};
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::UpstreamBody;
@@ -156,11 +155,3 @@ fn tls(s: &ClientSettings, protocol: UpstreamProtocol) -> Conn {
         },
     }
 }
-
-/// Did the error happen while connecting (TCP, TLS handshake, certificate check)?
-pub fn is_connect(e: &ClientError) -> bool {
-    e.is_connect()
-}
-
-/// The response type every transport gives.
-pub type UpstreamResponse = Response<Incoming>;
