@@ -29,6 +29,7 @@ pub mod server;
 pub mod signin;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 
 pub use config::Config;
 pub use gateway::{start, Gateway};

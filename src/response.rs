@@ -42,6 +42,32 @@ pub fn empty(status: StatusCode) -> Response<Body> {
     r
 }
 
+/// A gRPC refusal (the gRPC over HTTP/2 protocol, "Trailers-Only" response): HTTP 200,
+/// `content-type: application/grpc`, no body, and the status in `grpc-status` and
+/// `grpc-message` (percent-encoded as that protocol asks) on the one header block, which
+/// HTTP/2 sends with END_STREAM.
+pub fn grpc_status(code: u32, message: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    if let Ok(v) = HeaderValue::from_str(&code.to_string()) {
+        h.insert("grpc-status", v);
+    }
+    let mut text = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            text.push(char::from(b));
+        } else {
+            text.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&text) {
+        h.insert("grpc-message", v);
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
 /// A short `text/plain` answer (health and readiness probes).
 pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));

@@ -12,14 +12,135 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-/// An upstream base URL: `http://host:port[/base/path]`.
+/// A route's upstream: `upstream = "http://host:port[/base/path]"`, or several targets
+/// (`upstreams = [..]`) sharing one base path, and how to reach them (issue 16).
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// `scheme://authority`, e.g. `http://127.0.0.1:8080`.
+    /// `scheme://authority` of the first target, e.g. `http://127.0.0.1:8080`.
     pub origin: String,
+    /// The first target's authority.
     pub authority: http::uri::Authority,
     /// Base path prepended to the forwarded path, without trailing slash ("" for none).
     pub base_path: String,
+    /// Every target, in the order configured (at least one; the first is `origin`).
+    pub targets: Vec<UpstreamTarget>,
+    /// `upstream_protocol`.
+    pub protocol: UpstreamProtocol,
+    /// `balance`: how a request picks among several targets.
+    pub balance: Balance,
+    /// The TLS client settings for `https://` targets (roots or `upstream_ca_file`, the
+    /// optional client certificate); `None` when every target is `http://`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// `[routes.health]`: active health checks; `None`: passive ejection only.
+    pub health: Option<HealthCheck>,
+}
+
+impl Upstream {
+    /// A plain HTTP/1.1 upstream at one `http://` origin (what a bare `upstream` gives).
+    pub fn plain(authority: http::uri::Authority, base_path: String) -> Upstream {
+        let target = UpstreamTarget::new(http::uri::Scheme::HTTP, authority.clone());
+        Upstream {
+            origin: target.origin.clone(),
+            authority,
+            base_path,
+            targets: vec![target],
+            protocol: UpstreamProtocol::Http1,
+            balance: Balance::RoundRobin,
+            tls: None,
+            health: None,
+        }
+    }
+}
+
+/// One place a route's requests can go: `scheme://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    /// `scheme://authority`, the target's name in metrics, logs and `GET /upstreams`.
+    pub origin: String,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// The host is a DNS name, not an IP literal: it is re-resolved while the gateway runs.
+    pub named: bool,
+}
+
+impl UpstreamTarget {
+    pub fn new(scheme: http::uri::Scheme, authority: http::uri::Authority) -> UpstreamTarget {
+        let host = authority.host();
+        let named = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_err();
+        UpstreamTarget {
+            origin: format!("{scheme}://{authority}"),
+            scheme,
+            authority,
+            named,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.scheme == http::uri::Scheme::HTTPS
+    }
+}
+
+/// `upstream_protocol`: what the gateway speaks to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (the default); ALPN offers only `http/1.1` on `https://`.
+    #[default]
+    Http1,
+    /// HTTP/2 only: prior knowledge (h2c) on `http://`, ALPN `h2` on `https://`.
+    H2,
+    /// `https://`: whatever ALPN settles (`h2` preferred); `http://`: HTTP/1.1, except gRPC
+    /// requests, which have no HTTP/1.1 mapping and go over h2c.
+    Auto,
+}
+
+impl UpstreamProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+}
+
+/// `balance`: how a request picks among a route's healthy targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Each target in turn (the default).
+    #[default]
+    RoundRobin,
+    /// The target with the fewest requests in flight (from every worker).
+    LeastRequests,
+    /// Sticky by user id (rendezvous hashing): one user, one target while it is healthy;
+    /// requests without a user go round robin.
+    UserHash,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequests => "least_requests",
+            Balance::UserHash => "user_hash",
+        }
+    }
+}
+
+/// `[routes.health]`: active checks, `GET path` on every target every `interval`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Absolute path (and query) requested; any 2xx answer is a success.
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures that mark a healthy target unhealthy.
+    pub unhealthy_after: u32,
+    /// Consecutive successes that mark an unhealthy target healthy again.
+    pub healthy_after: u32,
 }
 
 /// What a route requires of a request.
@@ -426,11 +547,7 @@ mod tests {
             name: prefix.into(),
             prefix: prefix.into(),
             host: host.map(Into::into),
-            upstream: Upstream {
-                origin: "http://127.0.0.1:1".into(),
-                authority: "127.0.0.1:1".parse().unwrap(),
-                base_path: String::new(),
-            },
+            upstream: Upstream::plain("127.0.0.1:1".parse().unwrap(), String::new()),
             auth: AuthPolicy::Jwt,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),

@@ -70,6 +70,65 @@ pub fn server_config(m: &TlsMaterial) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
+/// The rustls client configuration for a route's `https://` upstreams: verified against
+/// `ca_pem` (`upstream_ca_file`) when given, else the system's roots; with a client
+/// certificate when `client` (`upstream_client_cert`, `upstream_client_key`) is given. ALPN
+/// is left empty: the upstream client sets it from `upstream_protocol`. The error says what
+/// is wrong, for the config key named by the caller.
+pub fn upstream_client_config(
+    ca_pem: Option<&[u8]>,
+    client: Option<(&[u8], &[u8])>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("upstream_ca_file is not PEM: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("upstream_ca_file holds an unusable certificate: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("upstream_ca_file holds no certificate".into());
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(
+                    "no system CA certificates found to verify https upstreams; set upstream_ca_file"
+                        .into(),
+                );
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert_pem, key_pem)) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("upstream_client_cert is not PEM: {e}"))?;
+            if certs.is_empty() {
+                return Err("upstream_client_cert holds no certificate".into());
+            }
+            let key = PrivateKeyDer::from_pem_slice(key_pem)
+                .map_err(|e| format!("upstream_client_key holds no usable private key: {e}"))?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                format!(
+                    "upstream_client_cert and upstream_client_key do not form a usable pair: {e}"
+                )
+            })
+        }
+    }
+}
+
 /// Validate `[listen] hsts`: a `Strict-Transport-Security` value (RFC 6797 section 6.1)
 /// starting with `max-age=<seconds>`, only meaningful with TLS (browsers ignore the header
 /// over plain HTTP, section 8.1).

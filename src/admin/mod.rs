@@ -12,6 +12,7 @@
 //! | GET | `/revocations/count` | admin | `{"tokens": N, "subjects": M}` |
 //! | DELETE | `/revocations/jti/{jti}` | admin | 204, or 404 if not revoked |
 //! | DELETE | `/revocations/sub/{sub}` | admin | 204, or 404 if not revoked |
+//! | GET | `/upstreams` | admin | every route's upstream targets: state (`up`, `ejected`, `unhealthy`), requests in flight, requests and failures |
 //! | POST | `/reload` | admin | re-read the config file: 200 with notes, or 400 with the reason |
 //! | POST | `/apikeys` | admin | `{"app"}` -> 201 `{"id","app","key","created"}`: the only time the key is shown |
 //! | GET | `/apikeys` | admin | every key's id, app and creation time (never a key or digest) |
@@ -71,6 +72,12 @@ pub trait Reload: Send + Sync {
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + '_>>;
 }
 
+/// What `GET /upstreams` needs of the running gateway: the upstream targets of the
+/// configuration in force and their health, as JSON. Implemented by the composition root.
+pub trait UpstreamStatus: Send + Sync {
+    fn upstreams(&self) -> serde_json::Value;
+}
+
 /// What the admin handlers work on.
 pub struct AdminState {
     pub auth: ArcSwap<AdminAuth>,
@@ -93,6 +100,8 @@ pub struct AdminState {
     pub sessions: Option<Arc<dyn SessionStore>>,
     /// Signed-in consoles.
     pub console: console::Sessions,
+    /// The upstream targets in force (`GET /upstreams`).
+    pub upstreams: Arc<dyn UpstreamStatus>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -226,6 +235,10 @@ async fn route(
         (&Method::GET, ["revocations"]) => trail::list_revocations(admin, req.uri().query()).await,
         (&Method::GET, ["audit"]) => trail::list_audit(admin, req.uri().query()).await,
         (&Method::POST, ["reload"]) => reload(admin).await,
+        (&Method::GET, ["upstreams"]) => json_response(
+            StatusCode::OK,
+            json!({ "routes": admin.upstreams.upstreams() }),
+        ),
         (&Method::GET, ["revocations", "count"]) => {
             json_response(StatusCode::OK, counts(&admin.revocations))
         }
@@ -260,7 +273,7 @@ async fn route(
         (
             _,
             ["healthz" | "readyz" | "metrics" | "revocations" | "apikeys" | "audit" | "stats"
-            | "users", ..],
+            | "users" | "upstreams", ..],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed on this path",

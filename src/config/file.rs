@@ -253,7 +253,23 @@ pub struct Identity {
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub prefix: String,
-    pub upstream: String,
+    /// One upstream URL (`http://` or `https://`); or `upstreams` for several targets.
+    pub upstream: Option<String>,
+    /// Several targets sharing the route's requests (issue 16), instead of `upstream`.
+    pub upstreams: Option<Vec<String>>,
+    /// PEM CA certificate(s) that `https://` targets are verified against (instead of the
+    /// system's roots).
+    pub upstream_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) the gateway presents to `https://` targets (mTLS).
+    pub upstream_client_cert: Option<PathBuf>,
+    /// Its private key.
+    pub upstream_client_key: Option<PathBuf>,
+    /// `"http1"` (default), `"h2"` or `"auto"`.
+    pub upstream_protocol: Option<String>,
+    /// `"round_robin"` (default), `"least_requests"` or `"user_hash"`.
+    pub balance: Option<String>,
+    /// `[routes.health]`: active health checks of every target.
+    pub health: Option<Health>,
     pub auth: String,
     pub host: Option<String>,
     pub connect_timeout: Option<String>,
@@ -278,6 +294,19 @@ pub struct Route {
     pub forward_token: Option<bool>,
     /// The issuers whose tokens this route accepts, by name; absent: every configured one.
     pub issuers: Option<Vec<String>>,
+}
+
+/// `[routes.health]`: `GET path` on every target every `interval`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub path: String,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    /// Consecutive failed checks before a target is taken out.
+    pub unhealthy_after: Option<u32>,
+    /// Consecutive good checks before it is taken back.
+    pub healthy_after: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

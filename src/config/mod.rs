@@ -15,6 +15,7 @@ pub mod jwks;
 pub mod rate_limit;
 pub mod redis;
 pub mod signin;
+pub mod upstream;
 pub mod users;
 
 use std::fmt;
@@ -23,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::header::HeaderName;
-use http::Uri;
 
 use crate::jose::keys::{KeyMaterial, KeySet};
 pub use crate::routing::Upstream;
@@ -1151,9 +1151,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
                 None
             }
         };
-        let upstream = parse_upstream(&r.upstream)
-            .map_err(|e| c.problems.push(format!("{key}.upstream: {e}")))
-            .ok();
+        let upstream = upstream::validate(c.base, &key, r, &mut c.problems);
         let (Some(prefix), Some(auth), Some(upstream)) = (prefix, auth, upstream) else {
             continue;
         };
@@ -1568,34 +1566,6 @@ fn api_keys(
     }
 }
 
-fn parse_upstream(s: &str) -> Result<Upstream, String> {
-    let uri: Uri = s
-        .parse()
-        .map_err(|e| format!("`{s}` is not a URL ({e}); write e.g. \"http://127.0.0.1:8080\""))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "`{s}`: https upstreams are not supported yet; use http:// on a trusted network"
-            ))
-        }
-        _ => return Err(format!("`{s}` must start with http://")),
-    }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("`{s}` has no host"))?;
-    if uri.query().is_some() {
-        return Err(format!("`{s}`: an upstream URL cannot have a query"));
-    }
-    let base_path = uri.path().trim_end_matches('/').to_string();
-    Ok(Upstream {
-        origin: format!("http://{authority}"),
-        authority,
-        base_path,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1837,14 +1807,5 @@ auth = "jwt"
             .unwrap_err()
             .to_string();
         assert!(msg.contains("headr"), "{msg}");
-    }
-
-    #[test]
-    fn upstream_shapes() {
-        let u = parse_upstream("http://127.0.0.1:8080/api/").unwrap();
-        assert_eq!(u.origin, "http://127.0.0.1:8080");
-        assert_eq!(u.base_path, "/api");
-        assert!(parse_upstream("ftp://x").is_err());
-        assert!(parse_upstream("http://x/?a=b").is_err());
     }
 }

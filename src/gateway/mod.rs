@@ -88,6 +88,16 @@ impl Gateway {
     }
 }
 
+/// `GET /upstreams`: the targets of the configuration in force.
+struct UpstreamView(Arc<ArcSwap<Shared>>);
+
+impl admin::UpstreamStatus for UpstreamView {
+    fn upstreams(&self) -> serde_json::Value {
+        let shared = self.0.load();
+        serde_json::Value::Array(shared.upstreams.iter().map(|s| s.snapshot()).collect())
+    }
+}
+
 /// The API-key store a config names, for comparing across a reload (no password inside).
 fn store_label(store: &ApiKeyStore) -> String {
     match store {
@@ -176,6 +186,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         issuers_first.clone(),
         fleet.clone(),
     ));
+    // Published before admin is built, so `GET /upstreams` reads the state in force.
+    let shared_now = Arc::new(ArcSwap::new(shared.clone()));
 
     let tls: Option<TlsSource> = match &config.listen.tls {
         Some(m) => Some(Arc::new(ArcSwap::from_pointee(
@@ -265,6 +277,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
             live,
             sessions,
             console: admin::console::Sessions::default(),
+            upstreams: Arc::new(UpstreamView(shared_now.clone())),
         });
         admin_state = Some(state.clone());
         admin_tls = match &a.tls {
@@ -317,7 +330,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
             .join(","),
         "portcullis listening"
     );
-    let shared = Arc::new(ArcSwap::new(shared));
+    // Health checks and DNS re-resolution of the routes' targets (a reload starts new ones;
+    // these end with the targets they watch).
+    crate::upstream::health::spawn(&shared.upstreams, &shutdown_rx);
+    let shared = shared_now;
+    let stop = shutdown_rx.clone();
     let published_keys =
         jwks::PublishedKeys::new(shared.clone(), metrics.clone(), shutdown_rx.clone());
     published_keys.apply(jwks::Plan::Replace(jwks_first));
@@ -341,6 +358,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         metrics,
         shutdown_grace: config.listen.shutdown_grace,
         lock: tokio::sync::Mutex::new(()),
+        stop,
     });
     if let Some(admin) = &admin_state {
         let as_reload: Arc<dyn admin::Reload> = reloader.clone();

@@ -70,6 +70,8 @@ pub struct Reloader {
     pub(super) shutdown_grace: Duration,
     /// One reload at a time.
     pub(super) lock: tokio::sync::Mutex<()>,
+    /// Changes when the gateway stops (ends the upstream health checks a reload starts).
+    pub(super) stop: tokio::sync::watch::Receiver<Option<Duration>>,
 }
 
 impl Reloader {
@@ -157,6 +159,8 @@ impl Reloader {
         for w in &self.workers {
             w.store(Arc::new(State::new(shared.clone())));
         }
+        // The previous targets' checks end once the last request using them is done.
+        crate::upstream::health::spawn(&shared.upstreams, &self.stop);
         self.shared.store(shared.clone());
         if let Some(admin) = &self.admin {
             admin.validator.store(shared.validator.clone());

@@ -197,6 +197,59 @@ pub fn with_context(
     resp
 }
 
+impl GatewayError {
+    /// The gRPC status code for this refusal of a gRPC call (issue 16): 16 UNAUTHENTICATED
+    /// for 401, 7 PERMISSION_DENIED for 403, 8 RESOURCE_EXHAUSTED for 429 and 413,
+    /// 14 UNAVAILABLE for 502/503/504, and gRPC's own HTTP mapping for the rest (404: 12
+    /// UNIMPLEMENTED, 400: 13 INTERNAL).
+    pub fn grpc_code(&self) -> u32 {
+        match self.status().as_u16() {
+            401 => 16,
+            403 => 7,
+            429 | 413 => 8,
+            502..=504 => 14,
+            404 => 12,
+            400 => 13,
+            _ => 2,
+        }
+    }
+
+    /// The client-facing text of a gRPC refusal (generic, as for every answer).
+    fn grpc_message(&self) -> &'static str {
+        match self {
+            GatewayError::Auth(a) => a.description(),
+            GatewayError::ApiKey(k) => k.description(),
+            GatewayError::Dpop(_) => "DPoP proof required or invalid",
+            GatewayError::Csrf | GatewayError::Forbidden(_) => "permission denied",
+            GatewayError::CorsRefused(_) | GatewayError::WebSocketOrigin => "permission denied",
+            GatewayError::RateLimited { .. } => "too many requests; retry later",
+            GatewayError::PayloadTooLarge => "the request body is too large for this route",
+            GatewayError::NoRoute => "no route for this path",
+            GatewayError::BadPath(_) | GatewayError::BadRequest(_) => "bad request",
+            GatewayError::UpstreamConnect(_) | GatewayError::Upstream(_) => {
+                "the upstream service is unavailable"
+            }
+            GatewayError::UpstreamTimeout => "the upstream service did not answer in time",
+            GatewayError::RevocationUnavailable => "revocation state is unavailable; retry",
+        }
+    }
+
+    /// The answer to a gRPC call (`content-type: application/grpc*`): HTTP 200, trailers
+    /// only, with `grpc-status` and `grpc-message` (a gRPC client reads no HTTP status).
+    pub fn to_grpc_response(&self) -> Response<Full<Bytes>> {
+        let mut r = response::grpc_status(self.grpc_code(), self.grpc_message());
+        if let GatewayError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                r.headers_mut().insert(http::header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
 /// 429 with `Retry-After` (RFC 9110 section 10.2.3, whole seconds) and the fields of
 /// draft-ietf-httpapi-ratelimit-headers in their structured-field form: the policy
 /// (`"route";q=quota;w=window`) and the state (`"route";r=0;t=seconds until a request fits`).
@@ -335,6 +388,39 @@ mod tests {
         assert_eq!(v["error"], "not_found");
         assert_eq!(v["request_id"], "req-\"1");
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn grpc_refusals_carry_the_issue_16_codes() {
+        let cases = [
+            (GatewayError::Auth(AuthError::Missing), 16),
+            (
+                GatewayError::Forbidden(crate::access::Denied { scope: None }),
+                7,
+            ),
+            (GatewayError::UpstreamConnect("refused".into()), 14),
+            (GatewayError::Upstream("reset".into()), 14),
+            (GatewayError::UpstreamTimeout, 14),
+            (GatewayError::NoRoute, 12),
+        ];
+        for (e, code) in cases {
+            let r = e.to_grpc_response();
+            assert_eq!(r.status(), 200, "{e}");
+            assert_eq!(r.headers()["content-type"], "application/grpc");
+            assert_eq!(r.headers()["grpc-status"], code.to_string().as_str(), "{e}");
+            assert!(!r.headers()["grpc-message"].is_empty());
+        }
+        let spec = crate::ratelimit::RateSpec {
+            per: crate::ratelimit::Per::User,
+            quota: 1,
+            window: std::time::Duration::from_secs(1),
+            burst: 1,
+        };
+        let e = GatewayError::RateLimited {
+            spec,
+            retry_after_secs: 2,
+        };
+        assert_eq!(e.to_grpc_response().headers()["grpc-status"], "8");
     }
 
     #[test]

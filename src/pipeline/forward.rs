@@ -1,40 +1,21 @@
-//! Forwarding to the upstream: pooled HTTP/1.1 client, hop-by-hop headers removed,
-//! `X-Forwarded-*` set, timeouts mapped to 502/504, and `Upgrade` (WebSocket) tunnelled.
-
-use std::time::Duration;
+//! Forwarding to the upstream: hop-by-hop headers removed, `X-Forwarded-*` set, the request
+//! handed to the route's [`upstream::Pool`] (target picking, retries, TLS, HTTP/2), its
+//! failures mapped to 502/504, and `Upgrade` (WebSocket) tunnelled.
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::error::GatewayError;
 use super::route::Route;
-use crate::config::Limits;
+use crate::routing::UpstreamProtocol;
+use crate::upstream::{self, Outgoing, SendError, UpstreamBody};
 
-/// The body sent upstream: the client's, streamed, cut at the route's `max_body_bytes` when set.
-pub type UpstreamBody = Either<Incoming, Limited<Incoming>>;
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+pub use crate::upstream::Pool as UpstreamClient;
 
 pub use crate::server::conn::ConnInfo;
-
-/// A pooled client for one route (its connect timeout lives in the connector).
-pub fn client(connect_timeout: Duration, limits: &Limits) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(limits.upstream_pool_idle_timeout)
-        .pool_max_idle_per_host(limits.upstream_pool_max_idle_per_host)
-        .build(http)
-}
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -45,23 +26,26 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub use super::headers::strip_hop_by_hop;
 
 /// Forward `req` (already authenticated, identity injected, hop-by-hop headers removed by
-/// [`strip_hop_by_hop`], which returned `upgrade`) to the route's upstream at the normalised
-/// `path` (`None`: the request's own path was already normal).
+/// [`strip_hop_by_hop`], which returned `upgrade` and whether the client sent `TE: trailers`)
+/// to a target of the route's upstream at the normalised `path` (`None`: the request's own
+/// path was already normal). `user` is the authenticated user (for `balance = "user_hash"`).
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
-    client: &UpstreamClient,
+    pool: &upstream::Pool,
     route: &Route,
     mut req: Request<Incoming>,
     path: Option<&str>,
     conn: &ConnInfo,
     upgrade: Option<HeaderValue>,
+    te_trailers: bool,
+    user: Option<&HeaderValue>,
 ) -> Result<Response<Incoming>, GatewayError> {
     // HTTP/1.1 only: HTTP/2 has no Upgrade (RFC 9113 section 8.6).
     let upgrade = upgrade.filter(|_| req.version() == Version::HTTP_11);
+    let grpc = is_grpc(&req);
 
     let host = original_host(&req);
-    let uri = upstream_uri(route, path.unwrap_or(req.uri().path()), req.uri())?;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
+    let pq = upstream_path(route, path.unwrap_or(req.uri().path()), req.uri())?;
     let headers = req.headers_mut();
     if let Some(host) = &host {
         if !headers.contains_key(header::HOST) {
@@ -73,23 +57,28 @@ pub async fn forward(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up.clone());
     }
+    // `TE: trailers` says the client takes trailers; gRPC servers require it. Sent on where
+    // the upstream hop is HTTP/2 (RFC 9113 section 8.2.2 allows exactly this value there):
+    // `upstream_protocol = "h2"`, or a gRPC call (which only ever travels over HTTP/2). On
+    // HTTP/1.1 it stays a hop-by-hop header that ends here.
+    if te_trailers && (grpc || route.upstream.protocol == UpstreamProtocol::H2) {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let req = req.map(|body| match route.max_body_bytes {
-        Some(limit) => Either::Right(Limited::new(
-            body,
-            usize::try_from(limit).unwrap_or(usize::MAX),
-        )),
-        None => Either::Left(body),
-    });
-    let resp = match tokio::time::timeout(route.timeout, client.request(req)).await {
-        Err(_) => return Err(GatewayError::UpstreamTimeout),
-        Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
-            return Err(GatewayError::PayloadTooLarge)
-        }
-        Ok(Err(e)) if e.is_connect() => return Err(GatewayError::UpstreamConnect(error_chain(&e))),
-        Ok(Err(e)) => return Err(GatewayError::Upstream(error_chain(&e))),
-        Ok(Ok(resp)) => resp,
+    let req = req.map(|body| UpstreamBody::new(body, route.max_body_bytes));
+    let user = user.map(HeaderValue::as_bytes);
+    let out = Outgoing {
+        req,
+        path: pq,
+        grpc,
+    };
+    let resp = match pool.send(out, user, route.timeout).await {
+        Ok(resp) => resp,
+        Err(SendError::Timeout) => return Err(GatewayError::UpstreamTimeout),
+        Err(SendError::BodyTooLarge) => return Err(GatewayError::PayloadTooLarge),
+        Err(SendError::Connect(e)) => return Err(GatewayError::UpstreamConnect(e)),
+        Err(SendError::Failed(e)) => return Err(GatewayError::Upstream(e)),
     };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -103,6 +92,16 @@ pub async fn forward(
     let mut resp = resp;
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp)
+}
+
+/// A gRPC request (`content-type: application/grpc`, `application/grpc+proto`, ...): its
+/// refusals are gRPC statuses, and under `upstream_protocol = "auto"` it travels over h2c.
+pub fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Answer the client's upgrade with the upstream's 101 and splice the two upgraded streams.
@@ -144,7 +143,8 @@ fn original_host(req: &Request<Incoming>) -> Option<HeaderValue> {
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
-fn upstream_uri(route: &Route, path: &str, original: &Uri) -> Result<Uri, GatewayError> {
+/// The path and query sent upstream: the route's base path, then the (normalised) path.
+fn upstream_path(route: &Route, path: &str, original: &Uri) -> Result<PathAndQuery, GatewayError> {
     let base = &route.upstream.base_path;
     let mut pq =
         String::with_capacity(base.len() + path.len() + 1 + original.query().map_or(0, str::len));
@@ -156,14 +156,7 @@ fn upstream_uri(route: &Route, path: &str, original: &Uri) -> Result<Uri, Gatewa
         pq.push('?');
         pq.push_str(q);
     }
-    let pq = PathAndQuery::try_from(pq)
-        .map_err(|_| GatewayError::BadRequest("invalid request target"))?;
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(route.upstream.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| GatewayError::BadRequest("invalid request target"))
+    PathAndQuery::try_from(pq).map_err(|_| GatewayError::BadRequest("invalid request target"))
 }
 
 /// The gateway is the edge: it replaces whatever forwarding headers a client sent with what
@@ -184,29 +177,6 @@ fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&HeaderV
             headers.remove(&X_FORWARDED_HOST);
         }
     }
-}
-
-/// Is `T` anywhere in the error's source chain?
-fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<T>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -18,6 +18,23 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// the upstream, and could send it unauthenticated requests for any path ("h2c smuggling").
 /// Such a request is forwarded as a plain request with its upgrade headers removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    strip_request_hop_by_hop(headers).upgrade
+}
+
+/// What [`strip_request_hop_by_hop`] found among the headers it removed.
+#[derive(Debug, Default)]
+pub struct HopByHop {
+    /// A WebSocket upgrade to tunnel (see [`strip_hop_by_hop`]).
+    pub upgrade: Option<HeaderValue>,
+    /// The client sent `TE: trailers` (and nothing else in `TE`): it accepts trailers, which
+    /// gRPC servers insist on; the forwarder sends it on.
+    pub te_trailers: bool,
+}
+
+/// [`strip_hop_by_hop`], also reporting `TE: trailers` (read from the removed values, so no
+/// extra lookup on the request path).
+pub fn strip_request_hop_by_hop(headers: &mut HeaderMap) -> HopByHop {
+    let mut te = None;
     let mut named: SmallVec<[HeaderName; 4]> = SmallVec::new();
     let mut wants_upgrade = false;
     for v in headers.get_all(header::CONNECTION) {
@@ -39,13 +56,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
         .filter(|v| wants_upgrade && v.as_bytes().eq_ignore_ascii_case(b"websocket"))
         .cloned();
     for name in named {
-        headers.remove(name);
+        let removed = headers.remove(&name);
+        if name == header::TE {
+            te = te.or(removed);
+        }
+    }
+    if let Some(v) = headers.remove(header::TE) {
+        te = te.or(Some(v));
     }
     for name in [
         &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
-        &header::TE,
         &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
@@ -80,5 +102,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     for name in doomed {
         headers.remove(name);
     }
-    upgrade
+    HopByHop {
+        upgrade,
+        te_trailers: te.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")),
+    }
 }

@@ -53,6 +53,7 @@ use crate::revocation::Revocations;
 use crate::signin::SignIn;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::telemetry::trace::TraceContext;
+use crate::upstream::TargetSet;
 use error::GatewayError;
 use forward::{ConnInfo, UpstreamClient};
 use identity::Protected;
@@ -77,7 +78,6 @@ pub struct Shared {
     /// `[api_keys] client_header`: where the upstream gets the app id.
     client_header: HeaderName,
     pub metrics: Arc<Metrics>,
-    limits: crate::config::Limits,
     /// Route labels for metrics and logs, same order as `routes`.
     route_labels: Vec<&'static str>,
     access_log: bool,
@@ -94,6 +94,9 @@ pub struct Shared {
     cors: Option<crate::config::cors::Cors>,
     /// `[dpop]`: proofs for DPoP-bound tokens (RFC 9449) and their replay cache.
     dpop: dpop::DpopGate,
+    /// Each route's upstream targets (same order as `routes`), shared by every worker, the
+    /// health checker and admin's `GET /upstreams`.
+    pub upstreams: Vec<Arc<TargetSet>>,
 }
 
 impl Shared {
@@ -164,7 +167,16 @@ impl Shared {
             .as_ref()
             .and_then(|s| s.cookies.as_ref())
             .map(|c| c.names.clone());
+        let route_labels: Vec<&'static str> =
+            config.routes.iter().map(|r| intern(&r.name)).collect();
+        let upstreams = config
+            .routes
+            .iter()
+            .zip(&route_labels)
+            .map(|(r, label)| Arc::new(TargetSet::new(label, r, &config.limits, &metrics)))
+            .collect();
         Shared {
+            upstreams,
             limiters: limit::limiters(&config.routes),
             fleet,
             cors: config.cors.clone(),
@@ -179,7 +191,7 @@ impl Shared {
                 },
             ),
             cookie_auth,
-            route_labels: config.routes.iter().map(|r| intern(&r.name)).collect(),
+            route_labels,
             access_log: config.log.access_log,
             // Sign-in's endpoints are entries of the one table, so a request is routed once.
             routes: match &signin {
@@ -199,7 +211,6 @@ impl Shared {
             cache,
             revocations,
             metrics,
-            limits: config.limits.clone(),
             signin,
         }
     }
@@ -242,7 +253,7 @@ fn intern(name: &str) -> &'static str {
 /// thread-per-core worker keeps its own).
 pub struct State {
     pub shared: Arc<Shared>,
-    /// One pooled client per route, same order as `shared.routes`.
+    /// One upstream pool per route, same order as `shared.routes`.
     clients: Vec<UpstreamClient>,
     /// Metric handles per route, resolved once instead of looked up per request.
     route_metrics: Vec<RouteMetrics>,
@@ -251,9 +262,9 @@ pub struct State {
 impl State {
     pub fn new(shared: Arc<Shared>) -> Self {
         let clients = shared
-            .routes
+            .upstreams
             .iter()
-            .map(|r| forward::client(r.connect_timeout, &shared.limits))
+            .map(|set| UpstreamClient::new(set.clone()))
             .collect();
         let route_metrics = shared
             .route_labels
@@ -297,6 +308,7 @@ pub async fn handle(
     let trace = TraceContext::of_request(req.headers_mut());
     let request_id = request_id(req.headers_mut(), &trace);
     let access = state.access_log.then(|| req.uri().path().to_owned());
+    let grpc = forward::is_grpc(&req);
     let origin = match &state.cors {
         Some(_) => req.headers().get(http::header::ORIGIN).cloned(),
         None => None,
@@ -330,7 +342,12 @@ pub async fn handle(
                     tracing::debug!(route, %method, reason = e.reason(), request_id = request_id.to_str().unwrap_or("-"), trace_id = trace.trace_id(), "request refused")
                 }
             }
-            error::with_context(e.to_response(), &request_id, trace.trace_id()).map(Either::Right)
+            if grpc {
+                e.to_grpc_response().map(Either::Right)
+            } else {
+                error::with_context(e.to_response(), &request_id, trace.trace_id())
+                    .map(Either::Right)
+            }
         }
     };
     let elapsed = start.elapsed();
@@ -511,7 +528,10 @@ async fn proxy(
     }
     // Hop-by-hop headers go first: a client naming `x-user-id` in `Connection` must not be
     // able to delete the identity the gateway is about to inject.
-    let upgrade = headers::strip_hop_by_hop(req.headers_mut());
+    let headers::HopByHop {
+        upgrade,
+        te_trailers,
+    } = headers::strip_request_hop_by_hop(req.headers_mut());
     strip_spoofable(state, &mut req);
     let app = if route.api_key {
         match check_api_key(state, &mut req) {
@@ -611,6 +631,8 @@ async fn proxy(
         path.as_deref(),
         conn,
         upgrade,
+        te_trailers,
+        user.as_ref(),
     )
     .await
     .map(|r| r.map(Either::Left));

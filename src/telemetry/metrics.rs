@@ -29,6 +29,14 @@ pub struct RouteLabel {
     pub route: &'static str,
 }
 
+/// One upstream target of one route (issue 16).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub route: &'static str,
+    /// `scheme://host:port`.
+    pub target: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
@@ -113,6 +121,9 @@ pub struct Metrics {
     /// Requests whose fleet-wide rate limit was decided by the local limiter because Redis
     /// did not answer (cluster mode).
     pub rate_limit_fallbacks: Counter<u64, AtomicU64>,
+    target_requests: Family<TargetLabels, Counter>,
+    target_failures: Family<TargetLabels, Counter>,
+    target_ejected: Family<TargetLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -213,7 +224,28 @@ impl Metrics {
             "Rate-limited requests decided by the local limiter because Redis did not answer (cluster mode)",
             rate_limit_fallbacks.clone(),
         );
+        let target_requests = Family::<TargetLabels, Counter>::default();
+        registry.register(
+            "upstream_target_requests",
+            "Requests sent to an upstream target (retries included), by route and target",
+            target_requests.clone(),
+        );
+        let target_failures = Family::<TargetLabels, Counter>::default();
+        registry.register(
+            "upstream_target_failures",
+            "Requests to an upstream target that got no response (connect or connection failure), by route and target",
+            target_failures.clone(),
+        );
+        let target_ejected = Family::<TargetLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "upstream_target_ejected",
+            "1 while an upstream target is out of rotation (failed health checks or connects), by route and target",
+            target_ejected.clone(),
+        );
         Metrics {
+            target_requests,
+            target_failures,
+            target_ejected,
             registry,
             requests,
             latency,
@@ -241,6 +273,18 @@ impl Metrics {
             latency: self.latency.get_or_create(&RouteLabel { route }).clone(),
             requests: self.requests.clone(),
         }
+    }
+
+    /// One upstream target's series: requests, failures and the ejected gauge.
+    pub fn target_handles(
+        &self,
+        labels: &TargetLabels,
+    ) -> (Counter, Counter, Gauge<i64, AtomicI64>) {
+        (
+            self.target_requests.get_or_create(labels).clone(),
+            self.target_failures.get_or_create(labels).clone(),
+            self.target_ejected.get_or_create(labels).clone(),
+        )
     }
 
     pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {

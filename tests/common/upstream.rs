@@ -61,6 +61,9 @@ pub struct Echo {
     /// Trailer fields that arrived after the body, if any.
     #[serde(default)]
     pub trailers: Vec<(String, String)>,
+    /// The HTTP version the request arrived in (`HTTP/1.1`, `HTTP/2.0`).
+    #[serde(default)]
+    pub version: String,
 }
 
 impl Echo {
@@ -133,6 +136,54 @@ impl Upstream {
             }
         });
         Upstream { addr, seen }
+    }
+
+    /// Like [`Upstream::start`], but speaking HTTP/1.1 and HTTP/2 (h2c by prior knowledge on
+    /// plain TCP; over TLS when `tls` is given, ALPN deciding), the same endpoints.
+    pub async fn start_auto(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let seen = Arc::new(Seen::default());
+        let state = seen.clone();
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(state.clone(), req));
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            // A failed handshake (wrong CA, no client certificate) just
+                            // closes the connection, as a real server would.
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                                    .await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    /// `https://localhost:PORT` (the name test certificates are issued for).
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
     }
 
     /// `http://127.0.0.1:PORT`, for a route's `upstream`.
@@ -263,6 +314,7 @@ fn record(seen: &Seen, req: &Request<Incoming>, body_len: u64, body_sha256: Stri
         body_len,
         body_sha256,
         trailers: Vec::new(),
+        version: format!("{:?}", req.version()),
     };
     seen.requests.lock().expect("lock").push(echo.clone());
     echo
@@ -297,6 +349,7 @@ async fn echo(seen: &Seen, req: Request<Incoming>) -> Echo {
         body_len: len,
         body_sha256: hex(&hasher.finalize()),
         trailers,
+        version: format!("{:?}", req.version()),
     };
     seen.requests.lock().expect("lock").push(echo.clone());
     echo

@@ -1,0 +1,157 @@
+//! Connections to one target: a pooled hyper client over plain TCP (`http://`) or rustls
+//! (`https://`, SNI from the URL host, ALPN from `upstream_protocol`), speaking HTTP/1.1,
+//! HTTP/2 by prior knowledge (h2c) or whatever ALPN settles.
+
+use std::time::Duration;
+
+use http::{Request, Version};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::UpstreamBody;
+use super::target::ClientSettings;
+use crate::routing::{UpstreamProtocol, UpstreamTarget};
+
+/// The pooled clients of one target, as one worker holds them.
+pub struct Transport {
+    /// Every request but those `grpc` takes.
+    main: Conn,
+    /// `upstream_protocol = "auto"` on `http://`: gRPC requests, which have no HTTP/1.1
+    /// mapping, go over h2c.
+    grpc: Option<Conn>,
+}
+
+enum Conn {
+    Plain {
+        client: Client<HttpConnector, UpstreamBody>,
+        version: Version,
+    },
+    Tls {
+        client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+        version: Version,
+        /// ALPN may settle on HTTP/2 (`h2` or `auto`).
+        may_be_h2: bool,
+    },
+}
+
+impl Transport {
+    pub fn new(target: &UpstreamTarget, s: &ClientSettings) -> Transport {
+        match (target.is_tls(), s.protocol) {
+            (false, UpstreamProtocol::Http1) => Transport {
+                main: plain(s, false),
+                grpc: None,
+            },
+            (false, UpstreamProtocol::H2) => Transport {
+                main: plain(s, true),
+                grpc: None,
+            },
+            (false, UpstreamProtocol::Auto) => Transport {
+                main: plain(s, false),
+                grpc: Some(plain(s, true)),
+            },
+            (true, p) => Transport {
+                main: tls(s, p),
+                grpc: None,
+            },
+        }
+    }
+
+    /// Send `req` (absolute URI: the target's scheme and authority). `grpc`: the request
+    /// is a gRPC call.
+    pub fn request(&self, mut req: Request<UpstreamBody>, grpc: bool) -> ResponseFuture {
+        let conn = match (&self.grpc, grpc) {
+            (Some(h2c), true) => h2c,
+            _ => &self.main,
+        };
+        // An HTTP/2 hop carries the authority in `:authority`, the target's (it also picks
+        // the pooled connection); a `Host` naming the client's host beside it is a request
+        // strict servers refuse as malformed (RFC 9113 section 8.3.1), so it goes, and the
+        // upstream reads the client's host from `X-Forwarded-Host`. HTTP/1.1 hops keep it.
+        match conn {
+            Conn::Plain { client, version } => {
+                *req.version_mut() = *version;
+                if *version == Version::HTTP_2 {
+                    req.headers_mut().remove(http::header::HOST);
+                }
+                client.request(req)
+            }
+            Conn::Tls {
+                client,
+                version,
+                may_be_h2,
+            } => {
+                *req.version_mut() = *version;
+                if *may_be_h2 {
+                    req.headers_mut().remove(http::header::HOST);
+                }
+                client.request(req)
+            }
+        }
+    }
+}
+
+fn builder(s: &ClientSettings, h2_only: bool) -> hyper_util::client::legacy::Builder {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(s.pool_idle_timeout)
+        .pool_max_idle_per_host(s.pool_max_idle_per_host);
+    if h2_only {
+        b.http2_only(true)
+            // A dead h2 connection is noticed between requests, not by the next request.
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .http2_keep_alive_timeout(Duration::from_secs(10));
+    }
+    b
+}
+
+fn tcp(s: &ClientSettings) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(s.connect_timeout));
+    http.enforce_http(false);
+    http
+}
+
+fn plain(s: &ClientSettings, h2: bool) -> Conn {
+    let mut http = tcp(s);
+    http.enforce_http(true);
+    Conn::Plain {
+        client: builder(s, h2).build(http),
+        version: if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        },
+    }
+}
+
+fn tls(s: &ClientSettings, protocol: UpstreamProtocol) -> Conn {
+    let Some(config) = s.tls.as_deref().cloned() else {
+        // INVARIANT: config validation builds a TLS configuration for every route with an
+        // https target. Without one, never connect unverified: a plain client that only
+        // speaks http:// fails every https request as a connect error (502).
+        tracing::error!("https upstream without a TLS configuration; its requests will fail");
+        return plain(s, false);
+    };
+    let b = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only();
+    let (connector, h2_only) = match protocol {
+        UpstreamProtocol::Http1 => (b.enable_http1().wrap_connector(tcp(s)), false),
+        UpstreamProtocol::H2 => (b.enable_http2().wrap_connector(tcp(s)), true),
+        UpstreamProtocol::Auto => (b.enable_all_versions().wrap_connector(tcp(s)), false),
+    };
+    Conn::Tls {
+        client: builder(s, h2_only).build(connector),
+        may_be_h2: protocol != UpstreamProtocol::Http1,
+        // With ALPN the pooled connection decides; HTTP/1.1 requests travel on either.
+        version: if h2_only {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        },
+    }
+}

@@ -1,0 +1,321 @@
+//! The upstream client: where a forwarded request goes and how it gets there.
+//!
+//! - [`target`]: a route's targets shared by every worker (health, passive ejection with
+//!   back-off, requests in flight, per-target metrics);
+//! - [`balance`]: picking a target (round robin, least requests, user hash);
+//! - [`connect`]: pooled connections to one target (HTTP/1.1, h2c, TLS with ALPN);
+//! - [`health`]: the active health checks and DNS re-resolution, run by the gateway;
+//! - [`body`]: the request body, reclaimable for a retry.
+//!
+//! [`Pool::send`] is the one entry point the pipeline uses. A request that could not
+//! connect, or an idempotent one whose connection failed before any response byte and whose
+//! body was not yet streamed, is retried once on another target; a POST or PATCH is retried
+//! only when its connection could not be made (nothing was sent).
+
+pub mod balance;
+pub mod body;
+pub mod connect;
+pub mod health;
+pub mod target;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderMap, Method, Request, Response, Version};
+use http_body::Body as _;
+use http_body_util::LengthLimitError;
+use hyper::body::Incoming;
+
+pub use balance::PickContext;
+pub use body::UpstreamBody;
+use connect::Transport;
+pub use target::{TargetSet, TargetState};
+
+/// Why a request got no response from its upstream. The text is the reason for the log
+/// (the client sees a generic 502/504).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made (refused, unreachable, TLS handshake or certificate).
+    #[error("{0}")]
+    Connect(String),
+    /// The connection failed or the upstream broke the protocol before a response head.
+    #[error("{0}")]
+    Failed(String),
+    #[error("upstream did not answer in time")]
+    Timeout,
+    #[error("request body larger than the route allows")]
+    BodyTooLarge,
+}
+
+/// One target's clients in one worker.
+struct TargetClient {
+    transport: ArcSwap<Transport>,
+    /// The target's DNS generation these clients were built for.
+    generation: AtomicU64,
+}
+
+/// One worker's view of a route's upstream: the shared targets and this worker's pooled
+/// connections to each (a pooled connection is driven by a task on the runtime that opened
+/// it, so each worker keeps its own).
+pub struct Pool {
+    set: Arc<TargetSet>,
+    clients: Vec<TargetClient>,
+    /// This worker's rotation counter.
+    rr: AtomicUsize,
+}
+
+/// A request as the pipeline hands it over: headers final, the URI's path and query only.
+pub struct Outgoing {
+    pub req: Request<UpstreamBody>,
+    pub path: PathAndQuery,
+    /// `content-type: application/grpc*`.
+    pub grpc: bool,
+}
+
+impl Pool {
+    pub fn new(set: Arc<TargetSet>) -> Pool {
+        let clients = set
+            .targets
+            .iter()
+            .map(|t| TargetClient {
+                transport: ArcSwap::from_pointee(Transport::new(&t.target, &set.settings)),
+                generation: AtomicU64::new(t.dns_generation.load(Ordering::Relaxed)),
+            })
+            .collect();
+        Pool {
+            set,
+            clients,
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn targets(&self) -> &Arc<TargetSet> {
+        &self.set
+    }
+
+    /// Send the request to a target the route's policy picks, retrying once on another as
+    /// the module doc says, all within `timeout` (to the response head).
+    pub async fn send(
+        &self,
+        out: Outgoing,
+        user: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        match tokio::time::timeout(timeout, self.send_inner(out, user)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Timeout),
+        }
+    }
+
+    async fn send_inner(
+        &self,
+        out: Outgoing,
+        user: Option<&[u8]>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let Outgoing { req, path, grpc } = out;
+        if self.clients.len() == 1 {
+            // One target: nowhere to retry, nothing to pick (the path of `upstream = ..`).
+            return self.attempt(0, req, path, grpc).await.map_err(|(e, _)| e);
+        }
+        let now = target::now_ms();
+        let mut ctx = PickContext {
+            user,
+            exclude: None,
+        };
+        let Some(first) = balance::pick(self.set.balance, &self.set.targets, now, &self.rr, ctx)
+        else {
+            return Err(SendError::Connect("no upstream target".into()));
+        };
+        // What a second attempt needs: the head again, and the body if it comes back unread.
+        let (parts, body) = req.into_parts();
+        let again = Again {
+            method: parts.method.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        };
+        let bodyless = body.is_end_stream();
+        let (body, slot) = if bodyless {
+            (body, None)
+        } else {
+            let (b, s) = body.reclaimable();
+            (b, Some(s))
+        };
+        let req = Request::from_parts(parts, body);
+        let retry_path = path.clone();
+        let (err, connected) = match self.attempt(first, req, path, grpc).await {
+            Ok(resp) => return Ok(resp),
+            Err(e) => e,
+        };
+        let idempotent = matches!(
+            again.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+        let retry = match &err {
+            SendError::Connect(_) => true,
+            SendError::Failed(_) => idempotent && connected,
+            SendError::Timeout | SendError::BodyTooLarge => false,
+        };
+        if !retry {
+            return Err(err);
+        }
+        let body = if bodyless {
+            UpstreamBody::empty()
+        } else {
+            match slot.as_ref().and_then(body::take_back) {
+                Some(source) => UpstreamBody::from_source(source),
+                // Part of the body went out: never send it again.
+                None => return Err(err),
+            }
+        };
+        ctx.exclude = Some(first);
+        let Some(second) = balance::pick(self.set.balance, &self.set.targets, now, &self.rr, ctx)
+        else {
+            return Err(err);
+        };
+        tracing::debug!(route = self.set.route, error = %err, from = %self.set.targets[first].target.origin, to = %self.set.targets[second].target.origin, "retrying on another upstream target");
+        let req = again.request(body);
+        self.attempt(second, req, retry_path, grpc)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// One attempt on target `i`. On error, also says whether a connection was made (so a
+    /// failure after connecting can be told from one while connecting).
+    async fn attempt(
+        &self,
+        i: usize,
+        mut req: Request<UpstreamBody>,
+        path: PathAndQuery,
+        grpc: bool,
+    ) -> Result<Response<Incoming>, (SendError, bool)> {
+        let (Some(state), Some(client)) = (self.set.targets.get(i), self.clients.get(i)) else {
+            return Err((SendError::Connect("no upstream target".into()), false));
+        };
+        *req.uri_mut() = uri(&state.target, path)?;
+        let transport = client.current(state, &self.set);
+        let _in_flight = state.start(self.set.balance == crate::routing::Balance::LeastRequests);
+        match transport.request(req, grpc).await {
+            Ok(resp) => {
+                state.answered();
+                Ok(resp)
+            }
+            Err(e) if caused_by::<LengthLimitError>(&e) => Err((SendError::BodyTooLarge, true)),
+            Err(e) if e.is_connect() => {
+                state.connect_failed(target::now_ms());
+                Err((SendError::Connect(error_chain(&e)), false))
+            }
+            Err(e) => {
+                state.request_failed();
+                Err((SendError::Failed(error_chain(&e)), true))
+            }
+        }
+    }
+}
+
+impl TargetClient {
+    /// The clients to use now: rebuilt first when the target's name resolved to other
+    /// addresses since they were made (their pooled connections go to the old ones).
+    #[inline]
+    fn current(&self, state: &TargetState, set: &TargetSet) -> arc_swap::Guard<Arc<Transport>> {
+        if state.target.named {
+            let g = state.dns_generation.load(Ordering::Relaxed);
+            if g != self.generation.swap(g, Ordering::Relaxed) {
+                self.transport
+                    .store(Arc::new(Transport::new(&state.target, &set.settings)));
+            }
+        }
+        self.transport.load()
+    }
+}
+
+/// The head of a request, kept for a second attempt.
+struct Again {
+    method: Method,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Again {
+    fn request(self, body: UpstreamBody) -> Request<UpstreamBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// The absolute URI for `target` (the path moved in, not cloned: a clone of a fresh `Bytes`
+/// allocates, and the single-target path must not).
+fn uri(
+    target: &crate::routing::UpstreamTarget,
+    path: PathAndQuery,
+) -> Result<Uri, (SendError, bool)> {
+    Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| (SendError::Failed(format!("upstream URI: {e}")), false))
+}
+
+/// Is `T` anywhere in the error's source chain?
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The error and every source, `: `-separated (what the log shows, e.g. the certificate
+/// problem behind a failed handshake).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::{Balance, UpstreamTarget};
+    use http::uri::Scheme;
+
+    #[tokio::test]
+    async fn a_dns_change_rebuilds_the_clients_of_a_named_target_only() {
+        let set = Arc::new(TargetSet::detached(
+            Balance::RoundRobin,
+            vec![
+                UpstreamTarget::new(Scheme::HTTP, "api.internal:8080".parse().unwrap()),
+                UpstreamTarget::new(Scheme::HTTP, "10.0.0.1:8080".parse().unwrap()),
+            ],
+        ));
+        let pool = Pool::new(set.clone());
+        let ptr = |i: usize| Arc::as_ptr(&*pool.clients[i].current(&set.targets[i], &set));
+        let (named, literal) = (ptr(0), ptr(1));
+        assert_eq!(
+            ptr(0),
+            named,
+            "no change, same clients (same pooled connections)"
+        );
+        for t in &set.targets {
+            t.dns_generation.fetch_add(1, Ordering::Relaxed);
+        }
+        assert_ne!(ptr(0), named, "new addresses: new clients");
+        assert_eq!(ptr(1), literal, "an IP literal never resolves");
+        let rebuilt = ptr(0);
+        assert_eq!(ptr(0), rebuilt, "rebuilt once per change");
+    }
+}
