@@ -8,4 +8,5 @@
 pub mod jwe;
 pub mod jwks;
 pub mod key_checks;
+mod key_error;
 pub mod keys;
