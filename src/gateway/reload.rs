@@ -23,7 +23,7 @@ pub enum ReloadError {
     Config(#[from] ConfigErrors),
     /// A certificate or key that does not build a TLS configuration.
     #[error("{0}")]
-    Tls(String),
+    Tls(#[source] crate::tls::TlsError),
     #[error("{0} on or off needs a restart; nothing was changed")]
     TlsSwitch(&'static str),
     /// The new `[jwt.jwks]` source could not be fetched.
