@@ -151,9 +151,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     ));
 
     let tls: Option<TlsSource> = match &config.listen.tls {
-        Some(m) => Some(Arc::new(ArcSwap::from_pointee(crate::tls::server_config(
-            m,
-        )?))),
+        Some(m) => Some(Arc::new(ArcSwap::from_pointee(
+            crate::tls::server_config(m).map_err(anyhow::Error::msg)?,
+        ))),
         None => None,
     };
     let workers = config
@@ -229,9 +229,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         });
         admin_state = Some(state.clone());
         admin_tls = match &a.tls {
-            Some(m) => Some(Arc::new(ArcSwap::from_pointee(crate::tls::server_config(
-                m,
-            )?))),
+            Some(m) => Some(Arc::new(ArcSwap::from_pointee(
+                crate::tls::server_config(m).map_err(anyhow::Error::msg)?,
+            ))),
             None => None,
         };
         // The admin listener has its own small connection budget so a flood of proxy
