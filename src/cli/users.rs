@@ -6,9 +6,11 @@ use super::UsersCommand;
 
 /// Apply one users-file command.
 pub fn users(command: UsersCommand) -> anyhow::Result<()> {
-    use crate::signin::users::{hash_password, UsersFile};
+    use crate::signin::users::{hash_password, EditError, UsersFile};
+    // The typed errors' messages already end with their cause: `Error::msg` keeps main's
+    // `{:#}` from printing that cause a second time.
     let edit = |file: &std::path::Path,
-                change: &dyn Fn(&mut UsersFile) -> Result<String, String>|
+                change: &dyn Fn(&mut UsersFile) -> Result<String, EditError>|
      -> anyhow::Result<()> {
         let mut users = UsersFile::load_or_empty(file).map_err(anyhow::Error::msg)?;
         let done = change(&mut users).map_err(anyhow::Error::msg)?;

@@ -87,7 +87,7 @@ impl SignIn {
             );
         }
         Ok(SignIn {
-            directory: Arc::new(users::Directory::new(s.users)?),
+            directory: Arc::new(users::Directory::new(s.users).map_err(|e| e.to_string())?),
             signer: issue::Signer::new(key, jwt, s.access_ttl, s.encrypt_kid.as_deref())
                 .map_err(|e| e.to_string())?,
             sessions: sessions_for(revocations)?,
