@@ -216,16 +216,14 @@ pub fn normalise_prefix(prefix: &str) -> Result<String, PrefixError> {
 }
 
 /// Why a configured route prefix is refused.
+/// Causes are named in the message, not chained as `source()`: a chain printer (`{:#}`, as
+/// `main` prints a start-up error) would print them twice.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrefixError {
     #[error("`{prefix}` must start with /")]
     NotAbsolute { prefix: String },
     #[error("`{prefix}` cannot be normalised: {error}")]
-    NotNormal {
-        prefix: String,
-        #[source]
-        error: PathError,
-    },
+    NotNormal { prefix: String, error: PathError },
 }
 
 /// Why a path was refused (always a 400).

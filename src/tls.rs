@@ -30,24 +30,18 @@ impl fmt::Debug for TlsMaterial {
 }
 
 /// Why a certificate and key do not build a server configuration; each names the file.
+/// Causes are named in the message, not chained as `source()`: a chain printer (`{:#}`, as
+/// `main` prints a start-up error) would print them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("tls_cert `{}` is not PEM: {error}", path.display())]
-    CertNotPem {
-        path: PathBuf,
-        #[source]
-        error: PemError,
-    },
+    CertNotPem { path: PathBuf, error: PemError },
     #[error("tls_cert `{}` holds no certificate", path.display())]
     NoCertificate { path: PathBuf },
     #[error("tls_key `{}` holds no usable private key: {error}", path.display())]
-    NoPrivateKey {
-        path: PathBuf,
-        #[source]
-        error: PemError,
-    },
+    NoPrivateKey { path: PathBuf, error: PemError },
     #[error("TLS setup: {0}")]
-    Setup(#[source] rustls::Error),
+    Setup(rustls::Error),
     #[error(
         "tls_cert `{}` and tls_key `{}` do not form a usable pair: {error}",
         cert_path.display(),
@@ -56,7 +50,6 @@ pub enum TlsError {
     NotAPair {
         cert_path: PathBuf,
         key_path: PathBuf,
-        #[source]
         error: rustls::Error,
     },
 }
@@ -172,5 +165,25 @@ mod tests {
             key_pem: b"nope".to_vec(),
         };
         assert!(server_config(&m).unwrap_err().to_string().contains("c.pem"));
+    }
+
+    /// The cause is in the message and not chained again, so `{:#}` (how `main` prints a
+    /// start-up error) shows it once.
+    #[test]
+    fn a_bad_key_names_its_file_and_cause_once() {
+        let (cert_pem, _) = generate_dev_cert().unwrap();
+        let m = TlsMaterial {
+            cert_path: "c.pem".into(),
+            key_path: "k.pem".into(),
+            cert_pem,
+            key_pem: b"nope".to_vec(),
+        };
+        let e = server_config(&m).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.starts_with("tls_key `k.pem` holds no usable private key: "),
+            "{message}"
+        );
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)), message);
     }
 }

@@ -13,32 +13,27 @@ use argon2::password_hash::PasswordHash;
 use serde::{Deserialize, Serialize};
 
 /// Why a users file cannot be used; each names the file.
+/// Causes are named in the message, not chained as `source()`: a chain printer (`{:#}`, as
+/// `main` prints a start-up error) would print them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum UsersFileError {
     #[error("cannot read `{}`: {error}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
         error: std::io::Error,
     },
     #[error("`{}`: {error}", path.display())]
     Json {
         path: PathBuf,
-        #[source]
         error: serde_json::Error,
     },
     #[error("`{}`: {error}", path.display())]
     Toml {
         path: PathBuf,
-        #[source]
         error: toml::de::Error,
     },
     #[error("`{}`: {error}", path.display())]
-    Entry {
-        path: PathBuf,
-        #[source]
-        error: EntryError,
-    },
+    Entry { path: PathBuf, error: EntryError },
 }
 
 /// An entry of the users file that breaks a rule; `index` is its place in `users`.
@@ -54,7 +49,6 @@ pub enum EntryError {
     Hash {
         index: usize,
         username: String,
-        #[source]
         error: HashError,
     },
 }
@@ -72,9 +66,7 @@ pub enum EditError {
     NoSuchUser { who: String },
 }
 
-/// A password hash the gateway cannot verify; the message follows `password_hash`. The
-/// password-hash crate's error is shown, not chained: without that crate's `std` feature it
-/// is no `std::error::Error`.
+/// A password hash the gateway cannot verify; the message follows `password_hash`.
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("looks like bcrypt but is not 60 characters long")]

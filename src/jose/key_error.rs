@@ -6,6 +6,8 @@
 use rsa::pkcs8::der;
 
 /// A key refused at load, whatever its source (config entry, JWKS file, JWKS server).
+/// Causes are named in the message, not chained as `source()`: a chain printer (`{:#}`, as
+/// `main` prints a start-up error) would print them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     // HMAC secrets (RFC 7518 section 3.2).
@@ -34,17 +36,17 @@ pub enum KeyError {
     )]
     Roca,
 
-    // Public keys in PEM (the PEM decoder's error is not a std error: shown, not chained).
+    // Public keys in PEM.
     #[error("not a PEM block: {0}")]
     NotPem(der::pem::Error),
     #[error("not a SubjectPublicKeyInfo: {0}")]
-    NotSpki(#[source] der::Error),
+    NotSpki(der::Error),
     #[error("the public key is not an RSA key (algorithm {oid})")]
     NotRsa { oid: String },
     #[error("PEM label `{label}` is not an RSA public key")]
     NotRsaPublicLabel { label: String },
     #[error("not a PKCS#1 RSA public key: {0}")]
-    NotPkcs1(#[source] der::Error),
+    NotPkcs1(der::Error),
     #[error("PEM label `{label}` is not a public key (expected PUBLIC KEY)")]
     NotPublicKeyLabel { label: String },
 
@@ -68,11 +70,11 @@ pub enum KeyError {
     )]
     RsaPrivatePemLabel,
     #[error("RSA private key is inconsistent: {0}")]
-    RsaPrivateInconsistent(#[source] rsa::Error),
+    RsaPrivateInconsistent(rsa::Error),
     #[error("RSA key is {bits} bits; RSA-OAEP needs at least {min}")]
     RsaPrivateTooSmall { bits: usize, min: usize },
     #[error("not a usable RSA private key: {0}")]
-    RsaPrivateComponents(#[source] rsa::Error),
+    RsaPrivateComponents(rsa::Error),
 
     // ECDH-ES private keys (P-256, P-384, P-521, X25519).
     #[error("private_key is not PEM: {0}")]

@@ -157,6 +157,30 @@ mod tests {
         assert!(file.check().unwrap_err().to_string().contains("alice"));
     }
 
+    /// `main` prints a start-up error with its chain (`{:#}`): the cause the message names
+    /// must not come out a second time.
+    #[test]
+    fn a_users_file_error_names_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users.toml");
+        std::fs::write(
+            &p,
+            "[[users]]\nid = \"u\"\nusername = \"a\"\npassword_hash = \"x\"\n",
+        )
+        .unwrap();
+        let e = UsersFile::load(&p).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.contains("users[0] (a): password_hash is not an argon2id"),
+            "{message}"
+        );
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)), message);
+        let e = UsersFile::load(dir.path()).unwrap_err();
+        let message = e.to_string();
+        assert!(message.starts_with("cannot read `"), "{message}");
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)), message);
+    }
+
     #[test]
     fn directory_answers_only_the_right_password() {
         let file = UsersFile {

@@ -7,6 +7,8 @@ use super::keys::{names, KeyAlg};
 use crate::jose::key_checks::KeyError;
 
 /// A decryption key, key set or `enc` list that cannot be loaded.
+/// Causes are named in the message, not chained as `source()`: a chain printer (`{:#}`, as
+/// `main` prints a start-up error) would print them twice.
 #[derive(Debug, thiserror::Error)]
 pub enum DecryptionKeyError {
     #[error("alg {alg:?} is not supported; valid: {valid}", valid = key_algs())]
@@ -56,7 +58,6 @@ pub enum DecryptionKeyError {
     #[error("{file}: not a JWKS document: {error}")]
     NotJwks {
         file: String,
-        #[source]
         error: serde_json::Error,
     },
     #[error("{file} keys[{index}]: a decryption key needs a kid")]
@@ -65,7 +66,6 @@ pub enum DecryptionKeyError {
     #[error("{key}: {error}")]
     InJwks {
         key: String,
-        #[source]
         error: Box<DecryptionKeyError>,
     },
     #[error("two decryption keys share kid {kid:?}")]
