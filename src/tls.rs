@@ -143,27 +143,25 @@ pub fn generate_dev_cert() -> Result<(Vec<u8>, Vec<u8>), rcgen::Error> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn dev_cert_builds_a_server_config() {
-        let (cert_pem, key_pem) = generate_dev_cert().unwrap();
-        let m = TlsMaterial {
+    fn material(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> TlsMaterial {
+        TlsMaterial {
             cert_path: "c.pem".into(),
             key_path: "k.pem".into(),
             cert_pem,
             key_pem,
-        };
-        let cfg = server_config(&m).unwrap();
+        }
+    }
+
+    #[test]
+    fn dev_cert_builds_a_server_config() {
+        let (cert_pem, key_pem) = generate_dev_cert().unwrap();
+        let cfg = server_config(&material(cert_pem, key_pem)).unwrap();
         assert_eq!(cfg.alpn_protocols[0], b"h2");
     }
 
     #[test]
     fn garbage_is_refused_with_the_path() {
-        let m = TlsMaterial {
-            cert_path: "c.pem".into(),
-            key_path: "k.pem".into(),
-            cert_pem: b"nope".to_vec(),
-            key_pem: b"nope".to_vec(),
-        };
+        let m = material(b"nope".to_vec(), b"nope".to_vec());
         assert!(server_config(&m).unwrap_err().to_string().contains("c.pem"));
     }
 
@@ -172,13 +170,7 @@ mod tests {
     #[test]
     fn a_bad_key_names_its_file_and_cause_once() {
         let (cert_pem, _) = generate_dev_cert().unwrap();
-        let m = TlsMaterial {
-            cert_path: "c.pem".into(),
-            key_path: "k.pem".into(),
-            cert_pem,
-            key_pem: b"nope".to_vec(),
-        };
-        let e = server_config(&m).unwrap_err();
+        let e = server_config(&material(cert_pem, b"nope".to_vec())).unwrap_err();
         let message = e.to_string();
         assert!(
             message.starts_with("tls_key `k.pem` holds no usable private key: "),
