@@ -345,17 +345,33 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// Normalise a configured prefix the same way request paths are normalised.
-pub fn normalise_prefix(prefix: &str) -> Result<String, String> {
+pub fn normalise_prefix(prefix: &str) -> Result<String, PrefixError> {
     if !prefix.starts_with('/') {
-        return Err(format!("`{prefix}` must start with /"));
+        return Err(PrefixError::NotAbsolute {
+            prefix: prefix.into(),
+        });
     }
     let mut p = normalise_path(prefix)
-        .map_err(|e| format!("`{prefix}` cannot be normalised: {e}"))?
+        .map_err(|error| PrefixError::NotNormal {
+            prefix: prefix.into(),
+            error,
+        })?
         .into_owned();
     while p.len() > 1 && p.ends_with('/') {
         p.pop();
     }
     Ok(p)
+}
+
+/// Why a configured route prefix is refused.
+/// Causes are named in the message, not chained as `source()`: a chain printer (`{:#}`, as
+/// `main` prints a start-up error) would print them twice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("`{prefix}` must start with /")]
+    NotAbsolute { prefix: String },
+    #[error("`{prefix}` cannot be normalised: {error}")]
+    NotNormal { prefix: String, error: PathError },
 }
 
 /// Why a path was refused (always a 400).

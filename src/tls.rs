@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{Error as PemError, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
@@ -29,35 +29,72 @@ impl fmt::Debug for TlsMaterial {
     }
 }
 
+/// Why a certificate and key do not build a server configuration; each names the file.
+/// Causes are named in the message, not chained as `source()`: a chain printer (`{:#}`, as
+/// `main` prints a start-up error) would print them twice.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("tls_cert `{}` is not PEM: {error}", path.display())]
+    CertNotPem { path: PathBuf, error: PemError },
+    #[error("tls_cert `{}` holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("tls_key `{}` holds no usable private key: {error}", path.display())]
+    NoPrivateKey { path: PathBuf, error: PemError },
+    #[error("TLS setup: {0}")]
+    Setup(rustls::Error),
+    #[error(
+        "tls_cert `{}` and tls_key `{}` do not form a usable pair: {error}",
+        cert_path.display(),
+        key_path.display()
+    )]
+    NotAPair {
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        error: rustls::Error,
+    },
+}
+
+/// Why a `[listen] hsts` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HstsError {
+    #[error("only applies with TLS (set tls_cert and tls_key)")]
+    WithoutTls,
+    #[error(
+        "`{value}` must start with max-age=<seconds>, e.g. \"max-age=31536000; includeSubDomains\""
+    )]
+    NoMaxAge { value: String },
+    #[error("`{value}` is not a valid header value")]
+    NotAHeaderValue { value: String },
+}
+
 /// Build a rustls server config from PEM material; the error says what is wrong with it.
-pub fn server_config(m: &TlsMaterial) -> Result<ServerConfig, String> {
+pub fn server_config(m: &TlsMaterial) -> Result<ServerConfig, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&m.cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls_cert `{}` is not PEM: {e}", m.cert_path.display()))?;
+        .map_err(|error| TlsError::CertNotPem {
+            path: m.cert_path.clone(),
+            error,
+        })?;
     if certs.is_empty() {
-        return Err(format!(
-            "tls_cert `{}` holds no certificate",
-            m.cert_path.display()
-        ));
+        return Err(TlsError::NoCertificate {
+            path: m.cert_path.clone(),
+        });
     }
-    let key = PrivateKeyDer::from_pem_slice(&m.key_pem).map_err(|e| {
-        format!(
-            "tls_key `{}` holds no usable private key: {e}",
-            m.key_path.display()
-        )
-    })?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&m.key_pem).map_err(|error| TlsError::NoPrivateKey {
+            path: m.key_path.clone(),
+            error,
+        })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(TlsError::Setup)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "tls_cert `{}` and tls_key `{}` do not form a usable pair: {e}",
-                m.cert_path.display(),
-                m.key_path.display()
-            )
+        .map_err(|error| TlsError::NotAPair {
+            cert_path: m.cert_path.clone(),
+            key_path: m.key_path.clone(),
+            error,
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // Our cipher suite order (strongest first), not the client's: a client offering a weak
@@ -132,9 +169,9 @@ pub fn upstream_client_config(
 /// Validate `[listen] hsts`: a `Strict-Transport-Security` value (RFC 6797 section 6.1)
 /// starting with `max-age=<seconds>`, only meaningful with TLS (browsers ignore the header
 /// over plain HTTP, section 8.1).
-pub fn hsts_value(v: &str, tls: bool) -> Result<http::HeaderValue, String> {
+pub fn hsts_value(v: &str, tls: bool) -> Result<http::HeaderValue, HstsError> {
     if !tls {
-        return Err("only applies with TLS (set tls_cert and tls_key)".into());
+        return Err(HstsError::WithoutTls);
     }
     let max_age = v
         .split(';')
@@ -142,21 +179,19 @@ pub fn hsts_value(v: &str, tls: bool) -> Result<http::HeaderValue, String> {
         .map(str::trim)
         .and_then(|d| d.strip_prefix("max-age="));
     if !max_age.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(format!(
-            "`{v}` must start with max-age=<seconds>, e.g. \"max-age=31536000; includeSubDomains\""
-        ));
+        return Err(HstsError::NoMaxAge { value: v.into() });
     }
-    http::HeaderValue::from_str(v).map_err(|_| format!("`{v}` is not a valid header value"))
+    http::HeaderValue::from_str(v).map_err(|_| HstsError::NotAHeaderValue { value: v.into() })
 }
 
 /// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, as (cert PEM, key PEM).
-pub fn generate_dev_cert() -> Result<(Vec<u8>, Vec<u8>), String> {
+pub fn generate_dev_cert() -> Result<(Vec<u8>, Vec<u8>), rcgen::Error> {
     let names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    let cert = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    let cert = rcgen::generate_simple_self_signed(names)?;
     Ok((
         cert.cert.pem().into_bytes(),
         cert.signing_key.serialize_pem().into_bytes(),
@@ -167,27 +202,39 @@ pub fn generate_dev_cert() -> Result<(Vec<u8>, Vec<u8>), String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn dev_cert_builds_a_server_config() {
-        let (cert_pem, key_pem) = generate_dev_cert().unwrap();
-        let m = TlsMaterial {
+    fn material(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> TlsMaterial {
+        TlsMaterial {
             cert_path: "c.pem".into(),
             key_path: "k.pem".into(),
             cert_pem,
             key_pem,
-        };
-        let cfg = server_config(&m).unwrap();
+        }
+    }
+
+    #[test]
+    fn dev_cert_builds_a_server_config() {
+        let (cert_pem, key_pem) = generate_dev_cert().unwrap();
+        let cfg = server_config(&material(cert_pem, key_pem)).unwrap();
         assert_eq!(cfg.alpn_protocols[0], b"h2");
     }
 
     #[test]
     fn garbage_is_refused_with_the_path() {
-        let m = TlsMaterial {
-            cert_path: "c.pem".into(),
-            key_path: "k.pem".into(),
-            cert_pem: b"nope".to_vec(),
-            key_pem: b"nope".to_vec(),
-        };
-        assert!(server_config(&m).unwrap_err().contains("c.pem"));
+        let m = material(b"nope".to_vec(), b"nope".to_vec());
+        assert!(server_config(&m).unwrap_err().to_string().contains("c.pem"));
+    }
+
+    /// The cause is in the message and not chained again, so `{:#}` (how `main` prints a
+    /// start-up error) shows it once.
+    #[test]
+    fn a_bad_key_names_its_file_and_cause_once() {
+        let (cert_pem, _) = generate_dev_cert().unwrap();
+        let e = server_config(&material(cert_pem, b"nope".to_vec())).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.starts_with("tls_key `k.pem` holds no usable private key: "),
+            "{message}"
+        );
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)), message);
     }
 }

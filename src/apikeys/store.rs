@@ -39,6 +39,34 @@ pub enum StoreError {
     Redis(String),
 }
 
+/// Why the API-key file cannot be read at start-up; each names the file.
+/// Causes are named in the message, not chained as `source()`: a chain printer (`{:#}`, as
+/// `main` prints a start-up error) would print them twice.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read the API-key store {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "the API-key store {} is not valid ({error}); restore it from a backup or move it away \
+         (every key in it is then lost)",
+        path.display()
+    )]
+    Invalid {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+    #[error(
+        "the API-key store {} has version {version}; this gateway reads version {FILE_VERSION}",
+        path.display()
+    )]
+    Version { path: PathBuf, version: u32 },
+    #[error("the API-key store {} lists key `{id}` twice", path.display())]
+    Duplicate { path: PathBuf, id: String },
+}
+
 /// One key as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,12 +122,11 @@ impl Store {
             ApiKeyStore::Memory => Ok((Store::Memory, Vec::new())),
             ApiKeyStore::File(path) => {
                 let owned = path.clone();
-                let (lock, keys) = tokio::task::spawn_blocking(move || {
-                    let lock = lock_file(&owned).map_err(|e| e.to_string())?;
-                    load_file(&owned).map(|keys| (lock, keys))
+                let (lock, keys) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                    let lock = lock_file(&owned).map_err(anyhow::Error::msg)?;
+                    Ok((lock, load_file(&owned)?))
                 })
-                .await?
-                .map_err(anyhow::Error::msg)?;
+                .await??;
                 Ok((Store::File(path.clone(), std::sync::Arc::new(lock)), keys))
             }
             ApiKeyStore::Redis(r) => {
@@ -234,40 +261,36 @@ fn redis_store(r: &RedisStore) -> anyhow::Result<Store> {
 
 /// Read the key file; a missing file is an empty set. Anything else that goes wrong is an
 /// error naming the file.
-pub fn load_file(path: &Path) -> Result<Vec<StoredKey>, String> {
+pub fn load_file(path: &Path) -> Result<Vec<StoredKey>, KeyFileError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(format!(
-                "cannot read the API-key store {}: {e}",
-                path.display()
-            ))
+        Err(error) => {
+            return Err(KeyFileError::Read {
+                path: path.to_path_buf(),
+                error,
+            })
         }
     };
-    let file: FileFormat = serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "the API-key store {} is not valid ({e}); restore it from a backup or move it away \
-             (every key in it is then lost)",
-            path.display()
-        )
-    })?;
+    let file: FileFormat =
+        serde_json::from_slice(&bytes).map_err(|error| KeyFileError::Invalid {
+            path: path.to_path_buf(),
+            error,
+        })?;
     if file.version != FILE_VERSION {
-        return Err(format!(
-            "the API-key store {} has version {}; this gateway reads version {FILE_VERSION}",
-            path.display(),
-            file.version
-        ));
+        return Err(KeyFileError::Version {
+            path: path.to_path_buf(),
+            version: file.version,
+        });
     }
     let mut ids = std::collections::HashSet::new();
     let mut digests = std::collections::HashSet::new();
     for k in &file.keys {
         if !ids.insert(k.id.as_str()) || !digests.insert(k.sha256) {
-            return Err(format!(
-                "the API-key store {} lists key `{}` twice",
-                path.display(),
-                k.id
-            ));
+            return Err(KeyFileError::Duplicate {
+                path: path.to_path_buf(),
+                id: k.id.clone(),
+            });
         }
     }
     Ok(file.keys)
@@ -394,11 +417,11 @@ mod tests {
             r#"{"version": 1, "keys": [], "extra": true}"#.to_string(),
         ] {
             std::fs::write(&path, &text).unwrap();
-            let e = load_file(&path).unwrap_err();
+            let e = load_file(&path).unwrap_err().to_string();
             assert!(e.contains(&path.display().to_string()), "{text}: {e}");
         }
         let k = key("00aa", "x");
         save_file(&path, &[k.clone(), k]).unwrap();
-        assert!(load_file(&path).unwrap_err().contains("twice"));
+        assert!(load_file(&path).unwrap_err().to_string().contains("twice"));
     }
 }

@@ -6,12 +6,12 @@ use super::UsersCommand;
 
 /// Apply one users-file command.
 pub fn users(command: UsersCommand) -> anyhow::Result<()> {
-    use crate::signin::users::{hash_password, UsersFile};
+    use crate::signin::users::{hash_password, EditError, UsersFile};
     let edit = |file: &std::path::Path,
-                change: &dyn Fn(&mut UsersFile) -> Result<String, String>|
+                change: &dyn Fn(&mut UsersFile) -> Result<String, EditError>|
      -> anyhow::Result<()> {
-        let mut users = UsersFile::load_or_empty(file).map_err(anyhow::Error::msg)?;
-        let done = change(&mut users).map_err(anyhow::Error::msg)?;
+        let mut users = UsersFile::load_or_empty(file)?;
+        let done = change(&mut users)?;
         users
             .save(file)
             .with_context(|| format!("cannot write {}", file.display()))?;
@@ -21,10 +21,7 @@ pub fn users(command: UsersCommand) -> anyhow::Result<()> {
     match command {
         UsersCommand::Add { file, id, username } => {
             // Refuse a taken id or username before asking for a password.
-            UsersFile::load_or_empty(&file)
-                .map_err(anyhow::Error::msg)?
-                .add(&id, &username, String::new())
-                .map_err(anyhow::Error::msg)?;
+            UsersFile::load_or_empty(&file)?.add(&id, &username, String::new())?;
             let hash = hash_password(&read_password()?).map_err(anyhow::Error::msg)?;
             edit(&file, &|u| {
                 u.add(&id, &username, hash.clone())

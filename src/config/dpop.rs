@@ -96,11 +96,22 @@ pub fn validate(
     }
 }
 
+/// Why `dpop.public_origin` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginError {
+    #[error("`{value}` is not a URL; write e.g. \"https://api.example.com\"")]
+    NotAUrl { value: String },
+    #[error(
+        "`{value}` is not an origin; write scheme and host only, e.g. \"https://api.example.com\""
+    )]
+    NotAnOrigin { value: String },
+}
+
 /// `https://api.example.com[:port]` as a lower-case origin without trailing slash.
-fn origin(s: &str) -> Result<String, String> {
+fn origin(s: &str) -> Result<String, OriginError> {
     let uri: http::Uri = s
         .parse()
-        .map_err(|_| format!("`{s}` is not a URL; write e.g. \"https://api.example.com\""))?;
+        .map_err(|_| OriginError::NotAUrl { value: s.into() })?;
     let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
     let path_ok = matches!(uri.path(), "" | "/") && uri.query().is_none();
     match (scheme.as_deref(), uri.authority()) {
@@ -109,9 +120,7 @@ fn origin(s: &str) -> Result<String, String> {
             scheme.as_deref().unwrap_or("https"),
             a.as_str().to_ascii_lowercase()
         )),
-        _ => Err(format!(
-            "`{s}` is not an origin; write scheme and host only, e.g. \"https://api.example.com\""
-        )),
+        _ => Err(OriginError::NotAnOrigin { value: s.into() }),
     }
 }
 

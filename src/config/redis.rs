@@ -69,55 +69,80 @@ pub struct SentinelUrl {
     pub db: i64,
 }
 
+/// Why a store URL is not one this build can connect to. No variant holds the URL, which
+/// may carry a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisUrlError {
+    #[error("no master name: write redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME/DB")]
+    NoMaster,
+    #[error("the database must be a number")]
+    DbNotANumber,
+    #[error("passwords are not supported in a sentinel URL")]
+    SentinelPassword,
+    #[error("each sentinel needs HOST:PORT")]
+    SentinelNoPort,
+    #[error("a sentinel port is not a number")]
+    SentinelPortNotANumber,
+    #[error("a sentinel host is empty")]
+    SentinelHostEmpty,
+    /// Refused by the redis client (its kind, and its detail, which omits the URL).
+    #[error("{kind:?}: {detail}")]
+    Client {
+        kind: redis::ErrorKind,
+        detail: String,
+    },
+}
+
 /// `Some` for a `redis+sentinel://` URL: parsed, or why it does not parse.
-pub fn sentinel_url(url: &str) -> Option<Result<SentinelUrl, String>> {
+pub fn sentinel_url(url: &str) -> Option<Result<SentinelUrl, RedisUrlError>> {
     let rest = url.strip_prefix("redis+sentinel://")?;
-    Some(
-        (|| {
-            let mut parts = rest.splitn(3, '/');
-            let hosts = parts.next().unwrap_or_default();
-            let master = parts.next().filter(|m| !m.is_empty()).ok_or(
-                "no master name: write redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME/DB",
-            )?;
-            let db = match parts.next() {
-                None | Some("") => 0,
-                Some(d) => d.parse().map_err(|_| "the database must be a number")?,
-            };
-            if hosts.contains('@') {
-                return Err("passwords are not supported in a sentinel URL".to_string());
-            }
-            let sentinels = hosts
-                .split(',')
-                .map(|h| {
-                    let (host, port) = h.rsplit_once(':').ok_or("each sentinel needs HOST:PORT")?;
-                    let port = port
-                        .parse()
-                        .map_err(|_| "a sentinel port is not a number")?;
-                    if host.is_empty() {
-                        return Err("a sentinel host is empty");
-                    }
-                    Ok((host.to_string(), port))
-                })
-                .collect::<Result<Vec<_>, &str>>()?;
-            Ok(SentinelUrl {
-                sentinels,
-                master: master.to_string(),
-                db,
+    Some((|| {
+        let mut parts = rest.splitn(3, '/');
+        let hosts = parts.next().unwrap_or_default();
+        let master = parts
+            .next()
+            .filter(|m| !m.is_empty())
+            .ok_or(RedisUrlError::NoMaster)?;
+        let db = match parts.next() {
+            None | Some("") => 0,
+            Some(d) => d.parse().map_err(|_| RedisUrlError::DbNotANumber)?,
+        };
+        if hosts.contains('@') {
+            return Err(RedisUrlError::SentinelPassword);
+        }
+        let sentinels = hosts
+            .split(',')
+            .map(|h| {
+                let (host, port) = h.rsplit_once(':').ok_or(RedisUrlError::SentinelNoPort)?;
+                let port = port
+                    .parse()
+                    .map_err(|_| RedisUrlError::SentinelPortNotANumber)?;
+                if host.is_empty() {
+                    return Err(RedisUrlError::SentinelHostEmpty);
+                }
+                Ok((host.to_string(), port))
             })
-        })()
-        .map_err(|e: String| e),
-    )
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SentinelUrl {
+            sentinels,
+            master: master.to_string(),
+            db,
+        })
+    })())
 }
 
 /// Whether `url` is a Redis URL this build can connect to (`portcullis check` runs this).
 /// The message never repeats the URL, which may hold a password.
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), RedisUrlError> {
     if let Some(parsed) = sentinel_url(url) {
         return parsed.map(drop);
     }
     redis::Client::open(url)
         .map(drop)
-        .map_err(|e| format!("{:?}: {}", e.kind(), e.detail().unwrap_or("invalid URL")))
+        .map_err(|e| RedisUrlError::Client {
+            kind: e.kind(),
+            detail: e.detail().unwrap_or("invalid URL").to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -141,7 +166,9 @@ mod tests {
         assert_eq!(redact_url("redis://user@h/0"), "redis://user@h/0");
         assert!(check_url("redis://127.0.0.1:6379/0").is_ok());
         assert!(check_url("rediss://:pw@127.0.0.1:6380/0").is_ok());
-        let err = check_url("redis://:hunter2@[bad/0").unwrap_err();
+        let err = check_url("redis://:hunter2@[bad/0")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -7,10 +7,77 @@
 //! file with [`UsersFile::save`], which replaces it atomically with mode 0600. Checking a
 //! password against an entry is sign-in's job (`signin::users`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use argon2::password_hash::PasswordHash;
 use serde::{Deserialize, Serialize};
+
+/// Why a users file cannot be used; each names the file.
+/// Causes are named in the message, not chained as `source()`: a chain printer (`{:#}`, as
+/// `main` prints a start-up error) would print them twice.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersFileError {
+    #[error("cannot read `{}`: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("`{}`: {error}", path.display())]
+    Json {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+    #[error("`{}`: {error}", path.display())]
+    Toml {
+        path: PathBuf,
+        error: toml::de::Error,
+    },
+    #[error("`{}`: {error}", path.display())]
+    Entry { path: PathBuf, error: EntryError },
+}
+
+/// An entry of the users file that breaks a rule; `index` is its place in `users`.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("users[{index}]: id and username must not be empty")]
+    Empty { index: usize },
+    #[error("users[{index}]: id `{id}` appears twice")]
+    DuplicateId { index: usize, id: String },
+    #[error("users[{index}]: username `{username}` appears twice")]
+    DuplicateUsername { index: usize, username: String },
+    #[error("users[{index}] ({username}): password_hash {error}")]
+    Hash {
+        index: usize,
+        username: String,
+        error: HashError,
+    },
+}
+
+/// Why `portcullis users add|passwd|remove` refuses an edit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    #[error("--id and --username must not be empty")]
+    Empty,
+    #[error("a user with id `{id}` already exists")]
+    IdTaken { id: String },
+    #[error("username `{username}` is taken (use `users passwd` to change its password)")]
+    UsernameTaken { username: String },
+    #[error("no user with username or id `{who}`")]
+    NoSuchUser { who: String },
+}
+
+/// A password hash the gateway cannot verify; the message follows `password_hash`.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("looks like bcrypt but is not 60 characters long")]
+    BcryptLength { len: usize },
+    #[error("is not an argon2id PHC string or a bcrypt hash ($2b$/$2a$/$2y$): {0}")]
+    NotPhc(argon2::password_hash::Error),
+    #[error("uses `{algorithm}`; only argon2id (or imported bcrypt) is accepted")]
+    NotArgon2id { algorithm: String },
+    #[error("has unusable parameters: {0}")]
+    Params(argon2::password_hash::Error),
+}
 
 /// The file as written: a list of users.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -46,21 +113,32 @@ fn is_json(path: &Path) -> bool {
 impl UsersFile {
     /// Read and check a users file; a missing file is an error (the CLI uses
     /// [`UsersFile::load_or_empty`]).
-    pub fn load(path: &Path) -> Result<UsersFile, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<UsersFile, UsersFileError> {
+        let path_buf = || path.to_path_buf();
+        let text = std::fs::read_to_string(path).map_err(|error| UsersFileError::Read {
+            path: path_buf(),
+            error,
+        })?;
         let file: UsersFile = if is_json(path) {
-            serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))?
+            serde_json::from_str(&text).map_err(|error| UsersFileError::Json {
+                path: path_buf(),
+                error,
+            })?
         } else {
-            toml::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))?
+            toml::from_str(&text).map_err(|error| UsersFileError::Toml {
+                path: path_buf(),
+                error,
+            })?
         };
-        file.check()
-            .map_err(|e| format!("`{}`: {e}", path.display()))?;
+        file.check().map_err(|error| UsersFileError::Entry {
+            path: path_buf(),
+            error,
+        })?;
         Ok(file)
     }
 
     /// The file, or an empty list when it does not exist yet.
-    pub fn load_or_empty(path: &Path) -> Result<UsersFile, String> {
+    pub fn load_or_empty(path: &Path) -> Result<UsersFile, UsersFileError> {
         if path.exists() {
             Self::load(path)
         } else {
@@ -69,25 +147,30 @@ impl UsersFile {
     }
 
     /// Ids and usernames unique and non-empty, every hash in a supported format.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), EntryError> {
         let mut ids = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
-        for (i, u) in self.users.iter().enumerate() {
+        for (index, u) in self.users.iter().enumerate() {
             if u.id.is_empty() || u.username.is_empty() {
-                return Err(format!("users[{i}]: id and username must not be empty"));
+                return Err(EntryError::Empty { index });
             }
             if !ids.insert(u.id.as_str()) {
-                return Err(format!("users[{i}]: id `{}` appears twice", u.id));
+                return Err(EntryError::DuplicateId {
+                    index,
+                    id: u.id.clone(),
+                });
             }
             if !names.insert(u.username.as_str()) {
-                return Err(format!(
-                    "users[{i}]: username `{}` appears twice",
-                    u.username
-                ));
+                return Err(EntryError::DuplicateUsername {
+                    index,
+                    username: u.username.clone(),
+                });
             }
-            if let Err(e) = check_hash(&u.password_hash) {
-                return Err(format!("users[{i}] ({}): password_hash {e}", u.username));
-            }
+            check_hash(&u.password_hash).map_err(|error| EntryError::Hash {
+                index,
+                username: u.username.clone(),
+                error,
+            })?;
         }
         Ok(())
     }
@@ -139,17 +222,22 @@ impl UsersFile {
 
 impl UsersFile {
     /// Add a user (`portcullis users add`); the id and the username must be new.
-    pub fn add(&mut self, id: &str, username: &str, password_hash: String) -> Result<(), String> {
+    pub fn add(
+        &mut self,
+        id: &str,
+        username: &str,
+        password_hash: String,
+    ) -> Result<(), EditError> {
         if id.is_empty() || username.is_empty() {
-            return Err("--id and --username must not be empty".into());
+            return Err(EditError::Empty);
         }
         if self.users.iter().any(|u| u.id == id) {
-            return Err(format!("a user with id `{id}` already exists"));
+            return Err(EditError::IdTaken { id: id.into() });
         }
         if self.users.iter().any(|u| u.username == username) {
-            return Err(format!(
-                "username `{username}` is taken (use `users passwd` to change its password)"
-            ));
+            return Err(EditError::UsernameTaken {
+                username: username.into(),
+            });
         }
         self.users.push(UserEntry {
             id: id.to_owned(),
@@ -170,45 +258,42 @@ impl UsersFile {
     }
 
     /// Replace a user's password hash (`portcullis users passwd`).
-    pub fn set_password(&mut self, who: &str, password_hash: String) -> Result<(), String> {
+    pub fn set_password(&mut self, who: &str, password_hash: String) -> Result<(), EditError> {
         let u = self
             .find_mut(who)
-            .ok_or_else(|| format!("no user with username or id `{who}`"))?;
+            .ok_or_else(|| EditError::NoSuchUser { who: who.into() })?;
         u.password_hash = password_hash;
         Ok(())
     }
 
     /// Remove a user (`portcullis users remove`).
-    pub fn remove(&mut self, who: &str) -> Result<UserEntry, String> {
+    pub fn remove(&mut self, who: &str) -> Result<UserEntry, EditError> {
         let i = self
             .users
             .iter()
             .position(|u| u.username == who)
             .or_else(|| self.users.iter().position(|u| u.id == who))
-            .ok_or_else(|| format!("no user with username or id `{who}`"))?;
+            .ok_or_else(|| EditError::NoSuchUser { who: who.into() })?;
         Ok(self.users.remove(i))
     }
 }
 
 /// Is this a hash the gateway can verify?
-pub fn check_hash(hash: &str) -> Result<(), String> {
+pub fn check_hash(hash: &str) -> Result<(), HashError> {
     if is_bcrypt(hash) {
         return if hash.len() == 60 {
             Ok(())
         } else {
-            Err("looks like bcrypt but is not 60 characters long".into())
+            Err(HashError::BcryptLength { len: hash.len() })
         };
     }
-    let parsed = PasswordHash::new(hash).map_err(|e| {
-        format!("is not an argon2id PHC string or a bcrypt hash ($2b$/$2a$/$2y$): {e}")
-    })?;
+    let parsed = PasswordHash::new(hash).map_err(HashError::NotPhc)?;
     if parsed.algorithm.as_str() != "argon2id" {
-        return Err(format!(
-            "uses `{}`; only argon2id (or imported bcrypt) is accepted",
-            parsed.algorithm
-        ));
+        return Err(HashError::NotArgon2id {
+            algorithm: parsed.algorithm.to_string(),
+        });
     }
-    argon2::Params::try_from(&parsed).map_err(|e| format!("has unusable parameters: {e}"))?;
+    argon2::Params::try_from(&parsed).map_err(HashError::Params)?;
     Ok(())
 }
 

@@ -10,15 +10,27 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 use tokio::task::AbortHandle;
 
-use crate::auth::jwks::{Refreshed, Refresher};
+use crate::auth::jwks::{JwksError, Refreshed, Refresher};
 use crate::config::jwks::JwksSettings;
 use crate::pipeline::Shared;
 use crate::telemetry::metrics::{Metrics, ReasonLabel};
 
 use crate::server::listener;
 
+/// The first key set of a `[jwt.jwks]` source could not be had: the gateway does not start,
+/// a reload is refused. The cause is named in the message, not chained as `source()`.
+#[derive(Debug, thiserror::Error)]
+#[error("jwt.jwks: cannot fetch the key set from {from}: {error}")]
+pub struct FirstFetchError {
+    /// The source, as it prints (a URL or a file).
+    from: String,
+    error: JwksError,
+}
+
 /// Fetch the first key set of `settings`; the error names the source.
-pub(super) async fn first_fetch(settings: &JwksSettings) -> Result<Arc<Refresher>, String> {
+pub(super) async fn first_fetch(
+    settings: &JwksSettings,
+) -> Result<Arc<Refresher>, FirstFetchError> {
     Refresher::start(
         settings.source.clone(),
         settings.fetch.clone(),
@@ -26,11 +38,9 @@ pub(super) async fn first_fetch(settings: &JwksSettings) -> Result<Arc<Refresher
         settings.min_refresh_interval,
     )
     .await
-    .map_err(|e| {
-        format!(
-            "jwt.jwks: cannot fetch the key set from {}: {e}",
-            settings.source
-        )
+    .map_err(|error| FirstFetchError {
+        from: settings.source.to_string(),
+        error,
     })
 }
 
@@ -85,7 +95,10 @@ impl PublishedKeys {
 
     /// Decide what a reload to `wanted` does; fetches the first set of a new source, so a
     /// reload to an unreachable one is refused before anything changes.
-    pub(super) async fn plan(&self, wanted: Option<&JwksSettings>) -> Result<Plan, String> {
+    pub(super) async fn plan(
+        &self,
+        wanted: Option<&JwksSettings>,
+    ) -> Result<Plan, FirstFetchError> {
         let current = {
             let running = self.lock();
             running
@@ -99,9 +112,7 @@ impl PublishedKeys {
             }
             (_, None) => Ok(Plan::Replace(None)),
             (_, Some(w)) => {
-                let refresher = first_fetch(w)
-                    .await
-                    .map_err(|e| format!("{e}; nothing was changed"))?;
+                let refresher = first_fetch(w).await?;
                 Ok(Plan::Replace(Some((w.clone(), refresher))))
             }
         }

@@ -23,12 +23,12 @@ pub enum ReloadError {
     Config(#[from] ConfigErrors),
     /// A certificate or key that does not build a TLS configuration.
     #[error("{0}")]
-    Tls(String),
+    Tls(crate::tls::TlsError),
     #[error("{0} on or off needs a restart; nothing was changed")]
     TlsSwitch(&'static str),
     /// The new `[jwt.jwks]` source could not be fetched.
-    #[error("{0}")]
-    Jwks(String),
+    #[error("{0}; nothing was changed")]
+    Jwks(jwks::FirstFetchError),
     #[error("{0}")]
     DevFiles(String),
     #[error("{0}")]

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::Deserialize;
 
-use super::key_checks::{self, Curve};
+use super::key_checks::{self, Curve, KeyError};
 
 /// Raw key material from the config file, before it is decoded.
 pub struct KeyMaterial {
@@ -449,11 +449,16 @@ impl Jwk {
     }
 
     /// A base64url member, decoded (padding tolerated, other alphabets not).
-    pub fn bytes(&self, name: &str, value: Option<&String>) -> Result<Vec<u8>, String> {
-        let v = value.ok_or_else(|| format!("the {} key has no `{name}`", self.kty))?;
+    pub fn bytes(&self, name: &str, value: Option<&String>) -> Result<Vec<u8>, KeyError> {
+        let v = value.ok_or_else(|| KeyError::JwkMemberMissing {
+            kty: self.kty.clone(),
+            member: name.into(),
+        })?;
         URL_SAFE_NO_PAD
             .decode(v.trim_end_matches('='))
-            .map_err(|_| format!("`{name}` is not base64url"))
+            .map_err(|_| KeyError::JwkMemberNotBase64url {
+                member: name.into(),
+            })
     }
 }
 

@@ -10,4 +10,5 @@ pub mod discovery;
 pub mod jwe;
 pub mod jwks;
 pub mod key_checks;
+mod key_error;
 pub mod keys;

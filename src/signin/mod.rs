@@ -44,6 +44,22 @@ pub use crate::config::signin::{
 /// Which sign-in endpoint a request is for: an entry of the one route table.
 pub use crate::routing::Endpoint;
 
+/// Why sign-in cannot start: the start stops (sessions) or its endpoints stay disabled.
+/// Causes are named in the message, not chained as `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("signin: the signing key has no private material")]
+    NoSigningKey,
+    #[error(transparent)]
+    Directory(#[from] users::DummyHashError),
+    #[error(transparent)]
+    Signer(#[from] issue::IssueError),
+    #[error("session journal: {0}")]
+    Journal(crate::durable::DurableError),
+    #[error("signin: cannot start the password hashing threads: {0}")]
+    HashThreads(std::io::Error),
+}
+
 /// The running sign-in service: users, signer, sessions, limits.
 #[derive(Debug)]
 pub struct SignIn {
@@ -77,11 +93,11 @@ impl SignIn {
         validator: Arc<Validator>,
         jwt: &crate::config::Jwt,
         revocations: &Arc<Revocations>,
-    ) -> Result<SignIn, String> {
+    ) -> Result<SignIn, StartError> {
         let key = validator
             .keys
             .signing_key(s.signing_kid.as_deref())
-            .ok_or("signin: the signing key has no private material")?;
+            .ok_or(StartError::NoSigningKey)?;
         if s.cookies.as_ref().is_some_and(|c| !c.secure) {
             tracing::warn!(
                 "signin.cookies.secure = false: token cookies may travel over plain HTTP; for local development only"
@@ -89,13 +105,12 @@ impl SignIn {
         }
         Ok(SignIn {
             directory: Arc::new(users::Directory::new(s.users)?),
-            signer: issue::Signer::new(key, jwt, s.access_ttl, s.encrypt_kid.as_deref())
-                .map_err(|e| e.to_string())?,
+            signer: issue::Signer::new(key, jwt, s.access_ttl, s.encrypt_kid.as_deref())?,
             sessions: sessions_for(revocations)?,
             limits: limits::LoginLimits::new(s.ip_attempts_per_minute, s.user_attempts_per_minute),
             hashing: tokio::sync::Semaphore::new(s.max_concurrent_hashes),
             hasher: hashing::HashPool::new(s.max_concurrent_hashes)
-                .map_err(|e| format!("signin: cannot start the password hashing threads: {e}"))?,
+                .map_err(StartError::HashThreads)?,
             refresh_ttl: s.refresh_ttl,
             max_sessions_per_user: s.max_sessions_per_user,
             cookies: s.cookies.map(cookies::Settings::from),
@@ -143,7 +158,7 @@ impl SignIn {
 /// (see `server::start`), and a journal that cannot be opened stops the start.
 pub fn sessions_for(
     revocations: &Arc<Revocations>,
-) -> Result<Arc<dyn sessions::SessionStore>, String> {
+) -> Result<Arc<dyn sessions::SessionStore>, StartError> {
     type Entry = (Weak<Revocations>, Arc<dyn sessions::SessionStore>);
     static STORES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
     let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,7 +174,8 @@ pub fn sessions_for(
         Backing::Log(log) => {
             let path = sessions::journal_path(log);
             let started = std::time::Instant::now();
-            let (journal, loaded) = sessions::JournalSessions::open(&path, revocations.recover())?;
+            let (journal, loaded) = sessions::JournalSessions::open(&path, revocations.recover())
+                .map_err(StartError::Journal)?;
             tracing::info!(
                 path = %path.display(),
                 families = loaded.families,

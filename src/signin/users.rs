@@ -8,15 +8,19 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 
 use crate::config::users::is_bcrypt;
-pub use crate::config::users::{UserEntry, UsersFile};
+pub use crate::config::users::{EditError, UserEntry, UsersFile};
+
+/// Why the directory cannot be built: the hash verified for unknown usernames failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot compute the dummy hash: {0}")]
+pub struct DummyHashError(argon2::password_hash::Error);
 
 /// A new argon2id hash of `password` with the crate's default (OWASP-recommended) cost.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
 }
 
 /// Does `password` match `hash`? CPU-heavy by design: call it off the async runtime.
@@ -52,7 +56,7 @@ impl std::fmt::Debug for Directory {
 impl Directory {
     /// Index the file. The dummy hash uses the cost of the file's first argon2id hash (the
     /// default cost when there is none), so both paths take about the same time.
-    pub fn new(file: UsersFile) -> Result<Directory, String> {
+    pub fn new(file: UsersFile) -> Result<Directory, DummyHashError> {
         let params = file
             .users
             .iter()
@@ -65,7 +69,7 @@ impl Directory {
         let salt = SaltString::generate(&mut OsRng);
         let dummy_hash = hasher
             .hash_password(&secret, &salt)
-            .map_err(|e| format!("cannot compute the dummy hash: {e}"))?
+            .map_err(DummyHashError)?
             .to_string();
         Ok(Directory {
             ids: file.users.iter().map(|u| u.id.clone()).collect(),
@@ -150,7 +154,31 @@ mod tests {
         let mut v = u.clone();
         v.id = "u-2".into();
         let file = UsersFile { users: vec![u, v] };
-        assert!(file.check().unwrap_err().contains("alice"));
+        assert!(file.check().unwrap_err().to_string().contains("alice"));
+    }
+
+    /// `main` prints a start-up error with its chain (`{:#}`): the cause the message names
+    /// must not come out a second time.
+    #[test]
+    fn a_users_file_error_names_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("users.toml");
+        std::fs::write(
+            &p,
+            "[[users]]\nid = \"u\"\nusername = \"a\"\npassword_hash = \"x\"\n",
+        )
+        .unwrap();
+        let e = UsersFile::load(&p).unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.contains("users[0] (a): password_hash is not an argon2id"),
+            "{message}"
+        );
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)), message);
+        let e = UsersFile::load(dir.path()).unwrap_err();
+        let message = e.to_string();
+        assert!(message.starts_with("cannot read `"), "{message}");
+        assert_eq!(format!("{:#}", anyhow::Error::from(e)), message);
     }
 
     #[test]

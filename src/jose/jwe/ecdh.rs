@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use super::header::ProtectedHeader;
 use super::{JweError, KeyAlg};
+use crate::jose::key_checks::KeyError;
 
 /// A curve ECDH-ES may run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,14 +84,13 @@ const X25519_OID: &str = "1.3.101.110";
 impl EcdhKey {
     /// A PKCS#8 `PRIVATE KEY` (EC or X25519) or SEC1 `EC PRIVATE KEY` PEM; the curve is
     /// the key's own.
-    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+    pub fn from_pem(pem: &[u8]) -> Result<Self, KeyError> {
         use rsa::pkcs8::der::pem;
-        let (label, der) =
-            pem::decode_vec(pem).map_err(|e| format!("private_key is not PEM: {e}"))?;
+        let (label, der) = pem::decode_vec(pem).map_err(KeyError::EcdhPemNotPem)?;
         if label != "PRIVATE KEY" && label != "EC PRIVATE KEY" {
-            return Err(format!(
-                "private_key: PEM label `{label}` is not an EC or X25519 private key"
-            ));
+            return Err(KeyError::EcdhPemLabel {
+                label: label.into(),
+            });
         }
         for curve in [EcdhCurve::P256, EcdhCurve::P384, EcdhCurve::P521] {
             if let Ok(key) = PrivateKey::from_private_key_der(curve.algorithm(), &der) {
@@ -98,20 +98,18 @@ impl EcdhKey {
             }
         }
         let info = rsa::pkcs8::PrivateKeyInfo::try_from(der.as_slice())
-            .map_err(|_| "private_key: not a P-256, P-384, P-521 or X25519 private key")?;
-        if info.algorithm.oid.to_string() != X25519_OID {
-            return Err(format!(
-                "private_key: algorithm {} is not a P-256, P-384, P-521 or X25519 key",
-                info.algorithm.oid
-            ));
+            .map_err(|_| KeyError::EcdhPemUnknown)?;
+        let oid = info.algorithm.oid.to_string();
+        if oid != X25519_OID {
+            return Err(KeyError::EcdhPemAlgorithm { oid });
         }
         // CurvePrivateKey ::= OCTET STRING (RFC 8410 section 7): 04 20 || 32 bytes.
         let raw = match info.private_key {
             [0x04, 0x20, rest @ ..] if rest.len() == 32 => rest,
-            _ => return Err("private_key: malformed X25519 private key".into()),
+            _ => return Err(KeyError::X25519Malformed),
         };
         let key = PrivateKey::from_private_key(&agreement::X25519, raw)
-            .map_err(|_| "private_key: unusable X25519 private key")?;
+            .map_err(|_| KeyError::X25519Unusable)?;
         Ok(EcdhKey {
             curve: EcdhCurve::X25519,
             key,
@@ -119,19 +117,22 @@ impl EcdhKey {
     }
 
     /// A private JWK (`kty` EC or OKP, `crv`, `d`; `x`/`y` must match `d` when present).
-    pub fn from_jwk(jwk: &crate::jose::keys::Jwk) -> Result<Self, String> {
+    pub fn from_jwk(jwk: &crate::jose::keys::Jwk) -> Result<Self, KeyError> {
         let crv = jwk.crv.as_deref().unwrap_or("(none)");
-        let curve = EcdhCurve::from_name(crv)
-            .ok_or_else(|| format!("crv {crv} is not P-256, P-384, P-521 or X25519"))?;
+        let curve =
+            EcdhCurve::from_name(crv).ok_or_else(|| KeyError::EcdhCurve { crv: crv.into() })?;
         if jwk.kty != curve.kty() {
-            return Err(format!("crv {crv} needs kty {}", curve.kty()));
+            return Err(KeyError::EcdhKty {
+                crv: crv.into(),
+                kty: curve.kty(),
+            });
         }
         let d = Zeroizing::new(jwk.bytes("d", jwk.d.as_ref())?);
         let key = PrivateKey::from_private_key(curve.algorithm(), &d)
-            .map_err(|_| format!("`d` is not a {crv} private key"))?;
+            .map_err(|_| KeyError::EcdhPrivate { crv: crv.into() })?;
         let public = key
             .compute_public_key()
-            .map_err(|_| "cannot compute the public key")?;
+            .map_err(|_| KeyError::EcdhNoPublic)?;
         let x = jwk.bytes("x", jwk.x.as_ref())?;
         let expected = match curve {
             EcdhCurve::X25519 => x,
@@ -143,7 +144,7 @@ impl EcdhKey {
             }
         };
         if public.as_ref() != expected.as_slice() {
-            return Err("the public part (x, y) does not belong to the private key d".into());
+            return Err(KeyError::EcdhPublicMismatch);
         }
         Ok(EcdhKey { curve, key })
     }

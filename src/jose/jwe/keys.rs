@@ -15,7 +15,9 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::ecdh::EcdhKey;
+use super::key_error::DecryptionKeyError;
 use super::{ContentEnc, JweError};
+use crate::jose::key_checks::KeyError;
 
 /// Smallest RSA modulus accepted for RSA-OAEP-256, in bits (RFC 7518 section 4.3).
 pub const MIN_RSA_BITS: usize = 2048;
@@ -189,31 +191,21 @@ impl DecryptionKey {
         key_b64url: Option<&str>,
         key_bytes: Option<&[u8]>,
         rsa_private_pem: Option<&[u8]>,
-    ) -> Result<Self, String> {
-        let alg_parsed = KeyAlg::from_name(alg).ok_or_else(|| {
-            format!(
-                "alg {alg:?} is not supported; valid: {}",
-                names(KeyAlg::ALL.map(KeyAlg::name))
-            )
-        })?;
+    ) -> Result<Self, DecryptionKeyError> {
+        let alg_parsed = KeyAlg::from_name(alg)
+            .ok_or_else(|| DecryptionKeyError::UnsupportedAlg { alg: alg.into() })?;
         let enc = enc
             .map(|e| {
-                ContentEnc::from_name(e).ok_or_else(|| {
-                    format!(
-                        "enc {e:?} is not supported; valid: {}",
-                        names(ContentEnc::ALL.map(ContentEnc::name))
-                    )
-                })
+                ContentEnc::from_name(e)
+                    .ok_or_else(|| DecryptionKeyError::UnsupportedEnc { enc: e.into() })
             })
             .transpose()?;
         let material = if alg_parsed.is_asymmetric() {
             if key_b64url.is_some() || key_bytes.is_some() {
-                return Err(format!(
-                    "alg {alg} takes a private key PEM (private_key), not key/key_file"
-                ));
+                return Err(DecryptionKeyError::PemExpected { alg: alg.into() });
             }
             let pem = rsa_private_pem
-                .ok_or_else(|| format!("alg {alg} needs a private key PEM (private_key)"))?;
+                .ok_or_else(|| DecryptionKeyError::PemMissing { alg: alg.into() })?;
             if alg_parsed.is_rsa() {
                 Material::Rsa(Box::new(parse_rsa_private_pem(pem)?))
             } else {
@@ -221,39 +213,30 @@ impl DecryptionKey {
             }
         } else {
             if rsa_private_pem.is_some() {
-                return Err(format!(
-                    "alg {alg} takes a symmetric key, not a private key PEM"
-                ));
+                return Err(DecryptionKeyError::SymmetricExpected { alg: alg.into() });
             }
             let key = match (key_b64url, key_bytes) {
                 (Some(b64), None) => decode_config_b64url(b64)?,
                 (None, Some(raw)) => Zeroizing::new(raw.to_vec()),
-                (Some(_), Some(_)) => {
-                    return Err("set only one of key (base64url) and key_file".to_owned())
-                }
-                (None, None) => return Err(format!("alg {alg} needs key or key_file")),
+                (Some(_), Some(_)) => return Err(DecryptionKeyError::KeyAndKeyFile),
+                (None, None) => return Err(DecryptionKeyError::KeyMissing { alg: alg.into() }),
             };
             let want = match alg_parsed {
-                KeyAlg::Dir => enc
-                    .ok_or_else(|| {
-                        "alg dir needs enc (the key is the content key, so enc fixes its length)"
-                            .to_owned()
-                    })?
-                    .cek_len(),
+                KeyAlg::Dir => enc.ok_or(DecryptionKeyError::DirNeedsEnc)?.cek_len(),
                 other => other
                     .kw_len()
                     .or(other.gcmkw_len())
-                    .ok_or_else(|| format!("alg {alg} takes no symmetric key"))?,
+                    .ok_or_else(|| DecryptionKeyError::NoSymmetricKey { alg: alg.into() })?,
             };
             if key.len() != want {
-                let what = match (alg_parsed, enc) {
-                    (KeyAlg::Dir, Some(e)) => format!("alg dir with enc {}", e.name()),
-                    _ => format!("alg {alg}"),
-                };
-                return Err(format!(
-                    "{what} needs a {want}-byte key, got {} bytes",
-                    key.len()
-                ));
+                return Err(DecryptionKeyError::KeyLength {
+                    alg: alg.into(),
+                    enc: enc
+                        .filter(|_| alg_parsed == KeyAlg::Dir)
+                        .map(ContentEnc::name),
+                    want,
+                    got: key.len(),
+                });
             }
             Material::Symmetric(key)
         };
@@ -268,35 +251,31 @@ impl DecryptionKey {
 
     /// A key from a private JWK of `decryption_jwks_file` (its `alg` required, `use`
     /// absent or `enc`). Checked like a configured key.
-    pub fn from_jwk(jwk: &crate::jose::keys::Jwk) -> Result<Self, String> {
+    pub fn from_jwk(jwk: &crate::jose::keys::Jwk) -> Result<Self, DecryptionKeyError> {
         if jwk.use_.as_deref().is_some_and(|u| u != "enc") {
-            return Err(format!(
-                "use {:?}: a decryption key has use \"enc\" or none",
-                jwk.use_
-            ));
+            return Err(DecryptionKeyError::JwkUse {
+                use_: jwk.use_.clone(),
+            });
         }
         let alg = jwk
             .alg
             .as_deref()
-            .ok_or("a decryption JWK needs alg (e.g. \"RSA-OAEP-256\", \"ECDH-ES+A256KW\")")?;
-        let alg_parsed = KeyAlg::from_name(alg).ok_or_else(|| {
-            format!(
-                "alg {alg:?} is not supported; valid: {}",
-                names(KeyAlg::ALL.map(KeyAlg::name))
-            )
-        })?;
+            .ok_or(DecryptionKeyError::JwkAlgMissing)?;
+        let alg_parsed = KeyAlg::from_name(alg)
+            .ok_or_else(|| DecryptionKeyError::UnsupportedAlg { alg: alg.into() })?;
         let material = match jwk.kty.as_str() {
             "oct" if !alg_parsed.is_asymmetric() && alg_parsed != KeyAlg::Dir => {
                 let k = Zeroizing::new(jwk.bytes("k", jwk.k.as_ref())?);
                 let want = alg_parsed
                     .kw_len()
                     .or(alg_parsed.gcmkw_len())
-                    .ok_or("no key length")?;
+                    .ok_or_else(|| DecryptionKeyError::NoSymmetricKey { alg: alg.into() })?;
                 if k.len() != want {
-                    return Err(format!(
-                        "alg {alg} needs a {want}-byte key, got {}",
-                        k.len()
-                    ));
+                    return Err(DecryptionKeyError::JwkKeyLength {
+                        alg: alg.into(),
+                        want,
+                        got: k.len(),
+                    });
                 }
                 Material::Symmetric(k)
             }
@@ -311,11 +290,16 @@ impl DecryptionKey {
                     int("d", jwk.d.as_ref())?,
                     vec![int("p", jwk.p.as_ref())?, int("q", jwk.q.as_ref())?],
                 )
-                .map_err(|e| format!("not a usable RSA private key: {e}"))?;
+                .map_err(KeyError::RsaPrivateComponents)?;
                 Material::Rsa(Box::new(check_rsa_private(key)?))
             }
             "EC" | "OKP" if alg_parsed.is_ecdh() => Material::Ecdh(EcdhKey::from_jwk(jwk)?),
-            kty => return Err(format!("kty {kty} cannot be used with alg {alg}")),
+            kty => {
+                return Err(DecryptionKeyError::JwkKty {
+                    kty: kty.into(),
+                    alg: alg.into(),
+                })
+            }
         };
         Ok(DecryptionKey {
             kid: jwk.kid.clone(),
@@ -523,43 +507,37 @@ fn rsa_unwrap(
     }
 }
 
-fn parse_rsa_private_pem(pem: &[u8]) -> Result<RsaPrivateKey, String> {
+fn parse_rsa_private_pem(pem: &[u8]) -> Result<RsaPrivateKey, KeyError> {
     use rsa::pkcs1::DecodeRsaPrivateKey;
     use rsa::pkcs8::DecodePrivateKey;
-    let pem =
-        std::str::from_utf8(pem).map_err(|_| "RSA private key PEM is not UTF-8".to_owned())?;
+    let pem = std::str::from_utf8(pem).map_err(|_| KeyError::RsaPrivatePemNotUtf8)?;
     let key = RsaPrivateKey::from_pkcs8_pem(pem)
         .or_else(|_| RsaPrivateKey::from_pkcs1_pem(pem))
-        .map_err(|_| {
-            "RSA private key: expected a PKCS#8 \"PRIVATE KEY\" or PKCS#1 \"RSA PRIVATE KEY\" PEM"
-                .to_owned()
-        })?;
+        .map_err(|_| KeyError::RsaPrivatePemLabel)?;
     check_rsa_private(key)
 }
 
 /// The checks every RSA decryption key passes, from a PEM or a JWK.
-fn check_rsa_private(key: RsaPrivateKey) -> Result<RsaPrivateKey, String> {
-    key.validate()
-        .map_err(|e| format!("RSA private key is inconsistent: {e}"))?;
+fn check_rsa_private(key: RsaPrivateKey) -> Result<RsaPrivateKey, KeyError> {
+    key.validate().map_err(KeyError::RsaPrivateInconsistent)?;
     let bits = key.size() * 8;
     if bits < MIN_RSA_BITS {
-        return Err(format!(
-            "RSA key is {bits} bits; RSA-OAEP needs at least {MIN_RSA_BITS}"
-        ));
+        return Err(KeyError::RsaPrivateTooSmall {
+            bits,
+            min: MIN_RSA_BITS,
+        });
     }
     // The same weak-key rules as verification keys (exponent, ROCA).
     crate::jose::key_checks::rsa_public(&key.n().to_bytes_be(), &key.e().to_bytes_be())?;
     Ok(key)
 }
 
-fn decode_config_b64url(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+fn decode_config_b64url(text: &str) -> Result<Zeroizing<Vec<u8>>, DecryptionKeyError> {
     let trimmed = text.trim().trim_end_matches('=');
     URL_SAFE_NO_PAD
         .decode(trimmed)
         .map(Zeroizing::new)
-        .map_err(|_| {
-            "key is not valid base64url (alphabet A-Z a-z 0-9 - _, no '+' or '/')".to_owned()
-        })
+        .map_err(|_| DecryptionKeyError::KeyNotBase64url)
 }
 
 pub(super) fn names<const N: usize>(list: [&str; N]) -> String {
@@ -568,34 +546,43 @@ pub(super) fn names<const N: usize>(list: [&str; N]) -> String {
 
 /// The private keys of a `decryption_jwks_file`, each checked like a configured key;
 /// errors name the file and the key's kid.
-pub fn parse_decryption_jwks(bytes: &[u8], source: &str) -> Result<Vec<DecryptionKey>, String> {
+pub fn parse_decryption_jwks(
+    bytes: &[u8],
+    source: &str,
+) -> Result<Vec<DecryptionKey>, DecryptionKeyError> {
     let set: crate::jose::keys::JwkSetDoc =
-        serde_json::from_slice(bytes).map_err(|e| format!("{source}: not a JWKS document: {e}"))?;
+        serde_json::from_slice(bytes).map_err(|error| DecryptionKeyError::NotJwks {
+            file: source.into(),
+            error,
+        })?;
     let mut out = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let name = match &jwk.kid {
-            Some(kid) => format!("{source} kid {kid:?}"),
-            None => return Err(format!("{source} keys[{i}]: a decryption key needs a kid")),
+    for (index, jwk) in set.keys.iter().enumerate() {
+        let Some(kid) = &jwk.kid else {
+            return Err(DecryptionKeyError::JwksKidMissing {
+                file: source.into(),
+                index,
+            });
         };
-        out.push(DecryptionKey::from_jwk(jwk).map_err(|e| format!("{name}: {e}"))?);
+        out.push(
+            DecryptionKey::from_jwk(jwk).map_err(|error| DecryptionKeyError::InJwks {
+                key: format!("{source} kid {kid:?}"),
+                error: Box::new(error),
+            })?,
+        );
     }
     Ok(out)
 }
 
 /// `[jwt] decryption_encs`, validated; `None` gives the default list.
-pub fn parse_encs(names: Option<&[String]>) -> Result<Vec<ContentEnc>, String> {
+pub fn parse_encs(names: Option<&[String]>) -> Result<Vec<ContentEnc>, DecryptionKeyError> {
     let Some(names) = names else {
         return Ok(ContentEnc::DEFAULT_ACCEPTED.to_vec());
     };
     names
         .iter()
         .map(|n| {
-            ContentEnc::from_name(n).ok_or_else(|| {
-                format!(
-                    "`{n}` is not a supported enc; valid: {}",
-                    super::names(ContentEnc::ALL.map(ContentEnc::name))
-                )
-            })
+            ContentEnc::from_name(n)
+                .ok_or_else(|| DecryptionKeyError::UnsupportedAcceptedEnc { enc: n.clone() })
         })
         .collect()
 }
@@ -613,11 +600,11 @@ pub struct KeyRing {
 impl KeyRing {
     /// A ring of `keys`; two keys may not share a `kid`, since `kid` selects
     /// exactly one key.
-    pub fn new(keys: Vec<DecryptionKey>) -> Result<Self, String> {
+    pub fn new(keys: Vec<DecryptionKey>) -> Result<Self, DecryptionKeyError> {
         for (i, key) in keys.iter().enumerate() {
             if let Some(kid) = &key.kid {
                 if keys[..i].iter().any(|k| k.kid.as_ref() == Some(kid)) {
-                    return Err(format!("two decryption keys share kid {kid:?}"));
+                    return Err(DecryptionKeyError::DuplicateKid { kid: kid.clone() });
                 }
             }
         }
@@ -674,7 +661,9 @@ mod tests {
     }
 
     fn config_err(alg: &str, enc: Option<&str>, b64: Option<&str>, raw: Option<&[u8]>) -> String {
-        DecryptionKey::from_config(None, alg, enc, b64, raw, None).unwrap_err()
+        DecryptionKey::from_config(None, alg, enc, b64, raw, None)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -738,10 +727,16 @@ mod tests {
         .contains("only one"));
         let pem_for_sym =
             DecryptionKey::from_config(None, "A128KW", None, None, Some(&[1; 16]), Some(b"x"));
-        assert!(pem_for_sym.unwrap_err().contains("not a private key PEM"));
+        assert!(pem_for_sym
+            .unwrap_err()
+            .to_string()
+            .contains("not a private key PEM"));
         let sym_for_rsa =
             DecryptionKey::from_config(None, "RSA-OAEP-256", None, None, Some(&[1; 16]), None);
-        assert!(sym_for_rsa.unwrap_err().contains("not key/key_file"));
+        assert!(sym_for_rsa
+            .unwrap_err()
+            .to_string()
+            .contains("not key/key_file"));
         let bad_pem = DecryptionKey::from_config(
             None,
             "RSA-OAEP-256",
@@ -750,7 +745,7 @@ mod tests {
             None,
             Some(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
         );
-        assert!(bad_pem.unwrap_err().contains("PKCS#8"));
+        assert!(bad_pem.unwrap_err().to_string().contains("PKCS#8"));
     }
 
     #[test]
@@ -807,6 +802,7 @@ mod tests {
             sym(Some("a"), "A128KW", None, &[2; 16]),
         ])
         .unwrap_err()
+        .to_string()
         .contains("share kid"));
     }
 

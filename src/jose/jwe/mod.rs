@@ -32,6 +32,7 @@
 mod content;
 mod ecdh;
 mod header;
+mod key_error;
 mod keys;
 
 use aes_gcm::aead::rand_core::RngCore;
@@ -43,7 +44,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 pub use content::ContentEnc;
-use keys::names;
+pub use key_error::DecryptionKeyError;
 pub use keys::{
     parse_decryption_jwks, parse_encs, DecryptionKey, KeyAlg, KeyRing, DEFAULT_MAX_TOKEN_BYTES,
     MIN_RSA_BITS,

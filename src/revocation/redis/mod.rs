@@ -174,7 +174,11 @@ impl std::fmt::Debug for Cluster {
 pub fn client(store: &RedisStore) -> Result<redis::Client, RedisError> {
     if let Some(parsed) = sentinel_url(&store.url) {
         let s = parsed.map_err(|e| {
-            RedisError::from((redis::ErrorKind::InvalidClientConfig, "sentinel URL", e))
+            RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "sentinel URL",
+                e.to_string(),
+            ))
         })?;
         let (host, port) = discover_blocking(&s, store.timeout)?;
         return redis::Client::open(format!("redis://{host}:{port}/{}", s.db));
@@ -262,7 +266,11 @@ impl Cluster {
     pub fn new(store: &RedisStore, leeway: u64) -> Result<Cluster, RedisError> {
         let sentinel = match sentinel_url(&store.url) {
             Some(parsed) => Some(parsed.map_err(|e| {
-                RedisError::from((redis::ErrorKind::InvalidClientConfig, "sentinel URL", e))
+                RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "sentinel URL",
+                    e.to_string(),
+                ))
             })?),
             None => None,
         };

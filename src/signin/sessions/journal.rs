@@ -360,8 +360,8 @@ impl JournalSessions {
     /// replay it, dropping what expired before now. Damage other than a torn final write
     /// refuses the open unless `recover` (see `crate::durable::store::load`). Blocking: reads
     /// the whole file.
-    pub fn open(path: &Path, recover: bool) -> Result<(JournalSessions, Loaded), String> {
-        Self::open_with(path, now_unix(), recover).map_err(|e| format!("session journal: {e}"))
+    pub fn open(path: &Path, recover: bool) -> Result<(JournalSessions, Loaded), JournalError> {
+        Self::open_with(path, now_unix(), recover)
     }
 
     /// [`JournalSessions::open`] with an explicit clock, refusing damage.
