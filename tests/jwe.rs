@@ -155,7 +155,11 @@ async fn tampered_tokens_are_refused_alike_and_never_forwarded() {
             }
             let r = gw.get("/who", Some(&flip(token, seg))).await;
             assert_eq!(r.status, 401, "{} segment {seg}: {}", t["alg"], r.text());
-            bodies.push(r.text());
+            // Every error body names its own request and trace; the rest must not differ.
+            let mut body: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+            let ids = body.as_object_mut().unwrap();
+            assert!(ids.remove("request_id").is_some() && ids.remove("trace_id").is_some());
+            bodies.push(body.to_string());
         }
     }
     assert_eq!(up.hits(), hits, "a tampered token reached the upstream");
