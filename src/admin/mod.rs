@@ -318,11 +318,9 @@ impl RevokeRequest {
 
 const REVOKE_SHAPE: &str = "expected one of {\"jti\": \"...\", \"exp\": <unix seconds>}, {\"token\": \"...\"}, {\"sub\": \"...\"}, each with an optional \"reason\" (at most 256 bytes)";
 
-async fn read_json<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
-    expected: &str,
-) -> Result<T, Resp> {
-    let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+/// The request body, at most `MAX_BODY_BYTES` (413 beyond).
+async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Resp> {
+    Ok(Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
         .map_err(|_| {
@@ -331,7 +329,14 @@ async fn read_json<T: serde::de::DeserializeOwned>(
                 "request body too large (64 KiB at most)",
             )
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    expected: &str,
+) -> Result<T, Resp> {
+    let body = read_body(req).await?;
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -346,16 +351,7 @@ async fn read_json_or_empty<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
     expected: &str,
 ) -> Result<T, Resp> {
-    let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|_| {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large (64 KiB at most)",
-            )
-        })?
-        .to_bytes();
+    let body = read_body(req).await?;
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
