@@ -181,17 +181,7 @@ impl IssuerKeys {
 
     fn spawn(&self, name: &str, refresher: Arc<Refresher>) -> AbortHandle {
         tracing::info!(issuer = %name, source = %refresher.source(), keys = refresher.keys().len(), "issuer key refresher started");
-        let shared = self.shared.clone();
-        let metrics = self.metrics.clone();
-        let on_fetch = move |outcome: Refreshed| super::jwks::fetched(&shared, &metrics, outcome);
-        let mut stop = self.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = refresher.run(on_fetch) => {}
-                _ = stop.changed() => {}
-            }
-        })
-        .abort_handle()
+        super::jwks::run(&self.shared, &self.metrics, &self.shutdown, refresher)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {

@@ -159,22 +159,33 @@ impl PublishedKeys {
     /// Start refreshing on the current runtime until shutdown or the next [`Self::apply`].
     fn spawn(&self, refresher: Arc<Refresher>) -> AbortHandle {
         tracing::info!(source = %refresher.source(), keys = refresher.keys().len(), "JWKS refresher started");
-        let shared = self.shared.clone();
-        let metrics = self.metrics.clone();
-        let on_fetch = move |outcome: Refreshed| fetched(&shared, &metrics, outcome);
-        let mut stop = self.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = refresher.run(on_fetch) => {}
-                _ = stop.changed() => {}
-            }
-        })
-        .abort_handle()
+        run(&self.shared, &self.metrics, &self.shutdown, refresher)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Run `refresher` until shutdown, counting each fetch and applying key changes
+/// ([`fetched`]); shared by the `[jwt.jwks]` refresher and each issuer's.
+pub(super) fn run(
+    shared: &Arc<ArcSwap<Shared>>,
+    metrics: &Arc<Metrics>,
+    shutdown: &listener::Shutdown,
+    refresher: Arc<Refresher>,
+) -> AbortHandle {
+    let shared = shared.clone();
+    let metrics = metrics.clone();
+    let on_fetch = move |outcome: Refreshed| fetched(&shared, &metrics, outcome);
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = refresher.run(on_fetch) => {}
+            _ = stop.changed() => {}
+        }
+    })
+    .abort_handle()
 }
 
 /// Count a fetch; after a change, forget verifications made with keys no longer published.
