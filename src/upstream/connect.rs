@@ -4,13 +4,15 @@
 
 use std::time::Duration;
 
-use http::{Request, Version};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::UpstreamBody;
+use super::h1::H1Pool;
 use super::target::ClientSettings;
 use crate::routing::{UpstreamProtocol, UpstreamTarget};
 
@@ -23,7 +25,37 @@ pub struct Transport {
     grpc: Option<Conn>,
 }
 
+/// Why a request got no response, as the pool tells connect failures from the rest.
+#[derive(Debug)]
+pub enum RequestError {
+    /// No connection could be made (nothing was sent).
+    Connect(String),
+    /// The connection failed, or the upstream broke the protocol, after connecting.
+    Failed(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl RequestError {
+    fn from_client(e: hyper_util::client::legacy::Error) -> RequestError {
+        if e.is_connect() {
+            RequestError::Connect(super::error_chain(&e))
+        } else {
+            RequestError::Failed(Box::new(e))
+        }
+    }
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::Connect(e) => f.write_str(e),
+            RequestError::Failed(e) => f.write_str(&super::error_chain(e.as_ref())),
+        }
+    }
+}
+
 enum Conn {
+    /// `http://` over HTTP/1.1: our own pool (see [`super::h1`]).
+    Http1(H1Pool),
     Plain {
         client: Client<HttpConnector, UpstreamBody>,
         version: Version,
@@ -40,7 +72,7 @@ impl Transport {
     pub fn new(target: &UpstreamTarget, s: &ClientSettings) -> Transport {
         match (target.is_tls(), s.protocol) {
             (false, UpstreamProtocol::Http1) => Transport {
-                main: plain(s, false),
+                main: Conn::Http1(H1Pool::new(&target.authority, s)),
                 grpc: None,
             },
             (false, UpstreamProtocol::H2) => Transport {
@@ -48,7 +80,7 @@ impl Transport {
                 grpc: None,
             },
             (false, UpstreamProtocol::Auto) => Transport {
-                main: plain(s, false),
+                main: Conn::Http1(H1Pool::new(&target.authority, s)),
                 grpc: Some(plain(s, true)),
             },
             (true, p) => Transport {
@@ -60,7 +92,11 @@ impl Transport {
 
     /// Send `req` (absolute URI: the target's scheme and authority). `grpc`: the request
     /// is a gRPC call.
-    pub fn request(&self, mut req: Request<UpstreamBody>, grpc: bool) -> ResponseFuture {
+    pub async fn request(
+        &self,
+        mut req: Request<UpstreamBody>,
+        grpc: bool,
+    ) -> Result<Response<Incoming>, RequestError> {
         let conn = match (&self.grpc, grpc) {
             (Some(h2c), true) => h2c,
             _ => &self.main,
@@ -70,12 +106,16 @@ impl Transport {
         // strict servers refuse as malformed (RFC 9113 section 8.3.1), so it goes, and the
         // upstream reads the client's host from `X-Forwarded-Host`. HTTP/1.1 hops keep it.
         match conn {
+            Conn::Http1(pool) => {
+                *req.version_mut() = Version::HTTP_11;
+                pool.send(req).await
+            }
             Conn::Plain { client, version } => {
                 *req.version_mut() = *version;
                 if *version == Version::HTTP_2 {
                     req.headers_mut().remove(http::header::HOST);
                 }
-                client.request(req)
+                client.request(req).await.map_err(RequestError::from_client)
             }
             Conn::Tls {
                 client,
@@ -86,7 +126,7 @@ impl Transport {
                 if *may_be_h2 {
                     req.headers_mut().remove(http::header::HOST);
                 }
-                client.request(req)
+                client.request(req).await.map_err(RequestError::from_client)
             }
         }
     }

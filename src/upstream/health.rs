@@ -131,7 +131,7 @@ async fn probe(t: &TargetState, transport: &Transport, check: &HealthCheck) -> R
     );
     match tokio::time::timeout(check.timeout, transport.request(req, false)).await {
         Err(_) => Err(format!("no answer within {:?}", check.timeout)),
-        Ok(Err(e)) => Err(super::error_chain(&e)),
+        Ok(Err(e)) => Err(e.to_string()),
         Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
         Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
     }

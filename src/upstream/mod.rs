@@ -15,6 +15,7 @@
 pub mod balance;
 pub mod body;
 pub mod connect;
+pub mod h1;
 pub mod health;
 pub mod target;
 
@@ -31,7 +32,7 @@ use hyper::body::Incoming;
 
 pub use balance::PickContext;
 pub use body::UpstreamBody;
-use connect::Transport;
+use connect::{RequestError, Transport};
 pub use target::{TargetSet, TargetState};
 
 /// Why a request got no response from its upstream. The text is the reason for the log
@@ -202,14 +203,16 @@ impl Pool {
                 state.answered();
                 Ok(resp)
             }
-            Err(e) if caused_by::<LengthLimitError>(&e) => Err((SendError::BodyTooLarge, true)),
-            Err(e) if e.is_connect() => {
-                state.connect_failed(target::now_ms());
-                Err((SendError::Connect(error_chain(&e)), false))
+            Err(RequestError::Failed(e)) if caused_by::<LengthLimitError>(e.as_ref()) => {
+                Err((SendError::BodyTooLarge, true))
             }
-            Err(e) => {
+            Err(RequestError::Connect(e)) => {
+                state.connect_failed(target::now_ms());
+                Err((SendError::Connect(e), false))
+            }
+            Err(RequestError::Failed(e)) => {
                 state.request_failed();
-                Err((SendError::Failed(error_chain(&e)), true))
+                Err((SendError::Failed(error_chain(e.as_ref())), true))
             }
         }
     }
