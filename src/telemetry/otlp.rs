@@ -153,7 +153,7 @@ impl Exporter {
     /// Export until `stop` completes, then export what is queued and return.
     pub async fn run(mut self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
-        let mut batch: Vec<Box<RequestSpans>> = Vec::new();
+        let mut batch: Vec<RequestSpans> = Vec::new();
         let mut spans = 0u64;
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,7 +165,7 @@ impl Exporter {
                 got = self.queue.recv() => match got {
                     Some(r) => {
                         spans += r.span_count();
-                        batch.push(r);
+                        batch.push(*r);
                         if spans >= batch_size {
                             self.export(std::mem::take(&mut batch)).await;
                             spans = 0;
@@ -184,7 +184,7 @@ impl Exporter {
         // The last spans: what is queued now, in batches.
         while let Ok(r) = self.queue.try_recv() {
             spans += r.span_count();
-            batch.push(r);
+            batch.push(*r);
             if spans >= batch_size {
                 self.export(std::mem::take(&mut batch)).await;
                 spans = 0;
@@ -196,7 +196,7 @@ impl Exporter {
     }
 
     /// POST one batch; count what the collector took, or the failure.
-    async fn export(&mut self, batch: Vec<Box<RequestSpans>>) {
+    async fn export(&mut self, batch: Vec<RequestSpans>) {
         let body = encode(&self.resource, &batch);
         let count: u64 = batch.iter().map(|r| r.span_count()).sum();
         let mut req = Request::post(self.settings.url.clone())
@@ -261,8 +261,8 @@ impl Exporter {
 }
 
 /// One export request's protobuf body.
-pub fn encode(resource: &Resource, batch: &[Box<RequestSpans>]) -> Vec<u8> {
-    let spans = batch.iter().flat_map(|r| spans_of(r)).collect();
+pub fn encode(resource: &Resource, batch: &[RequestSpans]) -> Vec<u8> {
+    let spans = batch.iter().flat_map(spans_of).collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(resource.clone()),
@@ -489,7 +489,7 @@ mod tests {
     #[test]
     fn a_record_round_trips_through_protobuf_with_its_links() {
         let resource = Resource::default();
-        let body = encode(&resource, &[Box::new(sample_record())]);
+        let body = encode(&resource, &[sample_record()]);
         let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
         let spans = &req.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 4);
