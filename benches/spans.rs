@@ -1,9 +1,11 @@
 //! What the OTLP span recording costs the request path (`src/telemetry/spans.rs`).
 //!
-//! - `request_spans/off`: export off: the marks a proxied request makes on an empty
-//!   [`Recording`] (what every request pays when `[telemetry]` is absent).
+//! - `request_spans/baseline`: what every request paid before the export existed: the
+//!   `traceparent` created (`TraceContext::of_request`).
+//! - `request_spans/off`: export off: the same, plus the marks a proxied request makes on an
+//!   empty [`Recording`] (what every request pays when `[telemetry]` is absent).
 //! - `request_spans/unsampled`: export on, a trace the gateway starts and does not sample
-//!   (`sample_ratio = 0.0`): the sampler's decision, the `-00` flags, then the same marks.
+//!   (`sample_ratio = 0.0`): the sampler's decision written as `-00`, then the same marks.
 //! - `request_spans/sampled`: export on at ratio 1.0: the record, a clock read per span
 //!   boundary, the upstream's `traceparent`, and the queue (drained by the bench as the
 //!   export task would, so it never fills).
@@ -41,7 +43,7 @@ fn marks(rec: &mut Recording) {
 
 fn one_request(tracer: &Tracer) {
     let mut headers = HeaderMap::new();
-    let mut trace = TraceContext::of_request(&mut headers);
+    let trace = tracer.trace_of(&mut headers);
     let info = RequestInfo {
         method: &Method::GET,
         path: "/api/orders/42",
@@ -49,18 +51,24 @@ fn one_request(tracer: &Tracer) {
         version: Version::HTTP_11,
         peer: IpAddr::from([127, 0, 0, 1]),
     };
-    let mut rec = tracer.begin(&mut trace, &mut headers, info);
+    let mut rec = tracer.begin(&trace, &headers, info);
     marks(&mut rec);
     tracer.finish(rec, "api", 200, None);
 }
 
 fn request_spans(c: &mut Criterion) {
     let mut g = c.benchmark_group("request_spans");
+    g.bench_function("baseline", |b| {
+        b.iter(|| {
+            let mut headers = HeaderMap::new();
+            std::hint::black_box(TraceContext::of_request(&mut headers));
+        })
+    });
     g.bench_function("off", |b| {
         b.iter(|| {
             let mut headers = HeaderMap::new();
             let trace = TraceContext::of_request(&mut headers);
-            let mut rec = Recording::OFF;
+            let mut rec = std::hint::black_box(Recording::OFF);
             marks(&mut rec);
             std::hint::black_box((trace, rec));
         })

@@ -316,19 +316,21 @@ pub async fn handle(
 ) -> Result<Response<ResBody>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let mut trace = TraceContext::of_request(req.headers_mut());
+    let trace = match &state.tracer {
+        Some(tracer) => tracer.trace_of(req.headers_mut()),
+        None => TraceContext::of_request(req.headers_mut()),
+    };
     let request_id = request_id(req.headers_mut(), &trace);
     let mut spans = match &state.tracer {
         Some(tracer) => {
-            let uri = req.uri().clone();
             let info = RequestInfo {
                 method: &method,
-                path: uri.path(),
+                path: req.uri().path(),
                 tls: conn.tls,
                 version: req.version(),
                 peer: conn.peer.ip(),
             };
-            tracer.begin(&mut trace, req.headers_mut(), info)
+            tracer.begin(&trace, req.headers(), info)
         }
         None => Recording::OFF,
     };

@@ -50,17 +50,9 @@ impl Sampler {
         Sampler { bound: Some(bound) }
     }
 
-    /// Record and export this request's trace: the client's sampled flag when it sent a
-    /// `traceparent`, the ratio on the trace id when the gateway started the trace.
-    pub fn sample(&self, trace: &TraceContext) -> bool {
-        let (trace_id, _, flags) = trace.ids();
-        if !trace.created {
-            return flags & 1 == 1;
-        }
-        self.by_trace_id(&trace_id)
-    }
-
-    fn by_trace_id(&self, trace_id: &[u8; 16]) -> bool {
+    /// The ratio's decision for a trace the gateway starts, from its trace id (a client's
+    /// trace keeps its own flag: [`Tracer::trace_of`]).
+    pub fn by_trace_id(&self, trace_id: &[u8; 16]) -> bool {
         let Some(bound) = self.bound else {
             return true;
         };
@@ -240,16 +232,21 @@ impl Tracer {
         }
     }
 
-    /// Decide whether this request's trace is exported and, if so, start recording it. A
-    /// trace the gateway started and does not sample is marked so on the request (`-00`).
+    /// The request's trace context, sampled parent-based: a client's `traceparent` keeps
+    /// its flag, a trace started here gets the ratio's decision in its flags (`-01`/`-00`).
+    pub fn trace_of(&self, headers: &mut HeaderMap) -> TraceContext {
+        TraceContext::of_request_with(headers, |id| self.sampler.by_trace_id(id))
+    }
+
+    /// Start recording this request's spans when its trace ([`Tracer::trace_of`]) is
+    /// sampled; otherwise the empty recording.
     pub fn begin(
         &self,
-        trace: &mut TraceContext,
-        headers: &mut HeaderMap,
+        trace: &TraceContext,
+        headers: &HeaderMap,
         info: RequestInfo<'_>,
     ) -> Recording {
-        if !self.sampler.sample(trace) {
-            trace.mark_unsampled(headers);
+        if !trace.sampled() {
             return Recording::OFF;
         }
         let (trace_id, parent, _) = trace.ids();
@@ -309,12 +306,33 @@ impl Tracer {
 mod tests {
     use super::*;
 
-    fn trace(header: Option<&str>) -> (TraceContext, HeaderMap) {
+    fn tracer(ratio: f64) -> (Tracer, mpsc::Receiver<Box<RequestSpans>>, Counter) {
+        let (tx, rx) = mpsc::channel(1);
+        let dropped = Counter::default();
+        (
+            Tracer::new(Sampler::new(ratio), tx, dropped.clone()),
+            rx,
+            dropped,
+        )
+    }
+
+    fn trace(tracer: &Tracer, header: Option<&str>) -> (TraceContext, HeaderMap) {
         let mut h = HeaderMap::new();
         if let Some(v) = header {
             h.insert("traceparent", HeaderValue::from_str(v).unwrap());
         }
-        (TraceContext::of_request(&mut h), h)
+        (tracer.trace_of(&mut h), h)
+    }
+
+    fn info() -> RequestInfo<'static> {
+        static GET: Method = Method::GET;
+        RequestInfo {
+            method: &GET,
+            path: "/x",
+            tls: true,
+            version: Version::HTTP_2,
+            peer: IpAddr::from([127, 0, 0, 1]),
+        }
     }
 
     #[test]
@@ -322,16 +340,20 @@ mod tests {
         let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
         for ratio in [0.0, 0.5, 1.0] {
-            let s = Sampler::new(ratio);
-            assert!(s.sample(&trace(Some(sampled)).0), "{ratio}");
-            assert!(!s.sample(&trace(Some(unsampled)).0), "{ratio}");
+            let (t, ..) = tracer(ratio);
+            assert!(trace(&t, Some(sampled)).0.sampled(), "{ratio}");
+            let (unsampled, h) = trace(&t, Some(unsampled));
+            assert!(!unsampled.sampled(), "{ratio}");
+            assert!(!t.begin(&unsampled, &h, info()).is_on());
         }
     }
 
     #[test]
     fn the_ratio_decides_for_traces_the_gateway_starts() {
-        assert!((0..100).all(|_| Sampler::new(1.0).sample(&trace(None).0)));
-        assert!((0..100).all(|_| !Sampler::new(0.0).sample(&trace(None).0)));
+        let (all, ..) = tracer(1.0);
+        assert!((0..100).all(|_| trace(&all, None).0.sampled()));
+        let (none, ..) = tracer(0.0);
+        assert!((0..100).all(|_| !trace(&none, None).0.sampled()));
         // On the trace id's last 8 bytes, shifted: ids spread evenly over them give the
         // ratio exactly.
         let s = Sampler::new(0.25);
@@ -348,17 +370,9 @@ mod tests {
 
     #[test]
     fn unsampled_traces_the_gateway_starts_say_so_upstream() {
-        let (tx, mut rx) = mpsc::channel(4);
-        let tracer = Tracer::new(Sampler::new(0.0), tx, Counter::default());
-        let (mut t, mut h) = trace(None);
-        let info = RequestInfo {
-            method: &Method::GET,
-            path: "/x",
-            tls: false,
-            version: Version::HTTP_11,
-            peer: IpAddr::from([127, 0, 0, 1]),
-        };
-        let rec = tracer.begin(&mut t, &mut h, info);
+        let (tracer, mut rx, _) = tracer(0.0);
+        let (t, h) = trace(&tracer, None);
+        let rec = tracer.begin(&t, &h, info());
         assert!(!rec.is_on());
         assert!(h["traceparent"].to_str().unwrap().ends_with("-00"));
         tracer.finish(rec, "r", 200, None);
@@ -367,19 +381,10 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts() {
-        let (tx, mut rx) = mpsc::channel(1);
-        let dropped = Counter::default();
-        let tracer = Tracer::new(Sampler::new(1.0), tx, dropped.clone());
+        let (tracer, mut rx, dropped) = tracer(1.0);
         for _ in 0..3 {
-            let (mut t, mut h) = trace(None);
-            let info = RequestInfo {
-                method: &Method::GET,
-                path: "/x",
-                tls: true,
-                version: Version::HTTP_2,
-                peer: IpAddr::from([127, 0, 0, 1]),
-            };
-            let mut rec = tracer.begin(&mut t, &mut h, info);
+            let (t, h) = trace(&tracer, None);
+            let mut rec = tracer.begin(&t, &h, info());
             rec.start(Step::Authenticate);
             rec.end(Step::Authenticate, Some("invalid_token"));
             tracer.finish(rec, "r", 401, Some("invalid_token"));

@@ -11,8 +11,9 @@
 //! With the export on ([`super::spans`]), a sampled request's `traceparent` goes upstream
 //! with the gateway's own `upstream` span as its parent id ([`child_traceparent`]), so the
 //! upstream's span hangs under a span the collector has; and a trace the gateway starts
-//! carries the sampler's decision in its flags (`-00` when not sampled, [`TraceContext::
-//! mark_unsampled`]). A client's unsampled trace is forwarded unchanged, as with export off.
+//! carries the sampler's decision in its flags (`-00` when not sampled,
+//! [`TraceContext::of_request_with`]). A client's unsampled trace is forwarded unchanged, as
+//! with export off.
 //!
 //! Cost on the request path: a valid header is checked in place (no allocation); a new one
 //! is 24 bytes from a thread-local xoshiro generator and one header value.
@@ -43,6 +44,15 @@ impl TraceContext {
     /// repeated or invalid one with a new trace (dropping `tracestate`, which belongs to the
     /// trace it came with: the spec's rule for a `traceparent` that does not parse).
     pub fn of_request(headers: &mut HeaderMap) -> TraceContext {
+        Self::of_request_with(headers, |_| true)
+    }
+
+    /// [`TraceContext::of_request`], with `sample` deciding the sampled flag of a trace the
+    /// gateway starts (from its new trace id); a client's `traceparent` keeps its own.
+    pub fn of_request_with(
+        headers: &mut HeaderMap,
+        sample: impl FnOnce(&[u8; 16]) -> bool,
+    ) -> TraceContext {
         let mut given = headers.get_all(&TRACEPARENT).iter();
         if let (Some(v), None) = (given.next(), given.next()) {
             if is_valid(v.as_bytes()) {
@@ -53,7 +63,7 @@ impl TraceContext {
             }
         }
         headers.remove(&TRACESTATE);
-        let header = new_traceparent();
+        let header = new_traceparent(sample);
         headers.insert(TRACEPARENT.clone(), header.clone());
         TraceContext {
             header,
@@ -90,30 +100,13 @@ impl TraceContext {
         (trace, parent, flags)
     }
 
-    /// The `sampled` flag (bit 0 of trace-flags) is set.
+    /// The `sampled` flag (bit 0 of trace-flags) is set: the low bit of the flags' second
+    /// hex digit (checked lower-case hex).
     pub fn sampled(&self) -> bool {
-        self.ids().2 & 1 == 1
-    }
-
-    /// A trace the gateway started that its sampler does not export: flags `00` on the
-    /// request's `traceparent` (and here), so the upstream does not record it either. Does
-    /// nothing to a client's `traceparent`.
-    pub fn mark_unsampled(&mut self, headers: &mut HeaderMap) {
-        if !self.created {
-            return;
-        }
-        let mut text = [0u8; LEN];
-        let bytes = self.header.as_bytes();
-        if bytes.len() != LEN {
-            return;
-        }
-        text.copy_from_slice(bytes);
-        text[53..55].copy_from_slice(b"00");
-        if let Ok(mut v) = HeaderValue::from_bytes(&text) {
-            v.set_sensitive(true);
-            headers.insert(TRACEPARENT.clone(), v.clone());
-            self.header = v;
-        }
+        self.header
+            .as_bytes()
+            .get(54)
+            .is_some_and(|c| b"13579bdf".contains(c))
     }
 }
 
@@ -170,8 +163,8 @@ thread_local! {
     static IDS: RefCell<SmallRng> = RefCell::new(SmallRng::from_rng(&mut rand::rng()));
 }
 
-/// `00-<new trace id>-<new parent id>-01`.
-fn new_traceparent() -> HeaderValue {
+/// `00-<new trace id>-<new parent id>-01`, or `-00` when `sample` says no.
+fn new_traceparent(sample: impl FnOnce(&[u8; 16]) -> bool) -> HeaderValue {
     let mut ids = [0u8; 24];
     IDS.with(|rng| rng.borrow_mut().fill_bytes(&mut ids));
     // An all-zero id is invalid; the odds are 2^-64 at worst, but the fix is one store.
@@ -184,6 +177,11 @@ fn new_traceparent() -> HeaderValue {
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-01";
     crate::hex::encode_into(&ids[..16], &mut text[3..35]);
     crate::hex::encode_into(&ids[16..], &mut text[36..52]);
+    let mut trace = [0u8; 16];
+    trace.copy_from_slice(&ids[..16]);
+    if !sample(&trace) {
+        text[54] = b'0';
+    }
     let mut v = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(
         "00-00000000000000000000000000000001-0000000000000001-01",
     ));
@@ -240,7 +238,7 @@ mod tests {
     fn ids_flags_and_child_headers() {
         let mut h = HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
-        let mut t = TraceContext::of_request(&mut h);
+        let t = TraceContext::of_request(&mut h);
         let (trace, parent, flags) = t.ids();
         assert_eq!(
             crate::hex::encode(&trace),
@@ -249,22 +247,23 @@ mod tests {
         assert_eq!(crate::hex::encode(&parent), "00f067aa0ba902b7");
         assert_eq!(flags, 1);
         assert!(t.sampled());
-        // A client's trace keeps its flags.
-        t.mark_unsampled(&mut h);
-        assert_eq!(h[&TRACEPARENT], GOOD);
         let child = child_traceparent(&trace, &[0xab; 8]);
         assert_eq!(
             child,
             "00-4bf92f3577b34da6a3ce929d0e0e4736-abababababababab-01"
         );
 
+        assert!(TraceContext::of_request(&mut HeaderMap::new()).sampled());
         let mut h = HeaderMap::new();
-        let mut t = TraceContext::of_request(&mut h);
-        assert!(t.sampled());
-        t.mark_unsampled(&mut h);
+        let t = TraceContext::of_request_with(&mut h, |_| false);
         assert!(!t.sampled());
         assert!(h[&TRACEPARENT].to_str().unwrap().ends_with("-00"));
         assert_eq!(h[&TRACEPARENT], *t.header());
+        // A client's trace keeps its flags whatever the sampler says.
+        let mut h = HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(GOOD));
+        assert!(TraceContext::of_request_with(&mut h, |_| false).sampled());
+        assert_eq!(h[&TRACEPARENT], GOOD);
         assert_ne!(new_span_id(), new_span_id());
     }
 
