@@ -441,3 +441,40 @@ async fn a_collector_that_is_down_costs_the_requests_nothing_but_a_counter() {
     let r = gw.raw_get("/t", Some(&token), &[]).await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_what_is_queued_and_a_reload_says_telemetry_needs_a_restart() {
+    let receiver = Receiver::start().await;
+    // An interval no test waits for: only the shutdown's last export can send these spans.
+    let Env { gw, .. } = Env::start_from_file(
+        Setup::new(),
+        &config(&receiver.url(), "").replace("\"50ms\"", "\"1h\""),
+    )
+    .await;
+    let path = gw.dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("export_interval = \"1h\"", "sample_ratio = 0.5"),
+    )
+    .unwrap();
+    let notes = gw.reload().await.unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("telemetry") && n.contains("restart")),
+        "{notes:?}"
+    );
+
+    let token = tokens::hs256(Some("hs"), &tokens::claims("tara"));
+    let r = gw.raw_get("/t", Some(&token), &[]).await;
+    assert_eq!(r.status, 200);
+    let (trace, _, _) = parts(r.echo().one("traceparent").unwrap());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        receiver.trace(&trace).is_empty(),
+        "exported before the interval"
+    );
+    gw.shutdown().await;
+    assert_eq!(receiver.trace(&trace).len(), 4);
+}

@@ -44,7 +44,7 @@ use crate::telemetry::metrics::{Metrics, ReasonLabel};
 /// validated first; an invalid one changes nothing and the reason is returned. Requests in
 /// flight finish with the state they started with; open connections keep their certificate,
 /// new ones get the new one. The listen and admin addresses, worker count, connection limit
-/// and revocation and API-key stores are fixed at start (the keys themselves outlive a
+/// revocation and API-key stores and the OTLP export (`[telemetry]`) are fixed at start (the keys themselves outlive a
 /// reload, like the revocations): changing them needs a restart (a reload says so).
 pub struct Reloader {
     pub(super) source: Option<PathBuf>,

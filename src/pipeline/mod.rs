@@ -13,6 +13,10 @@
 //! [`handle`] is the outer layer: it runs [`handle_inner`], logs a failure once and turns it
 //! into a response. Each step below is one function that says what it may reject.
 //!
+//! With `[telemetry] otlp_endpoint` set, [`handle`] records the request's span and
+//! [`proxy`] marks the authenticate, revocation check and upstream steps on the same
+//! [`Recording`] (`telemetry::spans`); without it, each mark is one branch on an empty one.
+//!
 //! The `[signin]` endpoints (login, refresh, logout) are entries of the same route table,
 //! answered by the gateway itself (`signin::http`): every request is routed once, on its
 //! path normalised once, and counted and logged in one place ([`handle`]).
