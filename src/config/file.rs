@@ -44,6 +44,35 @@ pub struct File {
     /// `[dpop]`: DPoP proof checks (RFC 9449); defaults when absent.
     #[serde(default)]
     pub dpop: Option<Dpop>,
+    /// `[telemetry]`: the OTLP/HTTP trace export (issue 17); off when absent.
+    #[serde(default)]
+    pub telemetry: Option<Telemetry>,
+}
+
+/// `[telemetry]`: the OTLP/HTTP trace export, off unless `otlp_endpoint` is set; every
+/// other key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// The collector's OTLP/HTTP base URL, e.g. "http://127.0.0.1:4318" (spans go to
+    /// `/v1/traces` under it).
+    pub otlp_endpoint: Option<String>,
+    /// 0.0 to 1.0: the share of the traces the gateway starts that it exports; a client's
+    /// sampled `traceparent` is always followed. Default 1.0.
+    pub sample_ratio: Option<f64>,
+    /// `service.name` of the exported spans; default "portcullis".
+    pub service_name: Option<String>,
+    /// Headers sent with every export request, e.g. { "x-api-key" = "${OTLP_KEY}" }.
+    #[serde(default)]
+    pub otlp_headers: BTreeMap<String, String>,
+    /// Time allowed for one export request, e.g. "10s".
+    pub otlp_timeout: Option<String>,
+    /// Longest a finished span waits for its export request, e.g. "1s".
+    pub export_interval: Option<String>,
+    /// Spans per export request, at most; default 512.
+    pub batch_size: Option<usize>,
+    /// Traced requests waiting for export; past it spans are dropped (and counted).
+    pub queue_size: Option<usize>,
 }
 
 /// `[dpop]` (RFC 9449 sender-constrained tokens); every key optional.

@@ -15,6 +15,7 @@ pub mod jwks;
 pub mod rate_limit;
 pub mod redis;
 pub mod signin;
+pub mod telemetry;
 pub mod upstream;
 pub mod users;
 
@@ -115,6 +116,8 @@ pub struct Config {
     pub cors: Option<cors::Cors>,
     /// `[dpop]`: DPoP proof checks (defaults when absent).
     pub dpop: dpop::Dpop,
+    /// `[telemetry]`: the OTLP trace export (off when absent).
+    pub telemetry: telemetry::Telemetry,
     /// Files `run` must write before starting (dev material generated in memory).
     pub pending_dev_files: Vec<DevFile>,
     /// What every verified token must have extracted for `[[routes.allow]]` rules; `None`
@@ -1449,6 +1452,18 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         .as_ref()
         .and_then(|s| cors::Cors::validate(s, &mut c.problems));
 
+    // [telemetry]
+    let telemetry = {
+        let mut problems = Vec::new();
+        let t = telemetry::validate(
+            f.telemetry.as_ref(),
+            &mut |k, v, d| c.duration(k, v, d),
+            &mut problems,
+        );
+        c.problems.extend(problems);
+        t
+    };
+
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -1467,6 +1482,7 @@ fn validate(f: file::File, base: &Path) -> Result<Config, Vec<String>> {
         api_keys,
         cors,
         dpop,
+        telemetry,
         pending_dev_files: c.dev_files,
         grants: access.finish(),
     })

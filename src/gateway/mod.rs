@@ -1,6 +1,7 @@
 //! The composition root: open the stores, build the request-path state, bind the
 //! listeners and start the workers (through `server`), the admin API, the background tasks
-//! (revocation maintenance, API-key sync, the JWKS refresher), and apply a reload.
+//! (revocation maintenance, API-key sync, the JWKS refresher, the OTLP span exporter), and
+//! apply a reload.
 //!
 //! This is the only module that knows every part; each part gets only the handles it needs
 //! (the pipeline its state, admin a validator, the stores and a [`admin::Reload`], sign-in its
@@ -42,6 +43,9 @@ pub struct Gateway {
     tasks: Vec<JoinHandle<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     reloader: Arc<Reloader>,
+    /// `[telemetry] otlp_endpoint`: the exporter task and what tells it to send its last
+    /// spans and end (after the listeners, so the last requests' spans go too).
+    exporter: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Gateway {
@@ -68,6 +72,10 @@ impl Gateway {
             }
         })
         .await;
+        if let Some((stop, task)) = self.exporter {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         tracing::info!("all listeners stopped");
     }
 
@@ -177,15 +185,34 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
     // Each issuer's first fetch; one that fails leaves only that issuer without keys.
     let issuers_first: Vec<_> =
         futures_util::future::join_all(config.jwt.issuers.iter().map(issuers::first_fetch)).await;
-    let shared = Arc::new(Shared::new(
-        &mut config,
-        revocations.clone(),
-        api_keys.clone(),
-        metrics.clone(),
-        jwks_first.as_ref().map(|(_, r)| r.clone()),
-        issuers_first.clone(),
-        fleet.clone(),
-    ));
+    // The OTLP exporter runs on this (the main) runtime; the workers only queue spans.
+    let (tracer, exporter) = match &config.telemetry.otlp {
+        Some(settings) => {
+            let (tracer, exporter) = crate::telemetry::otlp::pipeline(settings, &metrics)?;
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(exporter.run(async move {
+                // A dropped `Gateway` does not stop the workers; nor does it stop this.
+                if stop_rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }));
+            tracing::info!(endpoint = %settings.url, sample_ratio = settings.sample_ratio, "exporting spans over OTLP/HTTP");
+            (Some(tracer), Some((stop_tx, task)))
+        }
+        None => (None, None),
+    };
+    let shared = Arc::new(
+        Shared::new(
+            &mut config,
+            revocations.clone(),
+            api_keys.clone(),
+            metrics.clone(),
+            jwks_first.as_ref().map(|(_, r)| r.clone()),
+            issuers_first.clone(),
+            fleet.clone(),
+        )
+        .with_tracer(tracer.clone()),
+    );
     // Published before admin is built, so `GET /upstreams` reads the state in force.
     let shared_now = Arc::new(ArcSwap::new(shared.clone()));
 
@@ -354,6 +381,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         admin_tls,
         revocations,
         fixed: reload::restart_only(&config),
+        tracer,
         api_keys,
         metrics,
         shutdown_grace: config.listen.shutdown_grace,
@@ -371,5 +399,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<Gateway> {
         tasks,
         threads,
         reloader,
+        exporter,
     })
 }

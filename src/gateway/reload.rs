@@ -44,7 +44,7 @@ use crate::telemetry::metrics::{Metrics, ReasonLabel};
 /// validated first; an invalid one changes nothing and the reason is returned. Requests in
 /// flight finish with the state they started with; open connections keep their certificate,
 /// new ones get the new one. The listen and admin addresses, worker count, connection limit
-/// and revocation and API-key stores are fixed at start (the keys themselves outlive a
+/// revocation and API-key stores and the OTLP export (`[telemetry]`) are fixed at start (the keys themselves outlive a
 /// reload, like the revocations): changing them needs a restart (a reload says so).
 pub struct Reloader {
     pub(super) source: Option<PathBuf>,
@@ -70,6 +70,8 @@ pub struct Reloader {
     pub(super) shutdown_grace: Duration,
     /// One reload at a time.
     pub(super) lock: tokio::sync::Mutex<()>,
+    /// `[telemetry]`: the span recorder started with the gateway (restart-only).
+    pub(super) tracer: Option<Arc<crate::telemetry::spans::Tracer>>,
     /// Changes when the gateway stops (ends the upstream health checks a reload starts).
     pub(super) stop: tokio::sync::watch::Receiver<Option<Duration>>,
 }
@@ -147,15 +149,18 @@ impl Reloader {
         if let (Some(admin), Some(a)) = (&self.admin, &config.admin) {
             admin.auth.store(Arc::new(super::admin_auth(a)));
         }
-        let shared = Arc::new(Shared::new(
-            &mut config,
-            self.revocations.clone(),
-            self.api_keys.clone(),
-            self.metrics.clone(),
-            jwks_plan.refresher(),
-            super::issuers::refreshers(&issuer_plan),
-            self.fleet.clone(),
-        ));
+        let shared = Arc::new(
+            Shared::new(
+                &mut config,
+                self.revocations.clone(),
+                self.api_keys.clone(),
+                self.metrics.clone(),
+                jwks_plan.refresher(),
+                super::issuers::refreshers(&issuer_plan),
+                self.fleet.clone(),
+            )
+            .with_tracer(self.tracer.clone()),
+        );
         for w in &self.workers {
             w.store(Arc::new(State::new(shared.clone())));
         }
@@ -175,7 +180,8 @@ impl Reloader {
 
 /// The settings only a start applies, as (key, value shown in a note): the listeners and
 /// their sockets, the worker threads, the connection budget and per-connection limits
-/// (fixed in the transport), the stores opened at start, and the log subscriber. A value
+/// (fixed in the transport), the stores opened at start, the log subscriber and the OTLP
+/// exporter (`[telemetry]`). A value
 /// is what the file says (never a password: store URLs are redacted), compared as text.
 pub(super) fn restart_only(c: &Config) -> Vec<(&'static str, String)> {
     let secs = |d: Duration| humantime::format_duration(d).to_string();
@@ -243,6 +249,13 @@ pub(super) fn restart_only(c: &Config) -> Vec<(&'static str, String)> {
             .into(),
         ),
         ("log.level", c.log.level.clone()),
+        (
+            "telemetry",
+            c.telemetry
+                .otlp
+                .as_ref()
+                .map_or("off".into(), |o| o.summary()),
+        ),
     ]
 }
 

@@ -29,6 +29,7 @@ pub use super::headers::strip_hop_by_hop;
 /// [`strip_hop_by_hop`], which returned `upgrade` and whether the client sent `TE: trailers`)
 /// to a target of the route's upstream at the normalised `path` (`None`: the request's own
 /// path was already normal). `user` is the authenticated user (for `balance = "user_hash"`).
+/// `report` says afterwards which target was used and how often (for the `upstream` span).
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     pool: &upstream::Pool,
@@ -39,6 +40,7 @@ pub async fn forward(
     upgrade: Option<HeaderValue>,
     te_trailers: bool,
     user: Option<&HeaderValue>,
+    report: &mut upstream::SendReport,
 ) -> Result<Response<Incoming>, GatewayError> {
     // HTTP/1.1 only: HTTP/2 has no Upgrade (RFC 9113 section 8.6).
     let upgrade = upgrade.filter(|_| req.version() == Version::HTTP_11);
@@ -73,7 +75,7 @@ pub async fn forward(
         path: pq,
         grpc,
     };
-    let resp = match pool.send(out, user, route.timeout).await {
+    let resp = match pool.send_reporting(out, user, route.timeout, report).await {
         Ok(resp) => resp,
         Err(SendError::Timeout) => return Err(GatewayError::UpstreamTimeout),
         Err(SendError::BodyTooLarge) => return Err(GatewayError::PayloadTooLarge),

@@ -13,6 +13,10 @@
 //! [`handle`] is the outer layer: it runs [`handle_inner`], logs a failure once and turns it
 //! into a response. Each step below is one function that says what it may reject.
 //!
+//! With `[telemetry] otlp_endpoint` set, [`handle`] records the request's span and
+//! [`proxy`] marks the authenticate, revocation check and upstream steps on the same
+//! [`Recording`] (`telemetry::spans`); without it, each mark is one branch on an empty one.
+//!
 //! The `[signin]` endpoints (login, refresh, logout) are entries of the same route table,
 //! answered by the gateway itself (`signin::http`): every request is routed once, on its
 //! path normalised once, and counted and logged in one place ([`handle`]).
@@ -52,7 +56,8 @@ use crate::config::{Config, Identity};
 use crate::revocation::Revocations;
 use crate::signin::SignIn;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
-use crate::telemetry::trace::TraceContext;
+use crate::telemetry::spans::{Recording, RequestInfo, Step, Tracer, UpstreamCall};
+use crate::telemetry::trace::{TraceContext, TRACEPARENT};
 use crate::upstream::TargetSet;
 use error::GatewayError;
 use forward::{ConnInfo, UpstreamClient};
@@ -97,6 +102,9 @@ pub struct Shared {
     /// Each route's upstream targets (same order as `routes`), shared by every worker, the
     /// health checker and admin's `GET /upstreams`.
     pub upstreams: Vec<Arc<TargetSet>>,
+    /// `[telemetry] otlp_endpoint`: the span recorder (the same across reloads); `None`
+    /// costs one branch per request.
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl Shared {
@@ -176,6 +184,7 @@ impl Shared {
             .map(|(r, label)| Arc::new(TargetSet::new(label, r, &config.limits, &metrics)))
             .collect();
         Shared {
+            tracer: None,
             upstreams,
             limiters: limit::limiters(&config.routes),
             fleet,
@@ -217,6 +226,12 @@ impl Shared {
 }
 
 impl Shared {
+    /// Record and export spans through `tracer` (the gateway's one exporter).
+    pub fn with_tracer(mut self, tracer: Option<Arc<Tracer>>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
     /// The `[jwt.jwks]` key set changed: forget cached verifications, so a token signed by a
     /// key the issuer retired stops passing now rather than at its `exp`.
     pub fn key_set_changed(&self) {
@@ -305,8 +320,24 @@ pub async fn handle(
 ) -> Result<Response<ResBody>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let trace = TraceContext::of_request(req.headers_mut());
+    let trace = match &state.tracer {
+        Some(tracer) => tracer.trace_of(req.headers_mut()),
+        None => TraceContext::of_request(req.headers_mut()),
+    };
     let request_id = request_id(req.headers_mut(), &trace);
+    let mut spans = match &state.tracer {
+        Some(tracer) => {
+            let info = RequestInfo {
+                method: &method,
+                path: req.uri().path(),
+                tls: conn.tls,
+                version: req.version(),
+                peer: conn.peer.ip(),
+            };
+            tracer.begin(&trace, req.headers(), info)
+        }
+        None => Recording::OFF,
+    };
     let access = state.access_log.then(|| req.uri().path().to_owned());
     let grpc = forward::is_grpc(&req);
     let origin = match &state.cors {
@@ -319,10 +350,12 @@ pub async fn handle(
         user,
         result,
         cors,
-    } = handle_inner(&state, req, &conn).await;
+    } = handle_inner(&state, req, &conn, &mut spans).await;
+    let mut refusal = None;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
+            refusal = Some(e.reason());
             match &e {
                 GatewayError::UpstreamConnect(_)
                 | GatewayError::Upstream(_)
@@ -355,6 +388,9 @@ pub async fn handle(
     match route_idx.and_then(|i| state.route_metrics.get(i)) {
         Some(m) => m.record(status, elapsed),
         None => state.metrics.request(route, status, elapsed),
+    }
+    if let Some(tracer) = &state.tracer {
+        tracer.finish(spans, route, status, refusal);
     }
     if let Some(path) = access {
         // The path as the client sent it (no query: it may carry secrets); never a token.
@@ -412,7 +448,12 @@ fn request_id(headers: &mut http::HeaderMap, trace: &TraceContext) -> HeaderValu
 }
 
 /// The one walk: route once, then either the gateway's own endpoint or the checklist.
-async fn handle_inner(state: &State, req: Request<Incoming>, conn: &ConnInfo) -> Outcome {
+async fn handle_inner(
+    state: &State,
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    spans: &mut Recording,
+) -> Outcome {
     let (target, path) = match route(state, &req) {
         Ok(found) => found,
         Err(e) => {
@@ -430,7 +471,7 @@ async fn handle_inner(state: &State, req: Request<Incoming>, conn: &ConnInfo) ->
     }
     match target {
         Target::Gateway(endpoint) => answer_endpoint(state, endpoint, req, conn).await,
-        Target::Upstream(idx, route) => proxy(state, idx, route, path, req, conn).await,
+        Target::Upstream(idx, route) => proxy(state, idx, route, path, req, conn, spans).await,
     }
 }
 
@@ -505,7 +546,7 @@ async fn answer_endpoint(
 }
 
 /// The checklist of a proxied route: body size, headers, app key, token, revocation,
-/// identity, forward.
+/// identity, forward. `spans` records the authenticate, revocation and upstream steps.
 async fn proxy(
     state: &State,
     idx: usize,
@@ -513,6 +554,7 @@ async fn proxy(
     path: Option<String>,
     mut req: Request<Incoming>,
     conn: &ConnInfo,
+    spans: &mut Recording,
 ) -> Outcome {
     let label = state.route_label(idx);
     let cors = state.cors.is_some() && route.cors;
@@ -563,6 +605,7 @@ async fn proxy(
                 return fail(e, None);
             }
         }
+        spans.start(Step::Authenticate);
         let found = match &ws_token {
             // A token from the upgrade request is a bearer credential: a DPoP-bound one is
             // refused here as it would be in `Authorization: Bearer`.
@@ -590,10 +633,21 @@ async fn proxy(
             },
         };
         answer_bearer = matches!(ws_token, Some((route::WebSocketToken::Subprotocol, _)));
-        let verified = match found.and_then(|v| {
-            let v = check_issuer(route, v)?;
-            check_revocation(state, v)
-        }) {
+        let found = found.and_then(|v| check_issuer(route, v).map_err(GatewayError::from));
+        spans.end(
+            Step::Authenticate,
+            found.as_ref().err().map(GatewayError::reason),
+        );
+        let verified = found.and_then(|v| {
+            spans.start(Step::Revocation);
+            let checked = check_revocation(state, v);
+            spans.end(
+                Step::Revocation,
+                checked.as_ref().err().map(GatewayError::reason),
+            );
+            checked
+        });
+        let verified = match verified {
             Ok(v) => v,
             Err(e) => return fail(e, None),
         };
@@ -624,6 +678,11 @@ async fn proxy(
     }
     strip_gateway_cookies(state, &mut req);
     dpop::strip(req.headers_mut());
+    // Export on and sampled: the upstream's span hangs under the gateway's `upstream` span.
+    if let Some(traceparent) = spans.start_upstream() {
+        req.headers_mut().insert(TRACEPARENT.clone(), traceparent);
+    }
+    let mut report = crate::upstream::SendReport::default();
     let result = forward::forward(
         &state.clients[idx],
         route,
@@ -633,9 +692,21 @@ async fn proxy(
         upgrade,
         te_trailers,
         user.as_ref(),
+        &mut report,
     )
-    .await
-    .map(|r| r.map(Either::Left));
+    .await;
+    spans.end_upstream(
+        || UpstreamCall {
+            target: report
+                .target
+                .and_then(|i| state.upstreams.get(idx)?.targets.get(i))
+                .map(|t| t.target.authority.clone()),
+            attempts: report.attempts,
+            status: result.as_ref().ok().map(|r| r.status().as_u16()),
+        },
+        result.as_ref().err().map(GatewayError::reason),
+    );
+    let result = result.map(|r| r.map(Either::Left));
     // The client offered `bearer, <token>`: a browser fails the handshake unless the server
     // selects one of the offered subprotocols (RFC 6455 section 4.1), and the upstream never
     // saw those two.

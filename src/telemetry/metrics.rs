@@ -124,6 +124,13 @@ pub struct Metrics {
     target_requests: Family<TargetLabels, Counter>,
     target_failures: Family<TargetLabels, Counter>,
     target_ejected: Family<TargetLabels, Gauge<i64, AtomicI64>>,
+    /// `[telemetry]` OTLP export: spans the collector accepted.
+    pub trace_spans_exported: Counter<u64, AtomicU64>,
+    /// Spans dropped because the export queue was full (the request never waits for it).
+    pub trace_spans_dropped: Counter<u64, AtomicU64>,
+    /// Export requests that failed (no connection, timeout, or a non-2xx answer); their
+    /// spans are lost.
+    pub trace_export_failures: Counter<u64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -242,7 +249,28 @@ impl Metrics {
             "1 while an upstream target is out of rotation (failed health checks or connects), by route and target",
             target_ejected.clone(),
         );
+        let trace_spans_exported = Counter::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans the OTLP collector accepted ([telemetry] otlp_endpoint)",
+            trace_spans_exported.clone(),
+        );
+        let trace_spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans dropped because the OTLP export queue was full",
+            trace_spans_dropped.clone(),
+        );
+        let trace_export_failures = Counter::default();
+        registry.register(
+            "trace_export_failures",
+            "OTLP export requests that failed (connection, timeout or a non-2xx answer); their spans are lost",
+            trace_export_failures.clone(),
+        );
         Metrics {
+            trace_spans_exported,
+            trace_spans_dropped,
+            trace_export_failures,
             target_requests,
             target_failures,
             target_ejected,

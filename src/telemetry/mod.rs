@@ -1,8 +1,12 @@
-//! Telemetry: log setup ([`init_logging`]), Prometheus [`metrics`], and the console's
-//! [`live`] ring (the last 15 minutes, sampled from those metrics once a second).
+//! Telemetry: log setup ([`init_logging`]), Prometheus [`metrics`], the console's
+//! [`live`] ring (the last 15 minutes, sampled from those metrics once a second), W3C
+//! [`trace`] context, and the optional OTLP trace export: [`spans`] recorded on the request
+//! path, [`otlp`] batching and sending them.
 
 pub mod live;
 pub mod metrics;
+pub mod otlp;
+pub mod spans;
 pub mod trace;
 
 use std::fmt;

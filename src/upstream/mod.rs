@@ -51,6 +51,15 @@ pub enum SendError {
     BodyTooLarge,
 }
 
+/// Where a request went, for the `upstream` span: the target that answered (or failed
+/// last) and how many requests were sent. Written by [`Pool::send_reporting`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendReport {
+    /// Index into the route's targets.
+    pub target: Option<usize>,
+    pub attempts: u8,
+}
+
 /// One target's clients in one worker.
 struct TargetClient {
     transport: ArcSwap<Transport>,
@@ -105,7 +114,19 @@ impl Pool {
         user: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
-        match tokio::time::timeout(timeout, self.send_inner(out, user)).await {
+        self.send_reporting(out, user, timeout, &mut SendReport::default())
+            .await
+    }
+
+    /// [`Pool::send`], saying in `report` which target was used and how often.
+    pub async fn send_reporting(
+        &self,
+        out: Outgoing,
+        user: Option<&[u8]>,
+        timeout: Duration,
+        report: &mut SendReport,
+    ) -> Result<Response<Incoming>, SendError> {
+        match tokio::time::timeout(timeout, self.send_inner(out, user, report)).await {
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout),
         }
@@ -115,10 +136,15 @@ impl Pool {
         &self,
         out: Outgoing,
         user: Option<&[u8]>,
+        report: &mut SendReport,
     ) -> Result<Response<Incoming>, SendError> {
         let Outgoing { req, path, grpc } = out;
         if self.clients.len() == 1 {
             // One target: nowhere to retry, nothing to pick (the path of `upstream = ..`).
+            *report = SendReport {
+                target: Some(0),
+                attempts: 1,
+            };
             return self.attempt(0, req, path, grpc).await.map_err(|(e, _)| e);
         }
         let now = target::now_ms();
@@ -146,6 +172,10 @@ impl Pool {
         };
         let req = Request::from_parts(parts, body);
         let retry_path = path.clone();
+        *report = SendReport {
+            target: Some(first),
+            attempts: 1,
+        };
         let (err, connected) = match self.attempt(first, req, path, grpc).await {
             Ok(resp) => return Ok(resp),
             Err(e) => e,
@@ -178,6 +208,10 @@ impl Pool {
         };
         tracing::debug!(route = self.set.route, error = %err, from = %self.set.targets[first].target.origin, to = %self.set.targets[second].target.origin, "retrying on another upstream target");
         let req = again.request(body);
+        *report = SendReport {
+            target: Some(second),
+            attempts: 2,
+        };
         self.attempt(second, req, retry_path, grpc)
             .await
             .map_err(|(e, _)| e)
