@@ -1,8 +1,8 @@
 //! `[[routes]]` upstream keys (issue 16): `upstream` or `upstreams`, `upstream_ca_file`,
 //! `upstream_client_cert`/`upstream_client_key`, `upstream_protocol`, `balance`,
-//! `dns_refresh` and `[routes.health]`, validated into a typed [`Upstream`]. The TLS client configuration is
-//! built here, so a CA file or client key that cannot be used stops the start (or a reload)
-//! instead of failing requests later.
+//! `dns_refresh` and `[routes.health]`, validated into a typed [`Upstream`]. The TLS client
+//! configuration is built here, so a CA file or client key that cannot be used stops the
+//! start (or a reload) instead of failing requests later.
 
 use std::path::Path;
 use std::sync::Arc;

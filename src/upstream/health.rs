@@ -3,8 +3,8 @@
 //! out after `unhealthy_after` consecutive failures and back after `healthy_after`
 //! successes) and DNS re-resolution of targets named by host name (at start, then every
 //! `dns_refresh`, 30 s by default: a changed address set makes every worker drop its pooled
-//! connections to the target, so traffic follows DNS within a minute). Each task holds only a weak
-//! reference to its targets and ends when a reload replaces them or the gateway stops.
+//! connections to the target, so traffic follows DNS within a minute). Each task holds only
+//! a weak reference to its targets and ends when a reload replaces them or the gateway stops.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
