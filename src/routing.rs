@@ -33,7 +33,13 @@ pub struct Upstream {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// `[routes.health]`: active health checks; `None`: passive ejection only.
     pub health: Option<HealthCheck>,
+    /// `dns_refresh`: how often targets named by host name are resolved again.
+    pub dns_refresh: Duration,
 }
+
+/// `dns_refresh` when absent: a target's DNS change reaches traffic within a minute (one
+/// period to notice it, at worst, plus the time to reconnect).
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
 
 impl Upstream {
     /// A plain HTTP/1.1 upstream at one `http://` origin (what a bare `upstream` gives).
@@ -48,6 +54,7 @@ impl Upstream {
             balance: Balance::RoundRobin,
             tls: None,
             health: None,
+            dns_refresh: DEFAULT_DNS_REFRESH,
         }
     }
 }

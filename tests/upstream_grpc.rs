@@ -10,9 +10,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use common::peer::PeerProcess;
 use common::upstream::dead_addr;
 use common::{hmac_key_toml, tokens, Setup, TestGateway, Upstream};
 use serde_json::Value;
@@ -32,37 +32,8 @@ fn grpc_available() -> bool {
 }
 
 /// The grpcio server, killed when dropped.
-struct GrpcServer {
-    child: Child,
-    port: u16,
-}
-
-impl GrpcServer {
-    fn start() -> GrpcServer {
-        let mut child = Command::new("python3")
-            .args([PEER, "serve"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the grpcio server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| panic!("grpc server said {line:?}"))
-            .parse()
-            .unwrap();
-        GrpcServer { child, port }
-    }
-}
-
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn grpc_server() -> PeerProcess {
+    PeerProcess::python(&[PEER, "serve"])
 }
 
 /// One call through the grpcio client: `{"code", "details", "responses", "trailers"}`.
@@ -153,7 +124,7 @@ async fn grpc_unary_and_streaming_calls_pass_with_identity_and_trailers() {
     if !grpc_available() {
         return;
     }
-    let server = GrpcServer::start();
+    let server = grpc_server();
     for protocol in ["h2", "auto"] {
         let gw = gateway(server.port, protocol).await;
         let t = token("grpc-user");
@@ -185,7 +156,7 @@ async fn gateway_refusals_are_grpc_statuses() {
     if !grpc_available() {
         return;
     }
-    let server = GrpcServer::start();
+    let server = grpc_server();
     let gw = gateway(server.port, "h2").await;
 
     let r = call(&gw, "Unary", "no token", None).await;

@@ -11,13 +11,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::faulty::FaultyUpstream;
+use common::peer::PeerProcess;
 use common::upstream::{dead_addr, pseudo_random_bytes, pseudo_random_sha256};
 use common::{hmac_key_toml, tokens, wait_until, Setup, TestGateway, Upstream};
 use serde_json::Value;
@@ -30,57 +29,14 @@ addr = "127.0.0.1:0"
 token = "admin-token-0123456789"
 "#;
 
-/// A python HTTP target in its own process (so it can really be killed with SIGKILL).
-struct PyTarget {
-    child: Child,
-    port: u16,
-}
-
-impl PyTarget {
-    fn start(name: &str, port: u16) -> PyTarget {
-        let mut child = Command::new("python3")
-            .args([TARGET, name, &port.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start python target");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| panic!("target {name} said {line:?}"))
-            .parse()
-            .unwrap();
-        PyTarget { child, port }
-    }
-
-    /// `kill -9` (std's `Child::kill` sends SIGKILL on Unix).
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for PyTarget {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A python HTTP target in its own process (so it can really be killed with SIGKILL),
+/// on `port` (0: any free one).
+fn py_target(name: &str, port: u16) -> PeerProcess {
+    PeerProcess::python(&[TARGET, name, &port.to_string()])
 }
 
 async fn admin_upstreams(gw: &TestGateway) -> Value {
-    let r = common::admin_request(
-        &gw.admin_url().unwrap(),
-        ADMIN_TOKEN,
-        reqwest::Method::GET,
-        "/upstreams",
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
+    common::admin_upstreams(gw, ADMIN_TOKEN).await
 }
 
 /// The state `GET /upstreams` gives the target at `origin` on the first route.
@@ -112,10 +68,7 @@ async fn wait_for_state(gw: &TestGateway, origin: &str, want: &[&str], limit: Du
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_target_costs_no_get_and_comes_back() {
-    let mut targets: Vec<PyTarget> = ["a", "b", "c"]
-        .iter()
-        .map(|n| PyTarget::start(n, 0))
-        .collect();
+    let mut targets: Vec<PeerProcess> = ["a", "b", "c"].iter().map(|n| py_target(n, 0)).collect();
     let urls: Vec<String> = targets
         .iter()
         .map(|t| format!("\"http://127.0.0.1:{}\"", t.port))
@@ -180,7 +133,7 @@ healthy_after = 2
     );
 
     let b = format!("http://127.0.0.1:{}", targets[1].port);
-    targets[1].kill9();
+    targets[1].kill_9();
     assert!(
         wait_for_state(&gw, &b, &["ejected", "unhealthy"], 2 * interval).await,
         "the dead target was not taken out within two health intervals"
@@ -195,7 +148,7 @@ healthy_after = 2
 
     // Back on the same port: healthy again after `healthy_after` good checks, and in rotation.
     let port = targets[1].port;
-    targets[1] = PyTarget::start("b", port);
+    targets[1] = py_target("b", port);
     assert!(
         wait_for_state(&gw, &b, &["up"], 10 * interval).await,
         "the restarted target never came back"

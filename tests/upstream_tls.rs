@@ -110,16 +110,7 @@ timeout = "5s"
 }
 
 async fn upstream_failures(gw: &TestGateway) -> u64 {
-    let r = common::admin_request(
-        &gw.admin_url().unwrap(),
-        ADMIN_TOKEN,
-        reqwest::Method::GET,
-        "/upstreams",
-        None,
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["routes"][0]["targets"][0]["failures"]
+    common::admin_upstreams(gw, ADMIN_TOKEN).await["routes"][0]["targets"][0]["failures"]
         .as_u64()
         .unwrap()
 }

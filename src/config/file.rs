@@ -299,6 +299,8 @@ pub struct Route {
     pub balance: Option<String>,
     /// `[routes.health]`: active health checks of every target.
     pub health: Option<Health>,
+    /// How often targets named by host name are resolved again (`"30s"` when absent).
+    pub dns_refresh: Option<String>,
     pub auth: String,
     pub host: Option<String>,
     pub connect_timeout: Option<String>,

@@ -1,8 +1,8 @@
 //! `[[routes]]` upstream keys (issue 16): `upstream` or `upstreams`, `upstream_ca_file`,
-//! `upstream_client_cert`/`upstream_client_key`, `upstream_protocol`, `balance` and
-//! `[routes.health]`, validated into a typed [`Upstream`]. The TLS client configuration is
-//! built here, so a CA file or client key that cannot be used stops the start (or a reload)
-//! instead of failing requests later.
+//! `upstream_client_cert`/`upstream_client_key`, `upstream_protocol`, `balance`,
+//! `dns_refresh` and `[routes.health]`, validated into a typed [`Upstream`]. The TLS client
+//! configuration is built here, so a CA file or client key that cannot be used stops the
+//! start (or a reload) instead of failing requests later.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +12,9 @@ use http::uri::{PathAndQuery, Scheme};
 use http::Uri;
 
 use super::{file, parse_duration, resolve};
-use crate::routing::{Balance, HealthCheck, Upstream, UpstreamProtocol, UpstreamTarget};
+use crate::routing::{
+    Balance, HealthCheck, Upstream, UpstreamProtocol, UpstreamTarget, DEFAULT_DNS_REFRESH,
+};
 
 /// `[routes.health] interval` when absent.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -20,6 +22,9 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// `[routes.health] unhealthy_after` / `healthy_after` when absent (consecutive checks).
 pub const DEFAULT_HEALTH_THRESHOLD: u32 = 2;
+/// The shortest `dns_refresh`: DNS answers live for seconds at least, and each refresh is a
+/// resolver query per named target.
+pub const MIN_DNS_REFRESH: Duration = Duration::from_secs(1);
 
 /// Validate one route's upstream keys; `key` is `routes[i]`. Every problem is pushed, each
 /// naming its key; `None` when the route cannot be built.
@@ -115,6 +120,7 @@ pub(super) fn validate(
     if r.health.is_some() && health.is_none() {
         ok = false;
     }
+    let dns_refresh = dns_refresh(key, r, &targets, problems, &mut ok);
     if !ok {
         return None;
     }
@@ -128,7 +134,39 @@ pub(super) fn validate(
         balance,
         tls,
         health,
+        dns_refresh,
     })
+}
+
+/// `dns_refresh`: a duration of at least [`MIN_DNS_REFRESH`], on a route with a target
+/// named by host name (IP literals are never resolved, so the key would do nothing).
+fn dns_refresh(
+    key: &str,
+    r: &file::Route,
+    targets: &[UpstreamTarget],
+    problems: &mut Vec<String>,
+    ok: &mut bool,
+) -> Duration {
+    let Some(s) = &r.dns_refresh else {
+        return DEFAULT_DNS_REFRESH;
+    };
+    let mut fail = |why: String| {
+        problems.push(format!("{key}.dns_refresh: {why}"));
+        *ok = false;
+        DEFAULT_DNS_REFRESH
+    };
+    match parse_duration(s) {
+        Err(e) => fail(e),
+        Ok(d) if d < MIN_DNS_REFRESH => fail(format!(
+            "`{s}` is shorter than {}s; each refresh queries the resolver for every named target",
+            MIN_DNS_REFRESH.as_secs()
+        )),
+        Ok(_) if !targets.is_empty() && targets.iter().all(|t| !t.named) => fail(
+            "only applies to targets named by host name; every target of this route is an IP address"
+                .into(),
+        ),
+        Ok(d) => d,
+    }
 }
 
 /// The TLS client settings: only meaningful (and then always built) when a target is
@@ -351,6 +389,18 @@ mod tests {
                 "both upstream_client_cert and upstream_client_key",
             ),
             (
+                "upstream = \"http://a:1\"\ndns_refresh = \"500ms\"",
+                "routes[0].dns_refresh: `500ms` is shorter than 1s",
+            ),
+            (
+                "upstream = \"http://a:1\"\ndns_refresh = \"soon\"",
+                "routes[0].dns_refresh",
+            ),
+            (
+                "upstreams = [\"http://10.0.0.5:80\", \"http://[::1]:80\"]\ndns_refresh = \"5s\"",
+                "dns_refresh: only applies to targets named by host name",
+            ),
+            (
                 "upstream = \"http://a:1\"\n[health]\npath = \"healthz\"",
                 "health.path",
             ),
@@ -367,6 +417,17 @@ mod tests {
             let e = check(extra).unwrap_err();
             assert!(e.iter().any(|p| p.contains(want)), "{extra}: {e:?}");
         }
+    }
+
+    #[test]
+    fn dns_refresh_defaults_and_overrides() {
+        let u = check("upstream = \"http://api.internal:1\"").unwrap();
+        assert_eq!(u.dns_refresh, DEFAULT_DNS_REFRESH);
+        let u = check(
+            "upstreams = [\"http://10.0.0.5:80\", \"http://api.internal:80\"]\ndns_refresh = \"5s\"",
+        )
+        .unwrap();
+        assert_eq!(u.dns_refresh, Duration::from_secs(5));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Background work on a route's targets, started by the gateway for each configuration in
 //! force: active health checks (`[routes.health]`: `GET path` every `interval`, a target
 //! out after `unhealthy_after` consecutive failures and back after `healthy_after`
-//! successes) and DNS re-resolution of targets named by host name (every
-//! [`DNS_REFRESH`]: a changed address set makes every worker drop its pooled connections to
-//! the target, so traffic follows DNS within a minute). Each task holds only a weak
-//! reference to its targets and ends when a reload replaces them or the gateway stops.
+//! successes) and DNS re-resolution of targets named by host name (at start, then every
+//! `dns_refresh`, 30 s by default: a changed address set makes every worker drop its pooled
+//! connections to the target, so traffic follows DNS within a minute). Each task holds only
+//! a weak reference to its targets and ends when a reload replaces them or the gateway stops.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -19,9 +19,6 @@ use super::body::UpstreamBody;
 use super::connect::Transport;
 use super::target::{TargetSet, TargetState};
 use crate::routing::HealthCheck;
-
-/// How often target host names are resolved again.
-pub const DNS_REFRESH: Duration = Duration::from_secs(30);
 
 /// Start the checks every set asks for. `stop` changes when the gateway shuts down.
 pub fn spawn(sets: &[Arc<TargetSet>], stop: &watch::Receiver<Option<Duration>>) {
@@ -48,12 +45,17 @@ async fn checks(
     check: HealthCheck,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    // The checker's own connections (health checks never borrow a worker's pool).
-    let transports: Vec<Transport> = match set.upgrade() {
+    // The checker's own connections (health checks never borrow a worker's pool), each with
+    // the DNS generation it was built for: like a worker's, they are rebuilt when the
+    // target's name resolves elsewhere, so the checks probe what requests reach.
+    let mut transports: Vec<(u64, Transport)> = match set.upgrade() {
         Some(s) => s
             .targets
             .iter()
-            .map(|t| Transport::new(&t.target, &s.settings))
+            .map(|t| {
+                let generation = t.dns_generation.load(Ordering::Relaxed);
+                (generation, Transport::new(&t.target, &s.settings))
+            })
             .collect(),
         None => return,
     };
@@ -71,11 +73,18 @@ async fn checks(
             return;
         }
         let Some(s) = set.upgrade() else { return };
+        for (t, (built_for, transport)) in s.targets.iter().zip(&mut transports) {
+            let generation = t.dns_generation.load(Ordering::Relaxed);
+            if generation != *built_for {
+                *transport = Transport::new(&t.target, &s.settings);
+                *built_for = generation;
+            }
+        }
         let probes = s
             .targets
             .iter()
             .zip(&transports)
-            .map(|(t, tr)| probe(t, tr, &check));
+            .map(|(t, (_, tr))| probe(t, tr, &check));
         let results = futures_util::future::join_all(probes).await;
         for ((t, streak), result) in s.targets.iter().zip(&mut streaks).zip(results) {
             if let Some(healthy) = streak.record(result.is_ok(), t.healthy(), &check) {
@@ -137,36 +146,50 @@ async fn probe(t: &TargetState, transport: &Transport, check: &HealthCheck) -> R
     }
 }
 
+/// Resolve the set's named targets at once (what the workers' first connections found),
+/// then every `dns_refresh`: a target whose address set changed since the last lookup gets a
+/// new DNS generation, and the workers reconnect. The baseline is taken at the start, not
+/// one period later, so a change in the first period is seen too.
 async fn resolve(set: Weak<TargetSet>, mut stop: watch::Receiver<Option<Duration>>) {
+    let Some(period) = set.upgrade().map(|s| s.dns_refresh) else {
+        return;
+    };
     let mut known: Vec<Option<BTreeSet<SocketAddr>>> = Vec::new();
     loop {
-        if !tick(DNS_REFRESH, &mut stop).await {
+        {
+            let Some(s) = set.upgrade() else { return };
+            refresh(&s, &mut known).await;
+        }
+        if !tick(period, &mut stop).await {
             return;
         }
-        let Some(s) = set.upgrade() else { return };
-        known.resize(s.targets.len(), None);
-        for (t, last) in s.targets.iter().zip(known.iter_mut()) {
-            if !t.target.named {
-                continue;
-            }
-            let port = t
-                .target
-                .authority
-                .port_u16()
-                .unwrap_or(if t.target.is_tls() { 443 } else { 80 });
-            let host = t.target.authority.host();
-            let Ok(found) = tokio::net::lookup_host((host, port)).await else {
-                // Unresolvable now: keep what the pools have; new connections will fail
-                // to connect and eject the target.
-                continue;
-            };
-            let found: BTreeSet<SocketAddr> = found.collect();
-            if last.as_ref().is_some_and(|l| *l != found) {
-                tracing::info!(route = s.route, target = %t.target.origin, addrs = ?found, "upstream target resolves to new addresses; reconnecting");
-                t.dns_generation.fetch_add(1, Ordering::Relaxed);
-            }
-            *last = Some(found);
+    }
+}
+
+/// One lookup of every named target of `s`; `known` holds each target's last answer.
+async fn refresh(s: &TargetSet, known: &mut Vec<Option<BTreeSet<SocketAddr>>>) {
+    known.resize(s.targets.len(), None);
+    for (t, last) in s.targets.iter().zip(known.iter_mut()) {
+        if !t.target.named {
+            continue;
         }
+        let port = t
+            .target
+            .authority
+            .port_u16()
+            .unwrap_or(if t.target.is_tls() { 443 } else { 80 });
+        let host = t.target.authority.host();
+        let Ok(found) = tokio::net::lookup_host((host, port)).await else {
+            // Unresolvable now: keep what the pools have; new connections will fail to
+            // connect and eject the target.
+            continue;
+        };
+        let found: BTreeSet<SocketAddr> = found.collect();
+        if last.as_ref().is_some_and(|l| *l != found) {
+            tracing::info!(route = s.route, target = %t.target.origin, addrs = ?found, "upstream target resolves to new addresses; reconnecting");
+            t.dns_generation.fetch_add(1, Ordering::Relaxed);
+        }
+        *last = Some(found);
     }
 }
 

@@ -147,31 +147,10 @@ impl Pool {
             };
             return self.attempt(0, req, path, grpc).await.map_err(|(e, _)| e);
         }
-        let now = target::now_ms();
-        let mut ctx = PickContext {
-            user,
-            exclude: None,
-        };
-        let Some(first) = balance::pick(self.set.balance, &self.set.targets, now, &self.rr, ctx)
-        else {
+        let Some((first, mut ctx, now)) = self.pick_first(user) else {
             return Err(SendError::Connect("no upstream target".into()));
         };
-        // What a second attempt needs: the head again, and the body if it comes back unread.
-        let (parts, body) = req.into_parts();
-        let again = Again {
-            method: parts.method.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-        };
-        let bodyless = body.is_end_stream();
-        let (body, slot) = if bodyless {
-            (body, None)
-        } else {
-            let (b, s) = body.reclaimable();
-            (b, Some(s))
-        };
-        let req = Request::from_parts(parts, body);
-        let retry_path = path.clone();
+        let (req, retry) = Retry::keep(req, &path);
         *report = SendReport {
             target: Some(first),
             attempts: 1,
@@ -180,26 +159,8 @@ impl Pool {
             Ok(resp) => return Ok(resp),
             Err(e) => e,
         };
-        let idempotent = matches!(
-            again.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-        );
-        let retry = match &err {
-            SendError::Connect(_) => true,
-            SendError::Failed(_) => idempotent && connected,
-            SendError::Timeout | SendError::BodyTooLarge => false,
-        };
-        if !retry {
+        let Some((req, retry_path)) = retry.request(&err, connected) else {
             return Err(err);
-        }
-        let body = if bodyless {
-            UpstreamBody::empty()
-        } else {
-            match slot.as_ref().and_then(body::take_back) {
-                Some(source) => UpstreamBody::from_source(source),
-                // Part of the body went out: never send it again.
-                None => return Err(err),
-            }
         };
         ctx.exclude = Some(first);
         let Some(second) = balance::pick(self.set.balance, &self.set.targets, now, &self.rr, ctx)
@@ -207,7 +168,6 @@ impl Pool {
             return Err(err);
         };
         tracing::debug!(route = self.set.route, error = %err, from = %self.set.targets[first].target.origin, to = %self.set.targets[second].target.origin, "retrying on another upstream target");
-        let req = again.request(body);
         *report = SendReport {
             target: Some(second),
             attempts: 2,
@@ -215,6 +175,53 @@ impl Pool {
         self.attempt(second, req, retry_path, grpc)
             .await
             .map_err(|(e, _)| e)
+    }
+
+    /// The first target for a request on a route with several: the index, the pick's
+    /// context (a retry excludes the index) and the clock it read.
+    #[inline]
+    fn pick_first<'u>(&self, user: Option<&'u [u8]>) -> Option<(usize, PickContext<'u>, u64)> {
+        let now = target::now_ms();
+        let ctx = PickContext {
+            user,
+            exclude: None,
+        };
+        let first = balance::pick(self.set.balance, &self.set.targets, now, &self.rr, ctx)?;
+        Some((first, ctx, now))
+    }
+
+    /// What a request costs this pool besides its network I/O, for `benches/balance.rs`: on
+    /// a route with several targets, the pick and the state kept for a retry (what
+    /// [`Pool::send`] does before its first attempt); then, on any route, an attempt's work
+    /// short of sending (the URI, the target's clients, its request counter, the in-flight
+    /// count under `least_requests`, the answer's bookkeeping). Returns the target and the
+    /// request as it would be sent.
+    pub fn dry_run(
+        &self,
+        req: Request<UpstreamBody>,
+        path: PathAndQuery,
+        user: Option<&[u8]>,
+    ) -> Result<(usize, Request<UpstreamBody>), SendError> {
+        let (i, mut req, retry) = if self.clients.len() == 1 {
+            (0, req, None)
+        } else {
+            let (first, _, _) = self
+                .pick_first(user)
+                .ok_or_else(|| SendError::Connect("no upstream target".into()))?;
+            let (req, retry) = Retry::keep(req, &path);
+            (first, req, Some(retry))
+        };
+        let (Some(state), Some(client)) = (self.set.targets.get(i), self.clients.get(i)) else {
+            return Err(SendError::Connect("no upstream target".into()));
+        };
+        *req.uri_mut() = uri(&state.target, path).map_err(|(e, _)| e)?;
+        let transport = client.current(state, &self.set);
+        let in_flight = state.start(self.set.balance == crate::routing::Balance::LeastRequests);
+        std::hint::black_box(&*transport);
+        drop(in_flight);
+        state.answered();
+        drop(retry);
+        Ok((i, req))
     }
 
     /// One attempt on target `i`. On error, also says whether a connection was made (so a
@@ -268,20 +275,71 @@ impl TargetClient {
     }
 }
 
-/// The head of a request, kept for a second attempt.
-struct Again {
+/// What a second attempt needs, kept before the first: the head, the path, and the body if
+/// it comes back unread.
+struct Retry {
     method: Method,
     version: Version,
     headers: HeaderMap,
+    path: PathAndQuery,
+    /// The request had no body (nothing to take back).
+    bodyless: bool,
+    slot: Option<body::Slot>,
 }
 
-impl Again {
-    fn request(self, body: UpstreamBody) -> Request<UpstreamBody> {
+impl Retry {
+    /// Keep what a retry of `req` needs; `req` comes back with its body made reclaimable.
+    fn keep(req: Request<UpstreamBody>, path: &PathAndQuery) -> (Request<UpstreamBody>, Retry) {
+        let (parts, body) = req.into_parts();
+        let bodyless = body.is_end_stream();
+        let (body, slot) = if bodyless {
+            (body, None)
+        } else {
+            let (b, s) = body.reclaimable();
+            (b, Some(s))
+        };
+        let retry = Retry {
+            method: parts.method.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            path: path.clone(),
+            bodyless,
+            slot,
+        };
+        (Request::from_parts(parts, body), retry)
+    }
+
+    /// The request again, when the first attempt's failure allows a retry (see the module
+    /// doc): a connection that could not be made, or an idempotent request whose connection
+    /// failed, and in both cases a body that was not streamed.
+    fn request(
+        self,
+        err: &SendError,
+        connected: bool,
+    ) -> Option<(Request<UpstreamBody>, PathAndQuery)> {
+        let idempotent = matches!(
+            self.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+        let retry = match err {
+            SendError::Connect(_) => true,
+            SendError::Failed(_) => idempotent && connected,
+            SendError::Timeout | SendError::BodyTooLarge => false,
+        };
+        if !retry {
+            return None;
+        }
+        let body = if self.bodyless {
+            UpstreamBody::empty()
+        } else {
+            // Part of the body went out: never send it again.
+            UpstreamBody::from_source(self.slot.as_ref().and_then(body::take_back)?)
+        };
         let mut req = Request::new(body);
         *req.method_mut() = self.method;
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers;
-        req
+        Some((req, self.path))
     }
 }
 

@@ -172,6 +172,8 @@ pub struct TargetSet {
     pub route: &'static str,
     pub balance: Balance,
     pub health: Option<HealthCheck>,
+    /// How often the targets named by host name are resolved again.
+    pub dns_refresh: Duration,
     pub targets: Vec<TargetState>,
     pub(super) settings: ClientSettings,
 }
@@ -201,6 +203,7 @@ impl TargetSet {
             route: label,
             balance: up.balance,
             health: up.health.clone(),
+            dns_refresh: up.dns_refresh,
             targets,
             settings: ClientSettings {
                 connect_timeout: route.connect_timeout,
@@ -219,6 +222,7 @@ impl TargetSet {
             route: "-",
             balance,
             health: None,
+            dns_refresh: crate::routing::DEFAULT_DNS_REFRESH,
             targets: targets.into_iter().map(TargetState::new).collect(),
             settings: ClientSettings {
                 connect_timeout: Duration::from_secs(1),

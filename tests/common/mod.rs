@@ -1,7 +1,8 @@
 //! The one shared helper of the integration tests: a temp dir with TLS material, the real
 //! gateway started in-process on an ephemeral port ([`Setup::start`], [`env::Env`] with its
 //! upstreams) or as the real binary reporting the ports it bound ([`process`]), the upstream
-//! kit ([`upstream::Upstream`], [`faulty::FaultyUpstream`], [`answer::AnswerServer`]), a throwaway `redis-server`
+//! kit ([`upstream::Upstream`], [`faulty::FaultyUpstream`], [`answer::AnswerServer`], python peers
+//! in their own process: [`peer::PeerProcess`]), a throwaway `redis-server`
 //! ([`redis_server`]), keys and tokens ([`tokens`]), the revocation tests' gateway and
 //! assertions ([`revocation`]), headless Chromium over the DevTools protocol ([`browser`]), DPoP proofs from jwcrypto ([`dpop`]), and clients that speak HTTP/1.1, HTTP/2
 //! and raw bytes over TLS.
@@ -14,6 +15,7 @@ pub mod browser;
 pub mod dpop;
 pub mod env;
 pub mod faulty;
+pub mod peer;
 pub mod process;
 pub mod redis_server;
 pub mod revocation;
@@ -413,6 +415,15 @@ pub async fn admin_request(
         req = req.json(&b);
     }
     TestGateway::reply(req.send().await.expect("admin request")).await
+}
+
+/// `GET /upstreams` on the gateway's admin listener (asserted 200): every route's targets
+/// and their state.
+pub async fn admin_upstreams(gw: &TestGateway, token: &str) -> serde_json::Value {
+    let base = gw.admin_url().expect("the config has an [admin] listener");
+    let r = admin_request(&base, token, reqwest::Method::GET, "/upstreams", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
 }
 
 /// Write `request` on `io` (a failed write is the peer refusing, not a test failure), then

@@ -28,11 +28,27 @@ const LISTENING: &str = "portcullis listening";
 /// `[log] level` decides), colours off, and no admin token inherited from the caller.
 pub fn portcullis(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.args(args)
-        .env_remove("RUST_LOG")
+    cmd.args(args);
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// `WRAPPER.. portcullis ARGS`: the binary started by another program (`unshare`, say),
+/// with the environment [`portcullis`] gives it.
+pub fn portcullis_via(wrapper: &[&str], args: &[&str]) -> Command {
+    let (program, rest) = wrapper.split_first().expect("a wrapper program");
+    let mut cmd = Command::new(program);
+    cmd.args(rest)
+        .arg(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args);
+    clean_env(&mut cmd);
+    cmd
+}
+
+fn clean_env(cmd: &mut Command) {
+    cmd.env_remove("RUST_LOG")
         .env_remove("PORTCULLIS_ADMIN_TOKEN")
         .env("NO_COLOR", "1");
-    cmd
 }
 
 /// What a CLI command printed and how it exited.

@@ -117,6 +117,12 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
+        Upstream::serve(listener)
+    }
+
+    /// Serve on a listener the test bound itself (another loopback address, say) until the
+    /// runtime shuts down.
+    pub fn serve(listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().expect("upstream addr");
         let seen = Arc::new(Seen::default());
         let state = seen.clone();
