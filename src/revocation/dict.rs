@@ -20,6 +20,44 @@ pub struct SubjectEntry {
     pub expires: u64,
 }
 
+/// A [`SubjectEntry`] as the map holds it: two u32 seconds instead of two u64 keep a subject
+/// entry the size of a token entry (16-byte key + 8 bytes), inside the 64 bytes per entry the
+/// dictionary is allowed at a million entries. A time past u32 (the year 2106) is stored as
+/// u32::MAX and read back as "forever", which revokes more, never less.
+#[derive(Debug, Clone, Copy)]
+struct PackedSubject {
+    revoked_before: u32,
+    expires: u32,
+}
+
+fn pack(t: u64) -> u32 {
+    u32::try_from(t).unwrap_or(u32::MAX)
+}
+
+fn unpack(t: u32) -> u64 {
+    if t == u32::MAX {
+        u64::MAX
+    } else {
+        u64::from(t)
+    }
+}
+
+impl PackedSubject {
+    fn new(e: SubjectEntry) -> Self {
+        PackedSubject {
+            revoked_before: pack(e.revoked_before),
+            expires: pack(e.expires),
+        }
+    }
+
+    fn get(self) -> SubjectEntry {
+        SubjectEntry {
+            revoked_before: unpack(self.revoked_before),
+            expires: unpack(self.expires),
+        }
+    }
+}
+
 /// Why [`Dictionary::is_revoked`] rejected a token (for the log line, never the client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -120,7 +158,7 @@ const SHARDS: usize = 64;
 pub struct Dictionary {
     /// Token key -> the token's `exp` (unix seconds).
     tokens: DashMap<Key, u64, BuildKeyHasher>,
-    subjects: DashMap<Key, SubjectEntry, BuildKeyHasher>,
+    subjects: DashMap<Key, PackedSubject, BuildKeyHasher>,
 }
 
 impl Default for Dictionary {
@@ -178,14 +216,17 @@ impl Dictionary {
     pub fn revoke_subject(&self, key: Key, revoked_before: u64, expires: u64) {
         self.subjects
             .entry(key)
-            .and_modify(|e| {
-                e.revoked_before = e.revoked_before.max(revoked_before);
-                e.expires = e.expires.max(expires);
+            .and_modify(|packed| {
+                let e = packed.get();
+                *packed = PackedSubject::new(SubjectEntry {
+                    revoked_before: e.revoked_before.max(revoked_before),
+                    expires: e.expires.max(expires),
+                });
             })
-            .or_insert(SubjectEntry {
+            .or_insert(PackedSubject::new(SubjectEntry {
                 revoked_before,
                 expires,
-            });
+            }));
     }
 
     /// Returns whether the subject was revoked.
@@ -212,7 +253,7 @@ impl Dictionary {
         }
         let sub_key = sub_key?;
         // Copy out of the guard at once so the shard lock is not held past the probe.
-        let revoked_before = self.subjects.get(&sub_key).map(|e| e.revoked_before)?;
+        let revoked_before = self.subjects.get(&sub_key).map(|e| e.get().revoked_before)?;
         match iat {
             Some(iat) if iat >= revoked_before => None,
             Some(_) => Some(Reason::Subject),
@@ -251,7 +292,7 @@ impl Dictionary {
             keep
         });
         self.subjects.retain(|_, e| {
-            let keep = !expired(e.expires, now, leeway);
+            let keep = !expired(e.get().expires, now, leeway);
             dropped += usize::from(!keep);
             keep
         });
@@ -290,10 +331,11 @@ impl Dictionary {
                 })
             }),
             Kind::Subject => self.subjects.iter().for_each(|r| {
+                let e = r.value().get();
                 offer(Entry::Subject {
                     key: *r.key(),
-                    revoked_before: r.value().revoked_before,
-                    expires: r.value().expires,
+                    revoked_before: e.revoked_before,
+                    expires: e.expires,
                 })
             }),
         }
@@ -312,7 +354,7 @@ impl Dictionary {
             }
         }
         for r in self.subjects.iter() {
-            let e = *r.value();
+            let e = r.value().get();
             if !expired(e.expires, now, leeway) {
                 f(Entry::Subject {
                     key: *r.key(),
@@ -468,6 +510,28 @@ mod tests {
         // Saturating: a huge exp never wraps into "expired".
         d.revoke_token(k(6), u64::MAX);
         assert_eq!(d.sweep(u64::MAX, u64::MAX), 0);
+    }
+
+    /// Subject times are held as u32 seconds: a time past 2106 must revoke more, never less.
+    #[test]
+    fn subject_times_past_u32_fail_closed() {
+        let d = Dictionary::new();
+        let far = u64::from(u32::MAX) + 1000;
+        d.revoke_subject(k(1), far, far);
+        // A token issued after u32::MAX but before the real revoked_before stays revoked.
+        assert_eq!(
+            d.is_revoked(k(0), Some(k(1)), Some(far - 1)),
+            Some(Reason::Subject)
+        );
+        assert_eq!(d.sweep(far + 10, 0), 0, "kept: expires reads back as forever");
+        // Ordinary times come back exactly.
+        d.revoke_subject(k(2), 1_700_000_000, 1_700_086_400);
+        let page = d.page(Kind::Subject, None, 10);
+        assert!(page.contains(&Entry::Subject {
+            key: k(2),
+            revoked_before: 1_700_000_000,
+            expires: 1_700_086_400,
+        }));
     }
 
     #[test]

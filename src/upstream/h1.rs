@@ -10,9 +10,12 @@
 //!
 //! What it keeps from hyper-util: a request that a reused connection refused before sending
 //! anything (the upstream closed it as the request went out) is sent again on a new
-//! connection; at most `pool_max_idle_per_host` idle connections are kept, none idle longer
-//! than `pool_idle_timeout`; WebSocket upgrades work (connections are driven with upgrades).
+//! connection; at most `pool_max_idle_per_host` idle connections are kept; one idle past
+//! `pool_idle_timeout` is closed when the pool is next used (there is no timer: a pool
+//! nobody uses keeps its sockets until the upstream's own keep-alive timeout closes them);
+//! WebSocket upgrades work (connections are driven with upgrades).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +45,7 @@ pub struct H1Pool {
     /// The target's authority, the `Host` of a request that came without one (an HTTP/2
     /// request whose client sent no `:authority`).
     authority: HeaderValue,
-    idle: Arc<Mutex<Vec<Idle>>>,
+    idle: Arc<Mutex<VecDeque<Idle>>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -60,7 +63,7 @@ impl H1Pool {
             port: authority.port_u16().unwrap_or(80),
             authority: HeaderValue::from_str(authority.as_str())
                 .unwrap_or(HeaderValue::from_static("localhost")),
-            idle: Arc::new(Mutex::new(Vec::new())),
+            idle: Arc::new(Mutex::new(VecDeque::new())),
             max_idle: s.pool_max_idle_per_host,
             idle_timeout: s.pool_idle_timeout,
             connect_timeout: s.connect_timeout,
@@ -104,7 +107,7 @@ impl H1Pool {
     /// expired ones are dropped on the way.
     fn checkout(&self) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(entry) = idle.pop() {
+        while let Some(entry) = idle.pop_back() {
             if entry.sender.is_ready() && entry.since.elapsed() < self.idle_timeout {
                 return Some(entry.sender);
             }
@@ -150,27 +153,34 @@ impl H1Pool {
             return;
         }
         let idle = self.idle.clone();
-        let max = self.max_idle;
+        let (max, timeout) = (self.max_idle, self.idle_timeout);
         if sender.is_ready() {
-            push(&idle, max, sender);
+            push(&idle, max, timeout, sender);
             return;
         }
         let mut sender = sender;
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                push(&idle, max, sender);
+                push(&idle, max, timeout, sender);
             }
         });
     }
 }
 
-fn push(idle: &Mutex<Vec<Idle>>, max: usize, sender: Sender) {
+/// On top of the stack (the next checkout takes it), after closing the connections at the
+/// bottom that sat idle past `timeout`: under steady traffic the bottom is never reached by
+/// a checkout, and without this its sockets would stay open until the upstream closes them.
+fn push(idle: &Mutex<VecDeque<Idle>>, max: usize, timeout: Duration, sender: Sender) {
+    let now = Instant::now();
     let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+    while idle
+        .front()
+        .is_some_and(|oldest| now.duration_since(oldest.since) >= timeout)
+    {
+        idle.pop_front();
+    }
     if idle.len() < max {
-        idle.push(Idle {
-            sender,
-            since: Instant::now(),
-        });
+        idle.push_back(Idle { sender, since: now });
     }
 }
 
