@@ -253,7 +253,10 @@ impl Dictionary {
         }
         let sub_key = sub_key?;
         // Copy out of the guard at once so the shard lock is not held past the probe.
-        let revoked_before = self.subjects.get(&sub_key).map(|e| e.get().revoked_before)?;
+        let revoked_before = self
+            .subjects
+            .get(&sub_key)
+            .map(|e| e.get().revoked_before)?;
         match iat {
             Some(iat) if iat >= revoked_before => None,
             Some(_) => Some(Reason::Subject),
@@ -523,7 +526,11 @@ mod tests {
             d.is_revoked(k(0), Some(k(1)), Some(far - 1)),
             Some(Reason::Subject)
         );
-        assert_eq!(d.sweep(far + 10, 0), 0, "kept: expires reads back as forever");
+        assert_eq!(
+            d.sweep(far + 10, 0),
+            0,
+            "kept: expires reads back as forever"
+        );
         // Ordinary times come back exactly.
         d.revoke_subject(k(2), 1_700_000_000, 1_700_086_400);
         let page = d.page(Kind::Subject, None, 10);
