@@ -7,9 +7,6 @@ use clap::Parser;
 use http::Method;
 use portcullis::cli::{self, admin, token::TokenArgs, Cli, Command};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run { config, recover } => cli::run::run(config, recover),
