@@ -35,8 +35,9 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// Default `[listen] workers`: one per core. Measured with `../shared/bench/peers.py` on 2
 /// cores shared with the load generator and nginx (2026-12-03, split allocator, HS256): under
 /// HTTP/2 one worker saturates its core and reached x0.70-0.73 of HAProxy's requests/s, two
-/// reached x0.97-1.07 at 5-15% less CPU per request; under HTTP/1.1 two workers cost what one
-/// did (rps x1.06-1.09 against x1.05-1.12, CPU per request x0.83-0.86 against x0.80-0.82).
+/// reached x0.97-1.07 at 5-15% less CPU per request; under HTTP/1.1 two workers kept the
+/// request rate (x1.05-1.08 of HAProxy's) at 3-4% more CPU per request (x0.87-0.91 against
+/// x0.84-0.87).
 /// Until then the default was one per core but one, which had saved about 10% of CPU per
 /// HTTP/1.1 request with the system allocator. A host that runs other busy work beside the
 /// gateway can leave it cores with a smaller `workers`.
