@@ -30,6 +30,11 @@ use portcullis::upstream::balance::{pick, PickContext};
 use portcullis::upstream::target::now_ms;
 use portcullis::upstream::{Pool, TargetSet, UpstreamBody};
 
+// The allocator the gateway binary runs with (src/main.rs): the retry's copy of the head is
+// allocations, and what they cost is the binary's figure, not the system allocator's.
+#[global_allocator]
+static ALLOCATOR: portcullis::allocator::SplitAllocator = portcullis::allocator::SplitAllocator;
+
 const POLICIES: [Balance; 3] = [
     Balance::RoundRobin,
     Balance::LeastRequests,

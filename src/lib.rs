@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod allocator;
 pub mod apikeys;
 pub mod auth;
 pub mod cli;

@@ -7,6 +7,9 @@ use clap::Parser;
 use http::Method;
 use portcullis::cli::{self, admin, token::TokenArgs, Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: portcullis::allocator::SplitAllocator = portcullis::allocator::SplitAllocator;
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run { config, recover } => cli::run::run(config, recover),

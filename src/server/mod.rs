@@ -32,18 +32,17 @@ use crate::telemetry::metrics::Metrics;
 /// Pending connections the kernel queues per listening socket.
 const LISTEN_BACKLOG: i32 = 1024;
 
-/// Default `[listen] workers`: one per core but one, at least one. A gateway shares its host
-/// with the kernel's network processing and usually with more (the upstream, sidecars, the
-/// sign-in hashing threads); a worker per core then competes for every core and pays in
-/// context switches. Measured with `../shared/bench/peers.py` on 2 cores (wrk and nginx on
-/// the same box): one worker spent x0.79-0.80 of HAProxy's CPU per HS256 request at x1.10-1.13
-/// its requests/s, two workers x0.88-0.92 at x1.04-1.07. A dedicated many-core host loses one
-/// core in `cores`; set `workers` there.
+/// Default `[listen] workers`: one per core. Measured with `../shared/bench/peers.py` on 2
+/// cores shared with the load generator and nginx (2026-12-03, split allocator, HS256): under
+/// HTTP/2 one worker saturates its core and reached x0.70-0.73 of HAProxy's requests/s, two
+/// reached x0.97-1.07 at 5-15% less CPU per request; under HTTP/1.1 two workers kept the
+/// request rate (x1.05-1.08 of HAProxy's) at 3-4% more CPU per request (x0.87-0.91 against
+/// x0.84-0.87).
+/// Until then the default was one per core but one, which had saved about 10% of CPU per
+/// HTTP/1.1 request with the system allocator. A host that runs other busy work beside the
+/// gateway can leave it cores with a smaller `workers`.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .saturating_sub(1)
-        .max(1)
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Bind `workers` listening sockets on one address with `SO_REUSEPORT` (the first one

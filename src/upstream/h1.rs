@@ -79,26 +79,45 @@ impl H1Pool {
         if !req.headers().contains_key(HOST) {
             req.headers_mut().insert(HOST, self.authority.clone());
         }
-        let (mut sender, reused) = match self.checkout() {
+        let (sender, reused) = match self.checkout() {
             Some(sender) => (sender, true),
-            None => (self.connect().await?, false),
+            None => (Box::pin(self.connect()).await?, false),
         };
-        let resp = match sender.try_send_request(req).await {
-            Ok(resp) => resp,
+        self.sent(sender, reused, req).await
+    }
+
+    /// Send on `sender` and hand it back. The resend after a refusal is a boxed future of
+    /// its own: inline, its state (the refused request, the error, a second send) would
+    /// double the size of this future, which every request creates and moves.
+    async fn sent(
+        &self,
+        mut sender: Sender,
+        reused: bool,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, RequestError> {
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                self.give_back(sender);
+                Ok(resp)
+            }
             Err(mut e) => match e.take_message() {
                 // Refused before a byte went out, on a connection the upstream had just
                 // closed: safe to send again, once, on a new connection.
                 Some(req) if reused => {
                     drop(sender);
-                    sender = self.connect().await?;
-                    sender
-                        .send_request(req)
-                        .await
-                        .map_err(|e| RequestError::Failed(Box::new(e)))?
+                    Box::pin(self.resend(req)).await
                 }
-                _ => return Err(RequestError::Failed(Box::new(e.into_error()))),
+                _ => Err(RequestError::Failed(Box::new(e.into_error()))),
             },
-        };
+        }
+    }
+
+    async fn resend(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, RequestError> {
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| RequestError::Failed(Box::new(e)))?;
         self.give_back(sender);
         Ok(resp)
     }

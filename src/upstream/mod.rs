@@ -126,7 +126,11 @@ impl Pool {
         timeout: Duration,
         report: &mut SendReport,
     ) -> Result<Response<Incoming>, SendError> {
-        match tokio::time::timeout(timeout, self.send_inner(out, user, report)).await {
+        // Boxed: the attempt's future is kilobytes (hyper's, the retry's state), and every
+        // async fn above this one would otherwise hold it inline and copy it whole each time
+        // it is created and moved (memcpy was 8.7% of an HTTP/2 request's CPU under perf).
+        let inner = Box::pin(self.send_inner(out, user, report));
+        match tokio::time::timeout(timeout, inner).await {
             Ok(r) => r,
             Err(_) => Err(SendError::Timeout),
         }
@@ -387,6 +391,7 @@ mod tests {
     use super::*;
     use crate::routing::{Balance, UpstreamTarget};
     use http::uri::Scheme;
+    use http::HeaderValue;
 
     #[tokio::test]
     async fn a_dns_change_rebuilds_the_clients_of_a_named_target_only() {
@@ -412,5 +417,40 @@ mod tests {
         assert_eq!(ptr(1), literal, "an IP literal never resolves");
         let rebuilt = ptr(0);
         assert_eq!(ptr(0), rebuilt, "rebuilt once per change");
+    }
+
+    #[test]
+    fn a_retry_sends_the_same_head_repeated_fields_and_their_order_included() {
+        let mut req = Request::new(UpstreamBody::empty());
+        *req.method_mut() = Method::PUT;
+        *req.version_mut() = Version::HTTP_2;
+        let h = req.headers_mut();
+        h.append("accept", HeaderValue::from_static("text/plain"));
+        h.append("x-trace", HeaderValue::from_static("one"));
+        h.append("accept", HeaderValue::from_static("application/json"));
+        h.append("x-trace", HeaderValue::from_static("two"));
+        let sent = req.headers().clone();
+        let path = PathAndQuery::from_static("/orders/7?x=1");
+        let (_first, retry) = Retry::keep(req, &path);
+        let (again, again_path) = retry
+            .request(&SendError::Connect("refused".into()), false)
+            .expect("a refused connection is retried");
+        assert_eq!(again.method(), Method::PUT);
+        assert_eq!(again.version(), Version::HTTP_2);
+        assert_eq!(again_path, path);
+        assert_eq!(again.headers(), &sent);
+        let accept: Vec<_> = again.headers().get_all("accept").iter().collect();
+        assert_eq!(accept, ["text/plain", "application/json"], "order kept");
+        assert_eq!(again.headers().len(), 4);
+    }
+
+    #[test]
+    fn a_post_whose_connection_failed_after_connecting_is_not_retried() {
+        let mut req = Request::new(UpstreamBody::empty());
+        *req.method_mut() = Method::POST;
+        let (_first, retry) = Retry::keep(req, &PathAndQuery::from_static("/pay"));
+        assert!(retry
+            .request(&SendError::Failed("reset".into()), true)
+            .is_none());
     }
 }
