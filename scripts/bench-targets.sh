@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# One target against two: what a route with `upstreams = [..]` (round robin) costs in throughput
+# and gateway CPU per request, next to the same route with `upstream = ..` (issue 16: within 5%).
+# peers.py cannot express a second target, hence this harness.
+#
+#   scripts/bench-targets.sh BIN [h1|h2] [ROUNDS] [SECONDS]
+#
+# One nginx listens on two ports (the two targets; the one-target route uses the first). The
+# gateway terminates TLS with an HS256 route, one token (all cache hits, as h2load can send only
+# one). Load: h2load, 32 connections (`--h1` for h1; `-m 10` streams each for h2). Rounds
+# alternate one/two targets; each prints requests/s and the gateway's CPU per request (utime +
+# stime from /proc over the run), and the end prints the medians and their ratios.
+# Needs: nginx, h2load (nghttp2-client), openssl, python3.
+set -euo pipefail
+BIN=$(realpath "$1"); PROTO=${2:-h1}; ROUNDS=${3:-3}; SECS=${4:-8}
+W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
+SECRET=bench-targets-secret-0123456789abcdef0123456789ab
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP1=$(port); UP2=$(port)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/tls.key" -out "$W/tls.crt" -days 2 \
+  -subj /CN=localhost 2>/dev/null
+cat > "$W/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $W; proxy_temp_path $W; fastcgi_temp_path $W;
+  uwsgi_temp_path $W; scgi_temp_path $W;
+  server { listen 127.0.0.1:$UP1; listen 127.0.0.1:$UP2; keepalive_requests 1000000;
+           location / { return 200 "ok\n"; } } }
+EOF
+nginx -c "$W/nginx.conf" -e "$W/nginx.err" &
+TOKEN=$(python3 - "$SECRET" <<'EOF'
+import base64, hashlib, hmac, json, sys, time
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+h = b(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "hs256"}).encode())
+p = b(json.dumps({"sub": "user-1", "exp": int(time.time()) + 86400}).encode())
+print(h + "." + p + "." + b(hmac.new(sys.argv[1].encode(), (h + "." + p).encode(), hashlib.sha256).digest()))
+EOF
+)
+
+run() { # one|two -> prints "rps cpu_us"
+  local gw targets; gw=$(port)
+  if [ "$1" = one ]; then targets="upstream = \"http://127.0.0.1:$UP1\""
+  else targets="upstreams = [\"http://127.0.0.1:$UP1\", \"http://127.0.0.1:$UP2\"]"; fi
+  cat > "$W/gw.toml" <<EOF
+[listen]
+addr = "127.0.0.1:$gw"
+tls_cert = "$W/tls.crt"
+tls_key = "$W/tls.key"
+[revocation]
+store = "$W/store-$1-$RANDOM/revocations.log"
+[[jwt.keys]]
+kid = "hs256"
+alg = "HS256"
+secret = "$SECRET"
+[identity]
+user_header = "x-user-id"
+[[routes]]
+prefix = "/"
+$targets
+auth = "jwt"
+EOF
+  "$BIN" run --config "$W/gw.toml" > "$W/gw.log" 2>&1 &
+  local gp=$!
+  for _ in $(seq 1 100); do grep -q listening "$W/gw.log" && break; sleep 0.1; done
+  local extra="--h1"; [ "$PROTO" = h2 ] && extra="-m 10"
+  # Warm-up: connections made and the token verified once.
+  h2load $extra -n 2000 -c 32 -H "authorization: Bearer $TOKEN" "https://127.0.0.1:$gw/x" >/dev/null
+  local t0; t0=$(awk '{print $14+$15}' /proc/$gp/stat)
+  local out; out=$(h2load $extra -D "$SECS" -c 32 -t 1 -H "authorization: Bearer $TOKEN" \
+    "https://127.0.0.1:$gw/x")
+  local t1; t1=$(awk '{print $14+$15}' /proc/$gp/stat)
+  kill -INT $gp; wait $gp || true
+  python3 - "$out" "$t0" "$t1" "$(getconf CLK_TCK)" <<'EOF'
+import re, sys
+out, t0, t1, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+done = int(re.search(r"(\d+) succeeded", out).group(1))
+rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+print(f"{rps:.0f} {(t1 - t0) / hz / max(done, 1) * 1e6:.1f}")
+EOF
+}
+
+one=(); two=()
+for i in $(seq 1 "$ROUNDS"); do
+  a=$(run one); b=$(run two)
+  echo "round $i: one target ${a% *} req/s ${a#* } us/req; two targets ${b% *} req/s ${b#* } us/req"
+  one+=("$a"); two+=("$b")
+done
+python3 - "$PROTO" "${one[@]}" -- "${two[@]}" <<'EOF'
+import statistics, sys
+proto, rest = sys.argv[1], sys.argv[2:]
+cut = rest.index("--")
+one = [tuple(map(float, r.split())) for r in rest[:cut]]
+two = [tuple(map(float, r.split())) for r in rest[cut + 1:]]
+med = lambda rows, k: statistics.median(r[k] for r in rows)
+print(f"{proto}: two targets / one: throughput x{med(two, 0) / med(one, 0):.2f}, "
+      f"CPU per request x{med(two, 1) / med(one, 1):.2f} (medians of {len(one)} rounds)")
+EOF
