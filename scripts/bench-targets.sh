@@ -16,27 +16,11 @@ BIN=$(realpath "$1"); PROTO=${2:-h1}; ROUNDS=${3:-3}; SECS=${4:-8}
 W=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 SECRET=bench-targets-secret-0123456789abcdef0123456789ab
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/bench-common.sh"
 UP1=$(port); UP2=$(port)
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/tls.key" -out "$W/tls.crt" -days 2 \
-  -subj /CN=localhost 2>/dev/null
-cat > "$W/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $W; proxy_temp_path $W; fastcgi_temp_path $W;
-  uwsgi_temp_path $W; scgi_temp_path $W;
-  server { listen 127.0.0.1:$UP1; listen 127.0.0.1:$UP2; keepalive_requests 1000000;
-           location / { return 200 "ok\n"; } } }
-EOF
-nginx -c "$W/nginx.conf" -e "$W/nginx.err" &
-TOKEN=$(python3 - "$SECRET" <<'EOF'
-import base64, hashlib, hmac, json, sys, time
-b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
-h = b(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "hs256"}).encode())
-p = b(json.dumps({"sub": "user-1", "exp": int(time.time()) + 86400}).encode())
-print(h + "." + p + "." + b(hmac.new(sys.argv[1].encode(), (h + "." + p).encode(), hashlib.sha256).digest()))
-EOF
-)
+make_cert
+start_nginx "$UP1" "$UP2"
+TOKEN=$(hs256_token)
 
 run() { # one|two -> prints "rps cpu_us"
   local gw targets; gw=$(port)
