@@ -5,6 +5,9 @@
 #   make_cert             a self-signed certificate for localhost: $W/tls.crt, $W/tls.key
 #   start_nginx PORT...   one nginx worker answering "ok" on each port, in the background
 #   hs256_token           an HS256 token (kid hs256, sub user-1, valid a day) signed with SECRET
+#   gateway_config PORT STORE TARGETS
+#                         $W/gw.toml: TLS on PORT, the store file STORE, one HS256 key, one
+#                         route on / with the line TARGETS (`upstream = ..` or `upstreams = [..]`)
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -33,5 +36,26 @@ b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
 h = b(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "hs256"}).encode())
 p = b(json.dumps({"sub": "user-1", "exp": int(time.time()) + 86400}).encode())
 print(h + "." + p + "." + b(hmac.new(sys.argv[1].encode(), (h + "." + p).encode(), hashlib.sha256).digest()))
+EOF
+}
+
+gateway_config() {
+  cat > "$W/gw.toml" <<EOF
+[listen]
+addr = "127.0.0.1:$1"
+tls_cert = "$W/tls.crt"
+tls_key = "$W/tls.key"
+[revocation]
+store = "$2"
+[[jwt.keys]]
+kid = "hs256"
+alg = "HS256"
+secret = "$SECRET"
+[identity]
+user_header = "x-user-id"
+[[routes]]
+prefix = "/"
+$3
+auth = "jwt"
 EOF
 }

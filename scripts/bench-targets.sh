@@ -22,28 +22,12 @@ make_cert
 start_nginx "$UP1" "$UP2"
 TOKEN=$(hs256_token)
 
+
 run() { # one|two -> prints "rps cpu_us"
   local gw targets; gw=$(port)
   if [ "$1" = one ]; then targets="upstream = \"http://127.0.0.1:$UP1\""
   else targets="upstreams = [\"http://127.0.0.1:$UP1\", \"http://127.0.0.1:$UP2\"]"; fi
-  cat > "$W/gw.toml" <<EOF
-[listen]
-addr = "127.0.0.1:$gw"
-tls_cert = "$W/tls.crt"
-tls_key = "$W/tls.key"
-[revocation]
-store = "$W/store-$1-$RANDOM/revocations.log"
-[[jwt.keys]]
-kid = "hs256"
-alg = "HS256"
-secret = "$SECRET"
-[identity]
-user_header = "x-user-id"
-[[routes]]
-prefix = "/"
-$targets
-auth = "jwt"
-EOF
+  gateway_config "$gw" "$W/store-$1-$RANDOM/revocations.log" "$targets"
   "$BIN" run --config "$W/gw.toml" > "$W/gw.log" 2>&1 &
   local gp=$!
   for _ in $(seq 1 100); do grep -q listening "$W/gw.log" && break; sleep 0.1; done

@@ -23,26 +23,10 @@ UP=$(port)
 make_cert
 start_nginx "$UP"
 TOKEN=$(hs256_token)
+
 run() { # N OUTFILE
   local gw; gw=$(port)
-  cat > "$W/gw.toml" <<EOF
-[listen]
-addr = "127.0.0.1:$gw"
-tls_cert = "$W/tls.crt"
-tls_key = "$W/tls.key"
-[revocation]
-store = "$W/store-$1/revocations.log"
-[[jwt.keys]]
-kid = "hs256"
-alg = "HS256"
-secret = "$SECRET"
-[identity]
-user_header = "x-user-id"
-[[routes]]
-prefix = "/"
-upstream = "http://127.0.0.1:$UP"
-auth = "jwt"
-EOF
+  gateway_config "$gw" "$W/store-$1/revocations.log" "upstream = \"http://127.0.0.1:$UP\""
   valgrind --tool=callgrind --callgrind-out-file="$2" "$BIN" run --config "$W/gw.toml" \
     > "$W/gw.log" 2>&1 &
   local vp=$!
