@@ -30,10 +30,9 @@ use prost::Message;
 
 use common::tokens::{self, HS256_SECRET};
 use common::upstream::{dead_addr, hex};
-use common::{admin_request, hmac_key_toml, wait_until, Env, Setup};
+use common::{admin_request, hmac_key_toml, wait_until, Env, Setup, TRACEPARENT, TRACESTATE};
 
 const ADMIN_TOKEN: &str = "otlp-test-admin-token-0123456789abcdef";
-const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_PARENT: &str = "00f067aa0ba902b7";
 
@@ -294,16 +293,7 @@ async fn a_clients_sampled_traceparent_parents_the_request_span() {
     let Env { gw, .. } = Env::start(Setup::new(), &config(&receiver.url(), "")).await;
     let token = tokens::hs256(Some("hs"), &tokens::claims("tara"));
 
-    let r = gw
-        .raw_get(
-            "/t",
-            Some(&token),
-            &[
-                format!("traceparent: {TRACEPARENT}").as_str(),
-                "tracestate: congo=t61rcWkgMzE",
-            ],
-        )
-        .await;
+    let r = gw.get_with_trace_context("/t", &token).await;
     assert_eq!(r.status, 200);
     let echo = r.echo();
     let (trace, up_parent, flags) = parts(echo.one("traceparent").unwrap());
@@ -312,7 +302,7 @@ async fn a_clients_sampled_traceparent_parents_the_request_span() {
         up_parent, CLIENT_PARENT,
         "the upstream's parent is the gateway's span now"
     );
-    assert_eq!(echo.one("tracestate"), Some("congo=t61rcWkgMzE"));
+    assert_eq!(echo.one("tracestate"), Some(TRACESTATE));
 
     let spans = receiver.wait_for(CLIENT_TRACE).await;
     let server = spans
@@ -320,7 +310,7 @@ async fn a_clients_sampled_traceparent_parents_the_request_span() {
         .find(|s| s.kind == SpanKind::Server as i32)
         .unwrap();
     assert_eq!(hex(&server.parent_span_id), CLIENT_PARENT);
-    assert_eq!(server.trace_state, "congo=t61rcWkgMzE");
+    assert_eq!(server.trace_state, TRACESTATE);
     let upstream = named(&spans, "upstream").unwrap();
     assert_eq!(hex(&upstream.span_id), up_parent);
     assert_eq!(upstream.parent_span_id, server.span_id);

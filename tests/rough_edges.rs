@@ -8,7 +8,7 @@
 mod common;
 
 use common::tokens::{self, HS256_SECRET};
-use common::{admin_request, hmac_key_toml, Env, Setup};
+use common::{admin_request, hmac_key_toml, Env, Setup, TRACEPARENT, TRACESTATE};
 use reqwest::Method;
 
 const ADMIN_TOKEN: &str = "rough-edges-admin-token-0123456789";
@@ -254,28 +254,17 @@ async fn kind_has_one_vocabulary_in_answers_filters_and_lists() {
     assert_eq!(audit_kinds, ["jti", "sub", "token"]);
 }
 
-const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_context_is_kept_when_sent_and_created_when_not() {
     let Env { gw, .. } = Env::start(Setup::new(), &config("", "")).await;
     let token = tokens::hs256(Some("hs"), &tokens::claims("tara"));
 
     // Sent: the upstream gets it (and tracestate) as sent.
-    let r = gw
-        .raw_get(
-            "/t",
-            Some(&token),
-            &[
-                format!("traceparent: {TRACEPARENT}").as_str(),
-                "tracestate: congo=t61rcWkgMzE",
-            ],
-        )
-        .await;
+    let r = gw.get_with_trace_context("/t", &token).await;
     assert_eq!(r.status, 200);
     let echo = r.echo();
     assert_eq!(echo.one("traceparent"), Some(TRACEPARENT));
-    assert_eq!(echo.one("tracestate"), Some("congo=t61rcWkgMzE"));
+    assert_eq!(echo.one("tracestate"), Some(TRACESTATE));
 
     // Not sent (or invalid): created, well-formed, and sampled.
     for extra in [&[][..], &["traceparent: 00-garbage", "tracestate: a=b"][..]] {

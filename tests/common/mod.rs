@@ -37,6 +37,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+/// A client's `traceparent` (the W3C Trace Context example): trace
+/// 4bf92f3577b34da6a3ce929d0e0e4736, parent 00f067aa0ba902b7, sampled.
+pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// The `tracestate` sent with [`TRACEPARENT`].
+pub const TRACESTATE: &str = "congo=t61rcWkgMzE";
+
 #[allow(unused_imports)]
 pub use env::{Env, Upstreams};
 #[allow(unused_imports)]
@@ -334,6 +340,15 @@ impl TestGateway {
         }
         req.push_str("Connection: close\r\n\r\n");
         self.raw(&req).await
+    }
+
+    /// A raw `GET path` with the token and a client's trace context: [`TRACEPARENT`] and
+    /// [`TRACESTATE`], the W3C Trace Context specification's examples.
+    pub async fn get_with_trace_context(&self, path: &str, token: &str) -> Reply {
+        let traceparent = format!("traceparent: {TRACEPARENT}");
+        let tracestate = format!("tracestate: {TRACESTATE}");
+        self.raw_get(path, Some(token), &[&traceparent, &tracestate])
+            .await
     }
 
     /// The admin listener's address, when the config has `[admin]`.
