@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use super::error::GatewayError;
 use super::route::Route;
 use crate::routing::UpstreamProtocol;
-use crate::upstream::{self, Outgoing, SendError, UpstreamBody};
+use crate::upstream::{self, Outgoing, ResponseBody, SendError, UpstreamBody};
 
 pub use crate::upstream::Pool as UpstreamClient;
 
@@ -41,7 +41,7 @@ pub async fn forward(
     te_trailers: bool,
     user: Option<&HeaderValue>,
     report: &mut upstream::SendReport,
-) -> Result<Response<Incoming>, GatewayError> {
+) -> Result<Response<ResponseBody>, GatewayError> {
     // HTTP/1.1 only: HTTP/2 has no Upgrade (RFC 9113 section 8.6).
     let upgrade = upgrade.filter(|_| req.version() == Version::HTTP_11);
     let grpc = is_grpc(&req);
@@ -108,9 +108,9 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
 
 /// Answer the client's upgrade with the upstream's 101 and splice the two upgraded streams.
 fn tunnel(
-    mut resp: Response<Incoming>,
+    mut resp: Response<ResponseBody>,
     client_upgrade: hyper::upgrade::OnUpgrade,
-) -> Response<Incoming> {
+) -> Response<ResponseBody> {
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let proto = resp.headers().get(header::UPGRADE).cloned();
     strip_hop_by_hop(resp.headers_mut());

@@ -65,7 +65,7 @@ use identity::Protected;
 use route::{AuthPolicy, Endpoint, Route, RouteTable, Target};
 
 /// The body of every response the gateway sends: the upstream's, streamed, or its own.
-pub type ResBody = Either<Incoming, Full<Bytes>>;
+pub type ResBody = Either<crate::upstream::ResponseBody, Full<Bytes>>;
 
 /// What every worker shares: routes, keys, caches, revocations, metrics.
 pub struct Shared {

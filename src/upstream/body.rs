@@ -1,5 +1,5 @@
-//! The body sent upstream: the client's, streamed (cut at the route's `max_body_bytes` when
-//! set), or nothing. A body that may have to go to a second target is *reclaimable*: if the
+//! The bodies of an upstream exchange. The request's: the client's, streamed (cut at the
+//! route's `max_body_bytes` when set), or nothing. A body that may have to go to a second target is *reclaimable*: if the
 //! first attempt drops it before reading a byte (the connection could not be made), it is
 //! handed back for the retry, so a retried request never loses or duplicates body bytes.
 
@@ -110,6 +110,41 @@ impl Body for UpstreamBody {
             None | Some(Source::Empty) => SizeHint::with_exact(0),
             Some(Source::Stream(b)) => b.size_hint(),
             Some(Source::Limited(b)) => b.size_hint(),
+        }
+    }
+}
+
+/// The body of an upstream's answer: hyper's, or read from the socket by [`super::wire`].
+pub enum ResponseBody {
+    Hyper(Incoming),
+    Wire(super::wire::WireBody),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ResponseBody::Wire(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Hyper(b) => b.is_end_stream(),
+            ResponseBody::Wire(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Hyper(b) => b.size_hint(),
+            ResponseBody::Wire(b) => b.size_hint(),
         }
     }
 }

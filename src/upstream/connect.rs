@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::UpstreamBody;
+use super::body::{ResponseBody, UpstreamBody};
 use super::h1::H1Pool;
 use super::target::ClientSettings;
 use crate::routing::{UpstreamProtocol, UpstreamTarget};
@@ -96,7 +95,7 @@ impl Transport {
         &self,
         mut req: Request<UpstreamBody>,
         grpc: bool,
-    ) -> Result<Response<Incoming>, RequestError> {
+    ) -> Result<Response<ResponseBody>, RequestError> {
         let conn = match (&self.grpc, grpc) {
             (Some(h2c), true) => h2c,
             _ => &self.main,
@@ -115,7 +114,11 @@ impl Transport {
                 if *version == Version::HTTP_2 {
                     req.headers_mut().remove(http::header::HOST);
                 }
-                client.request(req).await.map_err(RequestError::from_client)
+                client
+                    .request(req)
+                    .await
+                    .map(|r| r.map(ResponseBody::Hyper))
+                    .map_err(RequestError::from_client)
             }
             Conn::Tls {
                 client,
@@ -126,7 +129,11 @@ impl Transport {
                 if *may_be_h2 {
                     req.headers_mut().remove(http::header::HOST);
                 }
-                client.request(req).await.map_err(RequestError::from_client)
+                client
+                    .request(req)
+                    .await
+                    .map(|r| r.map(ResponseBody::Hyper))
+                    .map_err(RequestError::from_client)
             }
         }
     }

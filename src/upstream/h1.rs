@@ -14,27 +14,79 @@
 //! `pool_idle_timeout` is closed when the pool is next used (there is no timer: a pool
 //! nobody uses keeps its sockets until the upstream's own keep-alive timeout closes them);
 //! WebSocket upgrades work (connections are driven with upgrades).
+//!
+//! Bodiless idempotent requests skip hyper's connection task: they go out on a second stack
+//! of plain sockets, written and read by the request's own task ([`super::wire`]). Each stack
+//! keeps up to `pool_max_idle_per_host` connections.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, HOST};
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, Uri};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::UpstreamBody;
+use super::body::{ResponseBody, UpstreamBody};
 use super::connect::RequestError;
 use super::target::ClientSettings;
+use super::wire::{self, WireBody, WireConn};
 
 type Sender = http1::SendRequest<UpstreamBody>;
 
-struct Idle {
-    sender: Sender,
-    since: Instant,
+/// Idle connections, the most recently used on top (its socket is the warmest).
+struct Stack<T> {
+    idle: Mutex<VecDeque<(T, Instant)>>,
+    max: usize,
+    timeout: Duration,
+}
+
+impl<T> Stack<T> {
+    fn new(max: usize, timeout: Duration) -> Stack<T> {
+        Stack {
+            idle: Mutex::new(VecDeque::new()),
+            max,
+            timeout,
+        }
+    }
+
+    /// The most recently used connection that `usable` accepts; expired and refused ones are
+    /// dropped (closed) on the way.
+    fn pop(&self, usable: impl Fn(&T) -> bool) -> Option<T> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((conn, since)) = idle.pop_back() {
+            if since.elapsed() < self.timeout && usable(&conn) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// On top of the stack (the next checkout takes it), after closing the connections at
+    /// the bottom that sat idle past the timeout: under steady traffic the bottom is never
+    /// reached by a checkout, and without this its sockets would stay open until the
+    /// upstream closes them.
+    fn push(&self, conn: T) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while idle
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= self.timeout)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < self.max {
+            idle.push_back((conn, now));
+        }
+    }
+}
+
+impl wire::Reuse for Stack<WireConn> {
+    fn give_back(&self, conn: WireConn) {
+        self.push(conn);
+    }
 }
 
 /// One worker's HTTP/1.1 connections to one target.
@@ -45,9 +97,10 @@ pub struct H1Pool {
     /// The target's authority, the `Host` of a request that came without one (an HTTP/2
     /// request whose client sent no `:authority`).
     authority: HeaderValue,
-    idle: Arc<Mutex<VecDeque<Idle>>>,
-    max_idle: usize,
-    idle_timeout: Duration,
+    /// hyper's connections, for requests with a body or an upgrade.
+    idle: Arc<Stack<Sender>>,
+    /// Plain sockets for the requests [`wire::eligible`] lets through.
+    wire: Arc<Stack<WireConn>>,
     connect_timeout: Duration,
 }
 
@@ -63,9 +116,8 @@ impl H1Pool {
             port: authority.port_u16().unwrap_or(80),
             authority: HeaderValue::from_str(authority.as_str())
                 .unwrap_or(HeaderValue::from_static("localhost")),
-            idle: Arc::new(Mutex::new(VecDeque::new())),
-            max_idle: s.pool_max_idle_per_host,
-            idle_timeout: s.pool_idle_timeout,
+            idle: Arc::new(Stack::new(s.pool_max_idle_per_host, s.pool_idle_timeout)),
+            wire: Arc::new(Stack::new(s.pool_max_idle_per_host, s.pool_idle_timeout)),
             connect_timeout: s.connect_timeout,
         }
     }
@@ -74,16 +126,51 @@ impl H1Pool {
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, RequestError> {
+    ) -> Result<Response<ResponseBody>, RequestError> {
         origin_form(req.uri_mut());
         if !req.headers().contains_key(HOST) {
             req.headers_mut().insert(HOST, self.authority.clone());
+        }
+        if wire::eligible(&req) {
+            return self.send_wire(req).await;
         }
         let (sender, reused) = match self.checkout() {
             Some(sender) => (sender, true),
             None => (Box::pin(self.connect()).await?, false),
         };
-        self.sent(sender, reused, req).await
+        self.sent(sender, reused, req)
+            .await
+            .map(|r| r.map(ResponseBody::Hyper))
+    }
+
+    /// A bodiless idempotent request on a plain socket (see [`super::wire`]). When a reused
+    /// connection gave nothing back at all (the upstream closed it while it sat idle), the
+    /// request goes again, once, on a new connection.
+    async fn send_wire(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, RequestError> {
+        let mut head = Vec::with_capacity(256);
+        wire::encode_head(&req, &mut head);
+        let head_request = req.method() == Method::HEAD;
+        drop(req);
+        let (conn, reused) = match self.wire.pop(WireConn::is_idle_and_open) {
+            Some(conn) => (conn, true),
+            None => (WireConn::new(Box::pin(self.dial()).await?), false),
+        };
+        let (answer, conn) = match conn.exchange(&head, head_request).await {
+            Ok(done) => done,
+            Err((_, true)) if reused => {
+                let conn = WireConn::new(Box::pin(self.dial()).await?);
+                conn.exchange(&head, head_request)
+                    .await
+                    .map_err(|(e, _)| RequestError::Failed(Box::new(e)))?
+            }
+            Err((e, _)) => return Err(RequestError::Failed(Box::new(e))),
+        };
+        let pool: Arc<dyn wire::Reuse> = self.wire.clone();
+        let body = WireBody::new(conn, answer.framing, answer.reusable, pool);
+        Ok(answer.response.map(|()| ResponseBody::Wire(body)))
     }
 
     /// Send on `sender` and hand it back. The resend after a refusal is a boxed future of
@@ -94,7 +181,7 @@ impl H1Pool {
         mut sender: Sender,
         reused: bool,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, RequestError> {
+    ) -> Result<Response<hyper::body::Incoming>, RequestError> {
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 self.give_back(sender);
@@ -112,7 +199,10 @@ impl H1Pool {
         }
     }
 
-    async fn resend(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, RequestError> {
+    async fn resend(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<hyper::body::Incoming>, RequestError> {
         let mut sender = self.connect().await?;
         let resp = sender
             .send_request(req)
@@ -125,16 +215,11 @@ impl H1Pool {
     /// The most recently used idle connection that can take a request now; closed and
     /// expired ones are dropped on the way.
     fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(entry) = idle.pop_back() {
-            if entry.sender.is_ready() && entry.since.elapsed() < self.idle_timeout {
-                return Some(entry.sender);
-            }
-        }
-        None
+        self.idle.pop(Sender::is_ready)
     }
 
-    async fn connect(&self) -> Result<Sender, RequestError> {
+    /// A new TCP connection to the target, under the connect timeout, without Nagle.
+    async fn dial(&self) -> Result<TcpStream, RequestError> {
         let connect = TcpStream::connect((self.host.as_str(), self.port));
         let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(Ok(stream)) => stream,
@@ -152,6 +237,11 @@ impl H1Pool {
             }
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<Sender, RequestError> {
+        let stream = self.dial().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -171,35 +261,17 @@ impl H1Pool {
         if sender.is_closed() {
             return;
         }
-        let idle = self.idle.clone();
-        let (max, timeout) = (self.max_idle, self.idle_timeout);
         if sender.is_ready() {
-            push(&idle, max, timeout, sender);
+            self.idle.push(sender);
             return;
         }
+        let idle = self.idle.clone();
         let mut sender = sender;
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
-                push(&idle, max, timeout, sender);
+                idle.push(sender);
             }
         });
-    }
-}
-
-/// On top of the stack (the next checkout takes it), after closing the connections at the
-/// bottom that sat idle past `timeout`: under steady traffic the bottom is never reached by
-/// a checkout, and without this its sockets would stay open until the upstream closes them.
-fn push(idle: &Mutex<VecDeque<Idle>>, max: usize, timeout: Duration, sender: Sender) {
-    let now = Instant::now();
-    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-    while idle
-        .front()
-        .is_some_and(|oldest| now.duration_since(oldest.since) >= timeout)
-    {
-        idle.pop_front();
-    }
-    if idle.len() < max {
-        idle.push_back(Idle { sender, since: now });
     }
 }
 

@@ -18,6 +18,7 @@ pub mod connect;
 pub mod h1;
 pub mod health;
 pub mod target;
+pub mod wire;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,10 +29,9 @@ use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
-use hyper::body::Incoming;
 
 pub use balance::PickContext;
-pub use body::UpstreamBody;
+pub use body::{ResponseBody, UpstreamBody};
 use connect::{RequestError, Transport};
 pub use target::{TargetSet, TargetState};
 
@@ -113,7 +113,7 @@ impl Pool {
         out: Outgoing,
         user: Option<&[u8]>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<ResponseBody>, SendError> {
         self.send_reporting(out, user, timeout, &mut SendReport::default())
             .await
     }
@@ -125,7 +125,7 @@ impl Pool {
         user: Option<&[u8]>,
         timeout: Duration,
         report: &mut SendReport,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<ResponseBody>, SendError> {
         // Boxed: the attempt's future is kilobytes (hyper's, the retry's state), and every
         // async fn above this one would otherwise hold it inline and copy it whole each time
         // it is created and moved (memcpy was 8.7% of an HTTP/2 request's CPU under perf).
@@ -141,7 +141,7 @@ impl Pool {
         out: Outgoing,
         user: Option<&[u8]>,
         report: &mut SendReport,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<ResponseBody>, SendError> {
         let Outgoing { req, path, grpc } = out;
         if self.clients.len() == 1 {
             // One target: nowhere to retry, nothing to pick (the path of `upstream = ..`).
@@ -236,7 +236,7 @@ impl Pool {
         mut req: Request<UpstreamBody>,
         path: PathAndQuery,
         grpc: bool,
-    ) -> Result<Response<Incoming>, (SendError, bool)> {
+    ) -> Result<Response<ResponseBody>, (SendError, bool)> {
         let (Some(state), Some(client)) = (self.set.targets.get(i), self.clients.get(i)) else {
             return Err((SendError::Connect("no upstream target".into()), false));
         };
