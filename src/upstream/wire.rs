@@ -168,6 +168,11 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             headers.append(name, value);
         }
         let (framing, reusable) = framing(&headers, status, version, head_request)?;
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            // The coding frames the body, not the length beside it: a proxy removes that
+            // before forwarding (RFC 9112 section 6.3, point 3).
+            headers.remove(header::CONTENT_LENGTH);
+        }
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -650,6 +655,13 @@ mod tests {
             framed("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n"),
             (Framing::Chunked, false)
         );
+        let h = parse(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.response.headers().get("content-length").is_none());
         assert_eq!(
             framed("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
             (Framing::Close, false)

@@ -16,6 +16,14 @@
 //! | `endless-head` | header lines without end (up to 8 MiB, until the gateway stops reading) |
 //! | `stall` | reads the request and never answers (until the gateway gives up on the connection) |
 //! | `close-after` | a normal answer, then the connection is closed 100 ms later, idle in the pool |
+//! | `chunked` | `hello, world` in chunks sent apart, a chunk extension, a trailer; keep-alive |
+//! | `bad-chunk` | a head announcing chunks, then a chunk size that is not hex |
+//! | `close-delimited` | no length: the body runs until the upstream closes |
+//! | `te-and-cl` | both `Transfer-Encoding: chunked` and `Content-Length` (a smuggling shape) |
+//! | `extra-after-body` | a normal answer followed at once by a second, unasked-for one (`forged`) |
+//! | `interim` | `100 Continue` and `103 Early Hints` before the answer |
+//! | `slow-head` | the answer one byte at a time |
+//! | `head-only` | a head announcing 2 bytes and no body (the answer to a HEAD) |
 //! | anything else | `200 OK`, body `ok`, keep-alive |
 
 use std::net::SocketAddr;
@@ -149,6 +157,73 @@ async fn serve(mut stream: TcpStream, seen: Arc<Seen>) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let _ = stream.shutdown().await;
                 return;
+            }
+            "chunked" => {
+                for part in [
+                    &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+                    b"5\r\nhello\r\n",
+                    b"7;ext=1\r\n, world\r\n",
+                    b"0\r\nx-trailer: t\r\n\r\n",
+                ] {
+                    if stream.write_all(part).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            "bad-chunk" => {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return;
+            }
+            "close-delimited" => {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil ").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = stream.write_all(b"the end").await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            "te-and-cl" => {
+                if stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 40\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            "extra-after-body" => {
+                let mut both = OK.to_vec();
+                both.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged");
+                if stream.write_all(&both).await.is_err() {
+                    return;
+                }
+            }
+            "interim" => {
+                let mut all = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </s.css>; rel=preload\r\n\r\n".to_vec();
+                all.extend_from_slice(OK);
+                if stream.write_all(&all).await.is_err() {
+                    return;
+                }
+            }
+            "slow-head" => {
+                for b in OK {
+                    if stream.write_all(&[*b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            "head-only" => {
+                if stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
             _ => {
                 if stream.write_all(OK).await.is_err() {
