@@ -13,22 +13,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::faulty::{FaultyUpstream, RESET_ANNOUNCED_BYTES};
-use common::{gateway_panics, watch_panics, Env, Setup, TestGateway};
+use common::{gateway_panics, Env, TestGateway};
 
 /// Route timeout for the stall test: long enough for a loaded debug build to answer a
 /// healthy request, short enough to keep the test quick.
 const ROUTE_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn env() -> Env<FaultyUpstream> {
-    watch_panics();
-    let config = r#"{listen}
-[[routes]]
-prefix = "/"
-upstream = "{up}"
-auth = "public"
-timeout = "1s"
-"#;
-    Env::start_with(Setup::new(), FaultyUpstream::start().await, config).await
+    Env::faulty("1s").await
 }
 
 impl Env<FaultyUpstream> {

@@ -13,18 +13,10 @@
 mod common;
 
 use common::faulty::FaultyUpstream;
-use common::{gateway_panics, watch_panics, Env, Setup, TestGateway};
+use common::{gateway_panics, Env, TestGateway};
 
 async fn env() -> Env<FaultyUpstream> {
-    watch_panics();
-    let config = r#"{listen}
-[[routes]]
-prefix = "/"
-upstream = "{up}"
-auth = "public"
-timeout = "2s"
-"#;
-    Env::start_with(Setup::new(), FaultyUpstream::start().await, config).await
+    Env::faulty("2s").await
 }
 
 /// GET `/f/{fault}` with `client`: status and body text.

@@ -40,6 +40,18 @@ impl Upstreams for FaultyUpstream {
     }
 }
 
+impl Env<FaultyUpstream> {
+    /// A fresh [`FaultyUpstream`] behind one public route on `/` with the route `timeout`
+    /// (`"1s"`), panics in gateway tasks watched.
+    pub async fn faulty(timeout: &str) -> Env<FaultyUpstream> {
+        super::watch_panics();
+        let config = format!(
+            "{{listen}}\n[[routes]]\nprefix = \"/\"\nupstream = \"{{up}}\"\nauth = \"public\"\ntimeout = \"{timeout}\"\n"
+        );
+        Env::start_with(Setup::new(), FaultyUpstream::start().await, &config).await
+    }
+}
+
 impl Env {
     /// A fresh recording [`Upstream`] as `{up}`, and the gateway on `template`.
     pub async fn start(setup: Setup, template: &str) -> Env {
