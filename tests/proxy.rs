@@ -340,6 +340,34 @@ async fn http2_requests_are_forwarded_with_identity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cookie_fields_reach_an_http1_upstream_as_one() {
+    let env = env().await;
+    let t = token("alice");
+    // Cookies split over several fields, as browsers send them over HTTP/2, reach an
+    // HTTP/1.1 upstream as one field (RFC 9113 section 8.2.3), with or without a body.
+    for method in [http::Method::GET, http::Method::POST] {
+        let r = TestGateway::reply(
+            env.gw
+                .h2()
+                .request(method.clone(), env.gw.url("/admin/c"))
+                .bearer_auth(&t)
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .body(if method == http::Method::POST {
+                    "x"
+                } else {
+                    ""
+                })
+                .send()
+                .await
+                .expect("h2 cookies"),
+        )
+        .await;
+        assert_eq!(r.echo().all("cookie"), ["a=1; b=2"], "{method}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_is_tunnelled() {
     let env = env().await;
     let url = format!("wss://localhost:{}/admin/ws", env.gw.port());

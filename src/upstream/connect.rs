@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use http::header::{HeaderValue, COOKIE};
 use http::{Request, Response, Version};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -96,6 +97,7 @@ impl Transport {
         mut req: Request<UpstreamBody>,
         grpc: bool,
     ) -> Result<Response<ResponseBody>, RequestError> {
+        join_cookies(req.headers_mut());
         let conn = match (&self.grpc, grpc) {
             (Some(h2c), true) => h2c,
             _ => &self.main,
@@ -200,5 +202,46 @@ fn tls(s: &ClientSettings, protocol: UpstreamProtocol) -> Conn {
         } else {
             Version::HTTP_11
         },
+    }
+}
+
+/// One `Cookie` field: an HTTP/2 client may split its cookies over several fields (browsers
+/// do, for compression), which must be joined with `; ` before the request travels over
+/// HTTP/1.1 (RFC 9113 section 8.2.3), where a server may read only the first `Cookie` line.
+/// Done for every hop: one field is as valid on an HTTP/2 hop, and an `https://` hop's
+/// protocol is only known once ALPN has settled.
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut all = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Joined from valid field values with `; `: valid too; kept as sent if not.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_fields_are_joined_for_http1() {
+        let mut h = http::HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        h.append(COOKIE, HeaderValue::from_static("b=2; c=3"));
+        h.append(COOKIE, HeaderValue::from_static("d=4"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3; d=4"]);
+        let mut one = http::HeaderMap::new();
+        one.append(COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one[COOKIE], "a=1");
     }
 }
