@@ -13,10 +13,32 @@
 mod common;
 
 use common::faulty::FaultyUpstream;
-use common::{gateway_panics, Env, TestGateway};
+use std::time::{Duration, Instant};
+
+use common::{gateway_panics, Env, Setup, TestGateway};
 
 async fn env() -> Env<FaultyUpstream> {
     Env::faulty("2s").await
+}
+
+/// The faulty upstream behind a public route, with `upstream` as the `[upstream]` table.
+async fn env_with(upstream: &str) -> Env<FaultyUpstream> {
+    let config = format!(
+        "{{listen}}\n[upstream]\n{upstream}\n[[routes]]\nprefix = \"/\"\nupstream = \"{{up}}\"\nauth = \"public\"\n"
+    );
+    Env::start_with(Setup::new(), FaultyUpstream::start().await, &config).await
+}
+
+/// Wait (up to 5 s) until the upstream has `want` connections open.
+async fn open_becomes(env: &Env<FaultyUpstream>, want: usize) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if env.up.open() == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// GET `/f/{fault}` with `client`: status and body text.
@@ -55,7 +77,10 @@ async fn every_framing_arrives_whole_over_http1_and_http2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_is_reused_only_after_a_cleanly_framed_answer() {
     let env = env().await;
-    let client = env.gw.h1();
+    // HTTP/2: one client connection, so one gateway worker and its one pool. (An HTTP/1.1
+    // client may open a second connection while the first goes back to its own pool, and
+    // land on the other worker's pool.)
+    let client = env.gw.h2();
     assert_eq!(get(&env, &client, "ok").await.0, 200);
     let first = env.up.connections();
     // Length and chunked answers leave the connection ready for the next request.
@@ -151,4 +176,41 @@ async fn bodiless_methods_all_take_the_wire_and_a_post_still_works() {
         5,
         "each request reached the upstream once: {paths:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_past_pool_idle_timeout_is_closed_not_used() {
+    let env = env_with("pool_idle_timeout = \"300ms\"").await;
+    let client = env.gw.h2();
+    assert_eq!(get(&env, &client, "ok").await.0, 200);
+    assert_eq!((env.up.connections(), env.up.open()), (1, 1));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get(&env, &client, "ok").await.0, 200);
+    assert_eq!(env.up.connections(), 2, "the expired connection was used");
+    assert!(
+        open_becomes(&env, 1).await,
+        "the expired connection stayed open: {} open",
+        env.up.open()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_keeps_at_most_pool_max_idle_per_host_connections() {
+    let env = env_with("pool_max_idle_per_host = 1").await;
+    // One HTTP/2 connection (one gateway worker), three answers in flight at once: three
+    // upstream connections.
+    let client = env.gw.h2();
+    let calls = (0..3).map(|_| get(&env, &client, "slow-head"));
+    for (status, body) in futures_util::future::join_all(calls).await {
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    assert_eq!(env.up.connections(), 3);
+    assert!(
+        open_becomes(&env, 1).await,
+        "idle connections beyond the cap stayed open: {} open",
+        env.up.open()
+    );
+    // The one kept is used.
+    assert_eq!(get(&env, &client, "ok").await.0, 200);
+    assert_eq!(env.up.connections(), 3);
 }

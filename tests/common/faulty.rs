@@ -48,6 +48,8 @@ pub struct FaultyUpstream {
 #[derive(Default)]
 struct Seen {
     connections: AtomicUsize,
+    /// Connections accepted and not yet ended (by either side).
+    open: AtomicUsize,
     /// Request paths in arrival order.
     paths: Mutex<Vec<String>>,
 }
@@ -65,7 +67,12 @@ impl FaultyUpstream {
                     continue;
                 };
                 state.connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, state.clone()));
+                state.open.fetch_add(1, Ordering::SeqCst);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    serve(stream, state.clone()).await;
+                    state.open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         FaultyUpstream { addr, seen }
@@ -78,6 +85,11 @@ impl FaultyUpstream {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.seen.connections.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now (accepted, and neither side has ended them yet).
+    pub fn open(&self) -> usize {
+        self.seen.open.load(Ordering::SeqCst)
     }
 
     /// Paths of every request head read so far.
