@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::faulty::FaultyUpstream;
+use common::faulty::{big_body, FaultyUpstream};
 use std::time::{Duration, Instant};
 
 use common::{gateway_panics, Env, Setup, TestGateway};
@@ -213,4 +213,29 @@ async fn the_pool_keeps_at_most_pool_max_idle_per_host_connections() {
     // The one kept is used.
     assert_eq!(get(&env, &client, "ok").await.0, 200);
     assert_eq!(env.up.connections(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_arrive_byte_for_byte_and_the_connection_is_reused() {
+    let env = env().await;
+    let want = big_body();
+    let client = env.gw.h2();
+    assert_eq!(get(&env, &client, "ok").await.0, 200);
+    let first = env.up.connections();
+    for fault in ["big", "big-chunked", "big"] {
+        let r = client
+            .get(env.gw.url(&format!("/f/{fault}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{fault}");
+        let body = r.bytes().await.unwrap();
+        assert_eq!(body.len(), want.len(), "{fault}");
+        assert!(body[..] == want[..], "{fault}: the bytes differ");
+    }
+    assert_eq!(
+        env.up.connections(),
+        first,
+        "a large answer cost its connection"
+    );
 }

@@ -42,8 +42,11 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// The most bytes of trailer fields after the last chunk (read and dropped: an HTTP/1.1 hop
 /// carries no gRPC, and nothing else on this path needs them).
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
-/// Room made in the read buffer before each read.
+/// Room made in the read buffer before the first read of an answer.
 const READ_SIZE: usize = 8 * 1024;
+/// The most room made for one read of a body: reads that fill the room double it up to this
+/// (as hyper's adaptive reads do), so a large download is not read 8 KiB at a time.
+const MAX_READ_SIZE: usize = 256 * 1024;
 
 /// Why an exchange on the wire failed.
 #[derive(Debug, thiserror::Error)]
@@ -381,6 +384,8 @@ fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
 pub struct WireConn {
     io: TcpStream,
     buf: BytesMut,
+    /// Room to make for the next body read (see [`MAX_READ_SIZE`]).
+    read_size: usize,
 }
 
 impl WireConn {
@@ -388,6 +393,7 @@ impl WireConn {
         WireConn {
             io,
             buf: BytesMut::new(),
+            read_size: READ_SIZE,
         }
     }
 
@@ -411,6 +417,7 @@ impl WireConn {
         if let Err(e) = self.io.write_all(head).await {
             return Err((e.into(), true));
         }
+        self.read_size = READ_SIZE;
         loop {
             if !self.buf.is_empty() {
                 match parse_head(&mut self.buf, head_request) {
@@ -431,12 +438,22 @@ impl WireConn {
         }
     }
 
-    /// Read more into the buffer; `Ok(0)` at the end of the stream.
+    /// Read more into the buffer; `Ok(0)` at the end of the stream. A read that fills the
+    /// room it was given doubles the room for the next one, up to [`MAX_READ_SIZE`].
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 2 {
-            self.buf.reserve(READ_SIZE);
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+            self.buf.reserve(self.read_size);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        let room = self.buf.capacity() - self.buf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.buf
+        ))?;
+        if n == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ_SIZE);
+        }
+        Poll::Ready(Ok(n))
     }
 }
 

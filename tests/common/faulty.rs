@@ -24,6 +24,8 @@
 //! | `interim` | `100 Continue` and `103 Early Hints` before the answer |
 //! | `slow-head` | the answer one byte at a time |
 //! | `head-only` | a head announcing 2 bytes and no body (the answer to a HEAD) |
+//! | `big` | [`BIG_BYTES`] of [`big_body`] with `Content-Length`, written 64 KiB at a time |
+//! | `big-chunked` | the same body in 64 KiB chunks |
 //! | anything else | `200 OK`, body `ok`, keep-alive |
 
 use std::net::SocketAddr;
@@ -38,6 +40,17 @@ use tokio::net::{TcpListener, TcpStream};
 pub const RESET_ANNOUNCED_BYTES: usize = 1024 * 1024;
 /// Body bytes `reset-mid-response` sends before the reset.
 pub const RESET_SENT_BYTES: usize = 64 * 1024;
+
+/// Size of the `big` and `big-chunked` answers.
+pub const BIG_BYTES: usize = 3 * 1024 * 1024 + 17;
+
+/// The body of the `big` answers: a pattern no two 64 KiB pieces share, so a lost, repeated
+/// or reordered piece changes it.
+pub fn big_body() -> Vec<u8> {
+    (0..BIG_BYTES)
+        .map(|i| (i % 251) as u8 ^ (i / 65536) as u8)
+        .collect()
+}
 
 /// A running faulty upstream.
 pub struct FaultyUpstream {
@@ -226,6 +239,33 @@ async fn serve(mut stream: TcpStream, seen: Arc<Seen>) {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            "big" | "big-chunked" => {
+                let chunked = fault == "big-chunked";
+                let head = if chunked {
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_owned()
+                } else {
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG_BYTES}\r\n\r\n")
+                };
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for piece in big_body().chunks(64 * 1024) {
+                    let mut out = Vec::with_capacity(piece.len() + 16);
+                    if chunked {
+                        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                    }
+                    out.extend_from_slice(piece);
+                    if chunked {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+                if chunked && stream.write_all(b"0\r\n\r\n").await.is_err() {
+                    return;
                 }
             }
             "head-only" => {
