@@ -5,6 +5,8 @@
 #   make_cert             a self-signed certificate for localhost: $W/tls.crt, $W/tls.key
 #   start_nginx PORT...   one nginx worker answering "ok" on each port, in the background
 #   hs256_token           an HS256 token (kid hs256, sub user-1, valid a day) signed with SECRET
+#   start_gateway BIN     BIN run with $W/gw.toml in the background (log $W/gw.log) until it
+#                         listens; its pid in GP
 #   gateway_config PORT STORE TARGETS
 #                         $W/gw.toml: TLS on PORT, the store file STORE, one HS256 key, one
 #                         route on / with the line TARGETS (`upstream = ..` or `upstreams = [..]`)
@@ -58,4 +60,10 @@ prefix = "/"
 $3
 auth = "jwt"
 EOF
+}
+
+start_gateway() {
+  "$1" run --config "$W/gw.toml" > "$W/gw.log" 2>&1 &
+  GP=$!
+  for _ in $(seq 1 100); do grep -q listening "$W/gw.log" && break; sleep 0.1; done
 }

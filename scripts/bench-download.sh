@@ -30,9 +30,7 @@ NGINX
 nginx -c "$W/nginx.conf" -e "$W/nginx.err" &
 GW=$(port)
 gateway_config "$GW" "$W/store/revocations.log" "upstream = \"http://127.0.0.1:$UP\""
-"$BIN" run --config "$W/gw.toml" > "$W/gw.log" 2>&1 &
-GP=$!
-for _ in $(seq 1 100); do grep -q listening "$W/gw.log" && break; sleep 0.1; done
+start_gateway "$BIN"
 extra="-m 1"; [ "$PROTO" = h1 ] && extra="--h1 -m 1"
 c0=$(awk '{print $14+$15}' /proc/$GP/stat)
 h2load $extra -n "$N" -c 4 -t1 -H "authorization: Bearer $TOKEN" "https://127.0.0.1:$GW/big" \

@@ -23,9 +23,7 @@ start_nginx "$UP"
 TOKEN=$(hs256_token)
 GW=$(port)
 gateway_config "$GW" "$W/store/revocations.log" "upstream = \"http://127.0.0.1:$UP\""
-"$BIN" run --config "$W/gw.toml" > "$W/gw.log" 2>&1 &
-GP=$!
-for _ in $(seq 1 100); do grep -q listening "$W/gw.log" && break; sleep 0.1; done
+start_gateway "$BIN"
 extra="--h1 -m 1"; [ "$PROTO" = h2 ] && extra="-m 10"
 load() { h2load $extra -n "$1" -c 32 -t1 -H "authorization: Bearer $TOKEN" "https://127.0.0.1:$GW/x"; }
 load 20000 > /dev/null
