@@ -1,7 +1,8 @@
 //! The bodies of an upstream exchange. The request's: the client's, streamed (cut at the
-//! route's `max_body_bytes` when set), or nothing. A body that may have to go to a second target is *reclaimable*: if the
-//! first attempt drops it before reading a byte (the connection could not be made), it is
-//! handed back for the retry, so a retried request never loses or duplicates body bytes.
+//! route's `max_body_bytes` when set), or nothing. A body that may have to go to a second
+//! target is *reclaimable*: if the first attempt drops it before reading a byte (the
+//! connection could not be made), it is handed back for the retry, so a retried request never
+//! loses or duplicates body bytes.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -114,37 +115,6 @@ impl Body for UpstreamBody {
     }
 }
 
-/// The body of an upstream's answer: hyper's, or read from the socket by [`super::wire`].
-pub enum ResponseBody {
-    Hyper(Incoming),
-    Wire(super::wire::WireBody),
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ResponseBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ResponseBody::Wire(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Hyper(b) => b.is_end_stream(),
-            ResponseBody::Wire(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Hyper(b) => b.size_hint(),
-            ResponseBody::Wire(b) => b.size_hint(),
-        }
-    }
-}
+/// The body of an upstream's answer: hyper's (`Left`), or read from the socket by
+/// [`super::wire`] (`Right`).
+pub type ResponseBody = http_body_util::Either<Incoming, super::wire::WireBody>;

@@ -119,7 +119,7 @@ impl Transport {
                 client
                     .request(req)
                     .await
-                    .map(|r| r.map(ResponseBody::Hyper))
+                    .map(|r| r.map(ResponseBody::Left))
                     .map_err(RequestError::from_client)
             }
             Conn::Tls {
@@ -134,7 +134,7 @@ impl Transport {
                 client
                     .request(req)
                     .await
-                    .map(|r| r.map(ResponseBody::Hyper))
+                    .map(|r| r.map(ResponseBody::Left))
                     .map_err(RequestError::from_client)
             }
         }

@@ -140,7 +140,7 @@ impl H1Pool {
         };
         self.sent(sender, reused, req)
             .await
-            .map(|r| r.map(ResponseBody::Hyper))
+            .map(|r| r.map(ResponseBody::Left))
     }
 
     /// A bodiless idempotent request on a plain socket (see [`super::wire`]). When a reused
@@ -170,7 +170,7 @@ impl H1Pool {
         };
         let pool: Arc<dyn wire::Reuse> = self.wire.clone();
         let body = WireBody::new(conn, answer.framing, answer.reusable, pool);
-        Ok(answer.response.map(|()| ResponseBody::Wire(body)))
+        Ok(answer.response.map(|()| ResponseBody::Right(body)))
     }
 
     /// Send on `sender` and hand it back. The resend after a refusal is a boxed future of
