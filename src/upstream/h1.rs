@@ -19,9 +19,8 @@
 //! of plain sockets, written and read by the request's own task ([`super::wire`]). Each stack
 //! keeps up to `pool_max_idle_per_host` connections.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{HeaderValue, HOST};
 use http::{Method, Request, Response, Uri};
@@ -31,63 +30,11 @@ use tokio::net::TcpStream;
 
 use super::body::{ResponseBody, UpstreamBody};
 use super::connect::RequestError;
+use super::idle::Stack;
 use super::target::ClientSettings;
 use super::wire::{self, WireBody, WireConn};
 
 type Sender = http1::SendRequest<UpstreamBody>;
-
-/// Idle connections, the most recently used on top (its socket is the warmest).
-struct Stack<T> {
-    idle: Mutex<VecDeque<(T, Instant)>>,
-    max: usize,
-    timeout: Duration,
-}
-
-impl<T> Stack<T> {
-    fn new(max: usize, timeout: Duration) -> Stack<T> {
-        Stack {
-            idle: Mutex::new(VecDeque::new()),
-            max,
-            timeout,
-        }
-    }
-
-    /// The most recently used connection that `usable` accepts; expired and refused ones are
-    /// dropped (closed) on the way.
-    fn pop(&self, usable: impl Fn(&T) -> bool) -> Option<T> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((conn, since)) = idle.pop_back() {
-            if since.elapsed() < self.timeout && usable(&conn) {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    /// On top of the stack (the next checkout takes it), after closing the connections at
-    /// the bottom that sat idle past the timeout: under steady traffic the bottom is never
-    /// reached by a checkout, and without this its sockets would stay open until the
-    /// upstream closes them.
-    fn push(&self, conn: T) {
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while idle
-            .front()
-            .is_some_and(|(_, since)| now.duration_since(*since) >= self.timeout)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < self.max {
-            idle.push_back((conn, now));
-        }
-    }
-}
-
-impl wire::Reuse for Stack<WireConn> {
-    fn give_back(&self, conn: WireConn) {
-        self.push(conn);
-    }
-}
 
 /// One worker's HTTP/1.1 connections to one target.
 pub struct H1Pool {
@@ -168,8 +115,7 @@ impl H1Pool {
             }
             Err((e, _)) => return Err(RequestError::Failed(Box::new(e))),
         };
-        let pool: Arc<dyn wire::Reuse> = self.wire.clone();
-        let body = WireBody::new(conn, answer.framing, answer.reusable, pool);
+        let body = WireBody::new(conn, answer.framing, answer.reusable, self.wire.clone());
         Ok(answer.response.map(|()| ResponseBody::Right(body)))
     }
 

@@ -4,6 +4,8 @@
 //!   back-off, requests in flight, per-target metrics);
 //! - [`balance`]: picking a target (round robin, least requests, user hash);
 //! - [`connect`]: pooled connections to one target (HTTP/1.1, h2c, TLS with ALPN);
+//! - [`h1`], [`wire`], [`idle`]: HTTP/1.1 to `http://` targets (hyper's connections, the
+//!   bodiless requests written and read on the wire, the idle stacks both keep);
 //! - [`health`]: the active health checks and DNS re-resolution, run by the gateway;
 //! - [`body`]: the request body, reclaimable for a retry.
 //!
@@ -17,6 +19,7 @@ pub mod body;
 pub mod connect;
 pub mod h1;
 pub mod health;
+pub mod idle;
 pub mod target;
 pub mod wire;
 

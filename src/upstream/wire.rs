@@ -24,6 +24,7 @@
 //! misread length would hand one client's answer to the next.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -32,6 +33,8 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use super::idle::Stack;
 
 /// The largest answer head read (status line and fields), as hyper's default would refuse.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -457,11 +460,6 @@ impl WireConn {
     }
 }
 
-/// Where a connection goes when its answer has been read to the end.
-pub trait Reuse: Send + Sync {
-    fn give_back(&self, conn: WireConn);
-}
-
 /// An answer's body, read from the connection by whoever polls it; the connection goes back
 /// to the pool at the last byte (or is closed, when it may not be reused or the body is
 /// dropped before its end).
@@ -469,7 +467,8 @@ pub struct WireBody {
     conn: Option<WireConn>,
     state: State,
     reusable: bool,
-    pool: Option<std::sync::Arc<dyn Reuse>>,
+    /// Where the connection goes back when its answer has been read to the end.
+    pool: Option<Arc<Stack<WireConn>>>,
 }
 
 /// What the next poll does, decided while the state is borrowed.
@@ -493,7 +492,7 @@ impl WireBody {
         conn: WireConn,
         framing: Framing,
         reusable: bool,
-        pool: std::sync::Arc<dyn Reuse>,
+        pool: Arc<Stack<WireConn>>,
     ) -> WireBody {
         let state = match framing {
             Framing::Empty | Framing::Length(0) => State::Done,
@@ -519,7 +518,7 @@ impl WireBody {
         self.state = State::Done;
         if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.take()) {
             if self.reusable && conn.buf.is_empty() {
-                pool.give_back(conn);
+                pool.push(conn);
             }
         }
     }
